@@ -1,0 +1,80 @@
+"""Atomic writes: files and directories appear whole or not at all.
+
+Every output medseg writes goes to a temporary sibling first and is renamed into place,
+so a failed run leaves no half-written file or directory, and an existing output is only
+replaced once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from medseg.errors import ConfigError
+
+__all__ = ["atomic_dir", "atomic_file", "check_output_dir", "check_parent_exists"]
+
+
+def check_parent_exists(path: Path) -> None:
+    """Raise :class:`ConfigError` unless the folder that will hold ``path`` exists."""
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"cannot write {path}: its parent folder {parent} does not exist; "
+            "create it first or choose another output path"
+        )
+
+
+def check_output_dir(path: Path, force: bool) -> None:
+    """Refuse to replace a non-empty folder (or any file) at ``path`` unless ``force``."""
+    check_parent_exists(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output {path} exists and is a file, not a folder; remove it first")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise ConfigError(
+            f"output folder {path} exists and is not empty; pass --force to replace it"
+        )
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path``, on error it is removed.
+
+    An existing ``path`` stays untouched until the new folder is complete.
+    """
+    path = Path(path)
+    check_parent_exists(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling file path; on success it is renamed to ``path``."""
+    path = Path(path)
+    check_parent_exists(path)
+    # The temporary name keeps the real suffixes (".nii.gz"): writers pick the format from them.
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.absolute().parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)

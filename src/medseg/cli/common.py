@@ -1,0 +1,75 @@
+"""What every command shares: consoles, the ``--debug`` option, error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medseg.errors import MedsegError
+
+__all__ = [
+    "DEBUG_OPTION",
+    "console",
+    "err_console",
+    "format_size",
+    "handle_errors",
+    "report_written",
+]
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: ``--debug`` on every command: show the traceback instead of the one-line error.
+DEBUG_OPTION = typer.Option(
+    False, "--debug", envvar="MEDSEG_DEBUG", help="Show the full traceback on errors."
+)
+
+
+@contextlib.contextmanager
+def handle_errors(debug: bool) -> Iterator[None]:
+    """Turn a :class:`MedsegError` into one red line on stderr and its exit code (2, or 1).
+
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except MedsegError as exc:
+        if debug:
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def format_size(num_bytes: int) -> str:
+    """Human-readable size: ``"1.6 MB"``."""
+    size = float(num_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def report_written(what: str, path: Path, started: float) -> None:
+    """Print one success line: what was written, where, its size and how long it took."""
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"[green]✓[/] {what}: [bold]{path}[/] ({format_size(_tree_size(path))}, {elapsed:.1f} s)",
+        highlight=False,
+    )

@@ -1,0 +1,118 @@
+"""``medseg data``: dataset folders (check, preview) and the embedded MNI152 dataset."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from medseg.atomic import atomic_file
+from medseg.cli.common import DEBUG_OPTION, console, handle_errors, report_written
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="data",
+    help="Dataset folders in the nnU-Net raw layout: check them, preview them, or write the "
+    "embedded MNI152 brain dataset.",
+    no_args_is_help=True,
+)
+
+
+@app.command("check")
+def check(
+    dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net raw layout)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the summary as JSON to this file."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Validate a dataset folder and print its summary.
+
+    Checks dataset.json, that every case has all channel files and a label, that images and
+    labels agree in shape and affine, that label values are declared, that files load, and
+    that no voxel is NaN/Inf. Prints cases, channels, labels with voxel counts, spacings,
+    shapes and intensity ranges. Exit code 2 and one line naming the files on any problem.
+
+    Examples:
+        medseg data check /data/Dataset001_Brain
+        medseg data check /tmp/mni --json /tmp/mni-summary.json
+    """
+    with handle_errors(debug):
+        from medseg.data.check import check_dataset, render_report
+
+        started = time.perf_counter()
+        report = check_dataset(dataset)
+        console.print(render_report(report))
+        console.print(
+            f"[green]✓[/] {dataset}: no problems found ({time.perf_counter() - started:.1f} s)"
+        )
+        if json_out is not None:
+            with atomic_file(json_out) as tmp:
+                tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+            console.print(f"  summary written to {json_out}")
+
+
+@app.command("mni152")
+def mni152(
+    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
+    preview: Path | None = typer.Option(
+        None, "--preview", help="Also save a PNG overlay of the labels on the T1 image."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Write the embedded MNI ICBM152 2009a brain (T1; CSF/GM/WM labels) in the nnU-Net layout.
+
+    The template ships inside the nilearn wheel and is read from its files: nothing is
+    downloaded. It is ONE template brain: results on it show the pipeline works on real
+    anatomy, not how a model generalises across patients.
+
+    Examples:
+        medseg data mni152 /tmp/mni
+        medseg data mni152 /tmp/mni --force --preview /tmp/mni.png
+    """
+    with handle_errors(debug):
+        from medseg.data.mni152 import write_mni152
+
+        started = time.perf_counter()
+        write_mni152(out_dir, force=force)
+        report_written("MNI152 tissue dataset (1 case, 4 labels, 1 mm)", out_dir, started)
+        if preview is not None:
+            _preview(out_dir, None, preview)
+        console.print(f"next: [bold]medseg data check {out_dir}[/]", highlight=False)
+
+
+@app.command("preview")
+def preview_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net raw layout)."),
+    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    case: str | None = typer.Option(None, "--case", help="Case id (default: the first one)."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Save a PNG of one case's labels over its first channel (three orthogonal planes).
+
+    Examples:
+        medseg data preview /tmp/mni --out /tmp/mni.png
+        medseg data preview /data/Dataset001_Brain --case BRAIN_007 --out brain7.png
+    """
+    with handle_errors(debug):
+        _preview(dataset, case, out)
+
+
+def _preview(dataset: Path, case_id: str | None, out: Path) -> None:
+    from medseg.data.nnunet import NnUNetDataset
+    from medseg.viz.overlay import save_overlay_png
+
+    started = time.perf_counter()
+    ds = NnUNetDataset.open(dataset)
+    volume = ds.load_case(case_id if case_id is not None else ds.case_ids("train")[0])
+    if volume.label is None:
+        from medseg.errors import DatasetError
+
+        raise DatasetError(f"case {volume.case_id} in {dataset} has no label file to overlay")
+    title = f"{ds.spec.name}: {volume.case_id}, labels over {ds.spec.channel_names[0]}"
+    save_overlay_png(volume.image[0], volume.label, out, ds.spec.labels, title)
+    report_written("label overlay", out, started)

@@ -1,0 +1,56 @@
+"""One error hierarchy for medseg.
+
+Every error a user can cause (a bad file, a bad option, a missing extra) is a
+:class:`MedsegError`. Its message is one line that names the file or value received and
+what would be accepted. The CLI prints that line and exits with code 2 (``--debug`` shows
+the traceback); anything that is not a ``MedsegError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "EngineBuildError",
+    "ExportError",
+    "GateFailedError",
+    "MedsegError",
+    "MissingDependencyError",
+    "NotBuiltError",
+]
+
+
+class MedsegError(Exception):
+    """Base class of every error caused by user input or environment; exit code 2 in the CLI."""
+
+    exit_code = 2
+
+
+class ConfigError(MedsegError):
+    """An option, recipe or configuration value is invalid."""
+
+
+class DatasetError(MedsegError):
+    """A dataset folder or a medical image file is missing, corrupt or inconsistent."""
+
+
+class ExportError(MedsegError):
+    """ONNX export, simplification, parity or precision conversion failed."""
+
+
+class EngineBuildError(MedsegError):
+    """A TensorRT engine could not be built or loaded."""
+
+
+class MissingDependencyError(MedsegError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class GateFailedError(MedsegError):
+    """A benchmark gate failed (exit code 1: the run worked, the result is not good enough)."""
+
+    exit_code = 1
+
+
+class NotBuiltError(MedsegError):
+    """A command whose capability is not built yet in this version of medseg."""

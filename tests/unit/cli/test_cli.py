@@ -1,0 +1,130 @@
+"""The command line: thin commands, one-line errors with exit code 2, honest stubs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medseg.cli.app import app
+
+runner = CliRunner()
+PIPELINE_STEPS = ["train", "export", "build", "infer", "bench"]
+SRC = str(Path(__file__).resolve().parents[3] / "src")
+
+
+def _run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_help_lists_every_pipeline_step() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in [*PIPELINE_STEPS, "data", "demo"]:
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["data", "check", "--help"], ["data", "mni152", "--help"], ["demo", "--help"]]
+)
+def test_built_commands_have_help_with_examples(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert "Examples" in result.output and "medseg" in result.output
+
+
+@pytest.mark.parametrize("step", PIPELINE_STEPS)
+def test_unbuilt_steps_say_so_and_exit_non_zero(step: str) -> None:
+    result = runner.invoke(app, [step, "anything", "--fp16"])
+    assert result.exit_code == 2
+    assert "not built yet" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("step", PIPELINE_STEPS)
+def test_standalone_entry_point_is_the_same_command(step: str) -> None:
+    code = (
+        f"import sys; sys.argv = ['medseg-{step}', '--fp16', 'x']; "
+        f"from medseg.cli.app import {step}_main; {step}_main()"
+    )
+    proc = _run_module("-c", code)
+    assert proc.returncode == 2
+    assert f"medseg {step} is not built yet" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_installed_console_scripts_when_installed() -> None:
+    exe = shutil.which("medseg-export", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("medseg is not pip-installed in this interpreter's environment")
+    proc = subprocess.run([exe, "--fp16"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not built yet" in proc.stderr
+
+
+def test_data_check_accepts_the_mni_dataset(mni_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    result = runner.invoke(app, ["data", "check", str(mni_dataset), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "CSF" in result.output and "WM" in result.output
+    assert out.is_file()
+
+
+def test_data_check_names_missing_label_files_in_one_line(
+    mni_dataset: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "mni-copy"
+    shutil.copytree(mni_dataset, copy)
+    for f in (copy / "labelsTr").iterdir():
+        f.unlink()
+    proc = _run_module("-m", "medseg", "data", "check", str(copy))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "MNI152_001.nii.gz" in lines[0] and "label" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = _run_module("-m", "medseg", "data", "check", str(tmp_path / "nope"), "--debug")
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+
+
+def test_data_check_on_missing_folder_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_mni152_refuses_non_empty_dir_then_force_replaces(tmp_path: Path) -> None:
+    out = tmp_path / "mni"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    result = runner.invoke(app, ["data", "mni152", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
+    assert (out / "old.txt").exists()
+    preview = tmp_path / "mni.png"
+    result = runner.invoke(app, ["data", "mni152", str(out), "--force", "--preview", str(preview)])
+    assert result.exit_code == 0, result.output
+    assert not (out / "old.txt").exists() and (out / "dataset.json").is_file()
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "medseg data check" in result.output  # prints the next command
+
+
+def test_mni152_missing_parent_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "mni152", str(tmp_path / "a" / "b")])
+    assert result.exit_code == 2 and "parent folder" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "medseg-edge" in result.output
