@@ -49,6 +49,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     check_parent_exists(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     try:
         yield tmp
     except BaseException:
@@ -63,6 +64,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling file path; on success it is renamed to ``path``."""
@@ -72,6 +79,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.absolute().parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
     except BaseException:

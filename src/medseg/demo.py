@@ -24,6 +24,9 @@ from medseg.data.slicing import make_split
 
 __all__ = ["DEMO_RECIPE", "DemoStep", "multi_otsu_thresholds", "run_demo"]
 
+#: The committed demo model (a ``medseg train`` run directory), relative to the repository.
+DEMO_MODEL_DIR = Path("models/mni152-tissue")
+
 #: The preprocessing recipe of the MNI152 demo: MR normalisation, axial slices, padding.
 DEMO_RECIPE = Recipe(modality="MR", slice_axis=2, size_policy="pad")
 
@@ -62,12 +65,15 @@ def multi_otsu_thresholds(values: np.ndarray, bins: int = 256) -> tuple[float, f
     return float(edges[best_pair[0]]), float(edges[best_pair[1]])
 
 
-def run_demo(out_dir: Path, log: Callable[[DemoStep], None]) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path, log: Callable[[DemoStep], None], model_dir: Path = DEMO_MODEL_DIR
+) -> dict[str, Any]:
     """Run the built pipeline steps on the MNI152 brain into ``out_dir``.
 
     Args:
         out_dir: folder for the dataset, preview and ``demo_summary.json`` (replaced).
         log: called with each :class:`DemoStep` as it completes (the CLI prints it).
+        model_dir: run directory of the trained demo model (``medseg train`` output).
 
     Returns:
         The summary that is also written to ``out_dir/demo_summary.json``.
@@ -166,7 +172,9 @@ def run_demo(out_dir: Path, log: Callable[[DemoStep], None]) -> dict[str, Any]:
         )
     )
 
-    for name, issue in (("train", 3), ("export", 4), ("build", 5), ("infer", 5), ("bench", 6)):
+    model_summary = _evaluate_demo_model(model_dir, dataset_dir, metrics, out_dir, done)
+
+    for name, issue in (("export", 4), ("build", 5), ("infer", 5), ("bench", 6)):
         done(DemoStep(name, "not built yet", f"planned in issue {issue}"))
 
     summary = {
@@ -175,8 +183,82 @@ def run_demo(out_dir: Path, log: Callable[[DemoStep], None]) -> dict[str, Any]:
         "recipe": recipe.to_dict(),
         "split": {k: v for k, v in split.to_dict().items() if k in ("kind", "description")},
         "intensity_baseline": {"thresholds": [lo, hi], "val_metrics": metrics},
+        "model": model_summary,
         "steps": [step.__dict__ for step in steps],
     }
     with atomic_file(out_dir / "demo_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+def _evaluate_demo_model(
+    model_dir: Path,
+    dataset_dir: Path,
+    baseline: dict[str, Any],
+    out_dir: Path,
+    done: Callable[[DemoStep], None],
+) -> dict[str, Any] | None:
+    """Score the committed model on its validation slices and draw its worst slice."""
+    if not (model_dir / "model.pt").is_file():
+        done(
+            DemoStep(
+                "trained model",
+                "not found",
+                f"no {model_dir}/model.pt; train one with: medseg train {dataset_dir} "
+                f"--out {model_dir}",
+            )
+        )
+        return None
+    import torch
+
+    from medseg.data.samples import load_training_data
+    from medseg.metrics import compute_case_metrics
+    from medseg.train import load_checkpoint
+    from medseg.train.config import TrainConfig
+    from medseg.train.loop import predict_slices, validation_dice
+    from medseg.viz.overlay import save_prediction_png
+
+    t = time.perf_counter()
+    checkpoint = load_checkpoint(model_dir)
+    run = json.loads((model_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(run["train"])
+    data = load_training_data(dataset_dir, config.slice_axis, config.val_fraction, config.seed)
+    if [str(r) for r in data.val.refs] != run["split"]["val_slices"]:
+        raise RuntimeError(f"{model_dir} was validated on other slices than this dataset gives")
+    predicted = predict_slices(checkpoint.model, data.val.images, torch.device("cpu"))
+    classes = {k: v for k, v in data.spec.labels.items() if v > 0}
+    dice = validation_dice(predicted, data.val, classes)
+    mean = float(np.mean(list(dice.values())))
+    per_slice = [
+        compute_case_metrics(p, r, classes, (1.0, 1.0), include_surface=False).mean["dice"]
+        for p, r in zip(predicted, data.val.labels, strict=True)
+    ]
+    worst = int(np.argmin(per_slice))
+    geometry = data.val.geometries[worst]
+    png = save_prediction_png(
+        restore_size(data.val.images[worst, 0], geometry),
+        restore_size(data.val.labels[worst], geometry, is_label=True),
+        restore_size(predicted[worst], geometry, is_label=True),
+        out_dir / "demo_model_worst_slice.png",
+        data.spec.labels,
+        f"{checkpoint.record['arch']} on {data.val.refs[worst]} (worst validation slice, "
+        f"Dice {per_slice[worst]:.3f})",
+    )
+    text = ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+    done(
+        DemoStep(
+            "trained model",
+            "done",
+            f"{checkpoint.record['arch']} from {model_dir}: validation Dice {text} (mean "
+            f"{mean:.3f}; Otsu baseline {baseline['mean']['dice']:.3f}); worst slice drawn",
+            time.perf_counter() - t,
+            str(png),
+        )
+    )
+    return {
+        "path": str(model_dir),
+        "arch": checkpoint.record["arch"],
+        "val_dice": dice,
+        "val_mean_dice": mean,
+        "worst_slice": str(data.val.refs[worst]),
+    }

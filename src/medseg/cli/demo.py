@@ -14,6 +14,9 @@ __all__ = ["demo"]
 
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for the demo's outputs."),
+    model: Path = typer.Option(
+        Path("models/mni152-tissue"), "--model", help="Run directory of the trained demo model."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Run every built pipeline step on the embedded MNI152 brain and say what is not built yet.
@@ -31,11 +34,14 @@ def demo(
                 line = f"[bold]{step.name}[/]: {step.detail} ({step.seconds:.1f} s){where}"
                 console.print(f"[green]✓[/] {line}", highlight=False)
             else:
-                console.print(f"[yellow]·[/] [bold]{step.name}[/]: {step.status} ({step.detail})")
+                console.print(
+                    f"[yellow]·[/] [bold]{step.name}[/]: {step.status} ({step.detail})",
+                    highlight=False,
+                )
 
         started = time.perf_counter()
         console.rule("medseg demo: MNI152 brain (one template brain, not a patient cohort)")
-        run_demo(out, log)
+        run_demo(out, log, model_dir=model)
         console.print(
             f"\ndone in {time.perf_counter() - started:.0f} s; summary: {out / 'demo_summary.json'}"
         )

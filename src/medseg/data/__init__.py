@@ -16,6 +16,7 @@ from medseg.data.preprocessing import (
     normalize_volume,
     restore_size,
 )
+from medseg.data.samples import SliceSet, TrainingData, load_training_data
 from medseg.data.slicing import Slice, SliceRef, Split, iter_slices, make_split, take_slice
 from medseg.data.volume import Volume
 
@@ -29,12 +30,15 @@ __all__ = [
     "Recipe",
     "Slice",
     "SliceRef",
+    "SliceSet",
     "Split",
+    "TrainingData",
     "Volume",
     "bring_to_size",
     "check_dataset",
     "iter_slices",
     "load_nifti",
+    "load_training_data",
     "make_split",
     "normalize_volume",
     "restore_size",

@@ -11,11 +11,12 @@ Everything here is numpy only: the lean runtime imports it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from medseg.config_io import from_json_dict, to_json_dict
 from medseg.errors import ConfigError
 
 __all__ = [
@@ -91,22 +92,12 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return to_json_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown preprocessing recipe keys {unknown}; known: {sorted(known)}"
-            )
-        values = dict(data)
-        for key in ("ct_window", "percentiles", "target_size"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return from_json_dict(cls, data, "preprocessing recipe")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from medseg.viz.overlay import save_overlay_png
+from medseg.viz.overlay import save_overlay_png, save_prediction_png
 
-__all__ = ["save_overlay_png"]
+__all__ = ["save_overlay_png", "save_prediction_png"]

@@ -1,0 +1,86 @@
+"""Training options as one frozen, JSON-serialisable dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from medseg.config_io import from_json_dict, to_json_dict
+from medseg.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (recorded in the run's ``config.json``).
+
+    Attributes:
+        arch: registered architecture (``medseg.models.list_models()``).
+        variant: width preset of the architecture (``"tiny"``, ``"small"``, ``"paper"``).
+        epochs: passes over the training slices.
+        batch_size: slices per optimisation step.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        schedule: ``"cosine"`` (to 0 over all steps) or ``"poly"`` (``(1 - t)^0.9``, nnU-Net).
+        seed: seeds the split, the initial weights, the sampling order and the augmentation.
+        val_fraction: share of cases (several cases) or slice blocks (one case) for validation.
+        slice_axis: volume axis the 2D slices are cut along (0, 1, 2 of X, Y, Z).
+        patch_size: train on random ``(H, W)`` crops (multiples of 16) of the network-size
+            slices; ``None`` trains on whole slices. Validation always uses whole slices.
+        augment: random rotation and scaling, flips, intensity jitter, Gaussian noise.
+        rotate_deg: rotation range in degrees (uniform in ``[-r, r]``).
+        scale: zoom range (uniform in ``[1 - s, 1 + s]``): the multi-scale augmentation.
+        flip_axes: slice axes (0 = H, 1 = W) that may be flipped; empty when anatomy forbids.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        amp: FP16 mixed precision; only on CUDA (``None`` = on for CUDA, off on CPU).
+    """
+
+    arch: str = "attention-fusion"
+    variant: str = "small"
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "poly"] = "cosine"
+    seed: int = 0
+    val_fraction: float = 0.2
+    slice_axis: int = 2
+    patch_size: tuple[int, int] | None = None
+    augment: bool = True
+    rotate_deg: float = 15.0
+    scale: float = 0.15
+    flip_axes: tuple[int, ...] = ()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "poly"):
+            raise ConfigError(f"schedule {self.schedule!r} must be 'cosine' or 'poly'")
+        if self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"slice axis {self.slice_axis} must be 0, 1 or 2")
+        if self.patch_size is not None and (
+            len(self.patch_size) != 2 or any(p <= 0 or p % 16 for p in self.patch_size)
+        ):
+            raise ConfigError(f"patch size {self.patch_size} must be two positive multiples of 16")
+        if any(a not in (0, 1) for a in self.flip_axes):
+            raise ConfigError(f"flip axes {self.flip_axes} must be slice axes 0 (H) or 1 (W)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device {self.device!r} must be 'auto', 'cpu' or 'cuda'")
+        if not 0 <= self.scale < 1 or self.rotate_deg < 0:
+            raise ConfigError(f"scale ({self.scale}) must be in [0, 1), rotate_deg >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return to_json_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return from_json_dict(cls, data, "training config")
