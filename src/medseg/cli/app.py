@@ -12,6 +12,8 @@ import typer
 
 from medseg import __version__
 from medseg.cli import data, demo
+from medseg.cli import export as export_cmd
+from medseg.cli import train as train_cmd
 from medseg.cli.planned import PLANNED, make_planned
 
 __all__ = [
@@ -38,6 +40,8 @@ app = typer.Typer(
 #: The pipeline steps, each also a standalone ``medseg-NAME`` entry point. A step whose
 #: capability is not built yet is a planned command that says so; real ones replace them.
 PIPELINE: dict[str, Callable[..., None]] = {name: make_planned(name) for name in PLANNED}
+PIPELINE["train"] = train_cmd.train
+PIPELINE["export"] = export_cmd.export
 
 
 def _register(target: typer.Typer, name: str, command: Callable[..., None]) -> None:

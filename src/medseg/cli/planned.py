@@ -22,14 +22,6 @@ ACCEPT_ANY = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 #: command name -> (one-line purpose, planned usage)
 PLANNED: dict[str, tuple[str, str]] = {
-    "train": (
-        "Train a segmentation network (attention-fusion, U-Net, Attention U-Net) on a dataset.",
-        "medseg train DATASET --arch attention-fusion --out RUN_DIR",
-    ),
-    "export": (
-        "Export a trained model to a deployable bundle: ONNX FP32, FP16, INT8 (calibrated).",
-        "medseg export RUN_DIR --out BUNDLE --fp16 --int8 --calib-data DATASET",
-    ),
     "build": (
         "Compile TensorRT engines for a bundle on the target device (Jetson, workstation).",
         "medseg build BUNDLE --precision all",

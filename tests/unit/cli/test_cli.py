@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from medseg.cli.app import app
 
 runner = CliRunner()
 PIPELINE_STEPS = ["train", "export", "build", "infer", "bench"]
+UNBUILT_STEPS = ["build", "infer", "bench"]
 SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 
@@ -41,7 +43,7 @@ def test_built_commands_have_help_with_examples(args: list[str]) -> None:
     assert "Examples" in result.output and "medseg" in result.output
 
 
-@pytest.mark.parametrize("step", PIPELINE_STEPS)
+@pytest.mark.parametrize("step", UNBUILT_STEPS)
 def test_unbuilt_steps_say_so_and_exit_non_zero(step: str) -> None:
     result = runner.invoke(app, [step, "anything", "--fp16"])
     assert result.exit_code == 2
@@ -49,7 +51,7 @@ def test_unbuilt_steps_say_so_and_exit_non_zero(step: str) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("step", PIPELINE_STEPS)
+@pytest.mark.parametrize("step", UNBUILT_STEPS)
 def test_standalone_entry_point_is_the_same_command(step: str) -> None:
     code = (
         f"import sys; sys.argv = ['medseg-{step}', '--fp16', 'x']; "
@@ -61,11 +63,36 @@ def test_standalone_entry_point_is_the_same_command(step: str) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_standalone_train_is_medseg_train(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.argv = ['medseg-train', 'DATA', '--out', 'RUN', '--epochs', '0']; "
+        "from medseg.cli.app import train_main; train_main()"
+    )
+    proc = _run_module("-c", code)
+    direct = runner.invoke(app, ["train", "DATA", "--out", "RUN", "--epochs", "0"])
+    assert proc.returncode == direct.exit_code == 2
+    assert (
+        "epochs must be at least 1" in proc.stderr and "epochs must be at least 1" in direct.output
+    )
+    helps = [_run_module("-m", "medseg", "train", "--help").stdout]
+    helps.append(
+        _run_module(
+            "-c",
+            "import sys; sys.argv = ['medseg-train', '--help']; "
+            "from medseg.cli.app import train_main; train_main()",
+        ).stdout
+    )
+    assert all("Examples" in h and "--patch" in h for h in helps)
+
+
 def test_installed_console_scripts_when_installed() -> None:
     exe = shutil.which("medseg-export", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("medseg is not pip-installed in this interpreter's environment")
-    proc = subprocess.run([exe, "--fp16"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--fp16" in proc.stdout and "Examples" in proc.stdout
+    build = str(Path(exe).with_name("medseg-build"))
+    proc = subprocess.run([build, "bundle"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not built yet" in proc.stderr
 
 
@@ -128,3 +155,24 @@ def test_mni152_missing_parent_exits_2_and_writes_nothing(tmp_path: Path) -> Non
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "medseg-edge" in result.output
+
+
+def test_demo_runs_every_built_step(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    model_dir = Path(__file__).resolve().parents[3] / "models" / "mni152-tissue"
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--model", str(model_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    steps = {s["name"]: s["status"] for s in summary["steps"]}
+    assert steps["data check"] == "done" and steps["intensity baseline"] == "done"
+    assert steps["build"] == "not built yet"
+    assert summary["intensity_baseline"]["val_metrics"]["mean"]["dice"] > 0.7
+    if not (model_dir / "model.pt").is_file():
+        pytest.skip(f"no committed demo model at {model_dir}")
+    assert steps["trained model"] == "done"
+    # the committed model beats the classical intensity baseline on the same slices
+    baseline = summary["intensity_baseline"]["val_metrics"]["mean"]["dice"]
+    assert summary["model"]["val_mean_dice"] > baseline
+    assert (tmp_path / "demo" / "demo_model_worst_slice.png").is_file()

@@ -1,0 +1,266 @@
+"""The bundle manifest ``medseg.json``: the contract between the training and scanner sides.
+
+Written by ``medseg export`` and read by the runtime (so this module imports only the
+standard library and medseg's numpy-only parts). :meth:`Manifest.from_dict` is the schema:
+it checks every key and type and says which key is wrong and what is accepted.
+
+A bundle directory holds ``medseg.json``, ``model.onnx`` (FP32), optionally
+``model.fp16.onnx`` and ``model.int8.onnx`` (+ ``calibration.npz``), and, once built on the
+target, ``engines/<device-key>/<precision>.plan`` with a sidecar JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.atomic import atomic_file
+from medseg.data.preprocessing import Recipe
+from medseg.errors import ConfigError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ONNX_FILES",
+    "PRECISIONS",
+    "SCHEMA_VERSION",
+    "DimRange",
+    "InputSpec",
+    "Manifest",
+    "PrecisionEntry",
+    "file_sha256",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "medseg.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ConfigError(f"{MANIFEST_NAME}: missing key {where}{key}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(
+            f"{MANIFEST_NAME}: {where}{key} must be {names}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """Allowed sizes of one input dimension (an optimisation-profile axis).
+
+    ``min <= opt <= max``; ``opt`` is the size engines are tuned for.
+    """
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ConfigError(
+                f"shape range {self.min}:{self.opt}:{self.max} must satisfy 1 <= min <= opt <= max"
+            )
+
+    def contains(self, value: int) -> bool:
+        return self.min <= value <= self.max
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def __str__(self) -> str:
+        return str(self.min) if self.is_static else f"{self.min}:{self.opt}:{self.max}"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> DimRange:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{MANIFEST_NAME}: {where} must be an object with min, opt, max")
+        return cls(*(int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The network input: ``(N, C, H, W)`` float32 and the sizes it accepts.
+
+    Attributes:
+        name: ONNX input name.
+        channels: ``C``.
+        batch, height, width: allowed ranges of ``N``, ``H``, ``W`` (H and W multiples of 16).
+        layout: always ``"NCHW"``.
+        dtype: always ``"float32"`` (precision lives inside the graph; I/O stays FP32).
+    """
+
+    name: str
+    channels: int
+    batch: DimRange
+    height: DimRange
+    width: DimRange
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        w = "input."
+        return cls(
+            name=_require(data, "name", str, w),
+            channels=_require(data, "channels", int, w),
+            batch=DimRange.from_dict(_require(data, "batch", dict, w), "input.batch"),
+            height=DimRange.from_dict(_require(data, "height", dict, w), "input.height"),
+            width=DimRange.from_dict(_require(data, "width", dict, w), "input.width"),
+            layout=_require(data, "layout", str, w),
+            dtype=_require(data, "dtype", str, w),
+        )
+
+
+@dataclass(frozen=True)
+class PrecisionEntry:
+    """One ONNX file of the bundle and what was measured on it at export.
+
+    Attributes:
+        file: file name inside the bundle.
+        sha256: hex digest of the file.
+        size_bytes: file size.
+        parity: agreement with the reference (FP32: PyTorch; FP16/INT8: the FP32 ONNX) on real
+            slices: ``max_abs_diff`` of logits and ``argmax_agreement`` in [0, 1].
+        accuracy: on the validation split with ONNX Runtime CPU: ``dice_mean``,
+            ``dice_per_class``, ``dice_drop_pts`` (FP32 minus this, in Dice points = x100),
+            ``argmax_agreement`` with FP32.
+        details: precision-specific facts (FP16: op types kept in FP32; INT8: calibration
+            method, quantised and excluded nodes, the accuracy-guard attempts).
+    """
+
+    file: str
+    sha256: str
+    size_bytes: int
+    parity: dict[str, float]
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], precision: str) -> PrecisionEntry:
+        w = f"precisions.{precision}."
+        return cls(
+            file=_require(data, "file", str, w),
+            sha256=_require(data, "sha256", str, w),
+            size_bytes=_require(data, "size_bytes", int, w),
+            parity=_require(data, "parity", dict, w),
+            accuracy=_require(data, "accuracy", dict, w),
+            details=_require(data, "details", dict, w),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The content of ``medseg.json`` (see the module docstring)."""
+
+    model: dict[str, Any]
+    classes: dict[str, int]
+    input: InputSpec
+    output_name: str
+    preprocessing: Recipe
+    precisions: dict[str, PrecisionEntry]
+    calibration: dict[str, Any] | None
+    source: dict[str, Any]
+    tool_versions: dict[str, str]
+    created: str
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, the exact content of ``medseg.json``."""
+        data = asdict(self)
+        data["preprocessing"] = self.preprocessing.to_dict()
+        return {"schema_version": data.pop("schema_version"), **data}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        """Validate and parse; ConfigError naming the first wrong key otherwise."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{MANIFEST_NAME} must hold a JSON object")
+        version = _require(data, "schema_version", int, "")
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{MANIFEST_NAME} has schema_version {version}; this medseg reads version "
+                f"{SCHEMA_VERSION}: re-export the bundle with this version"
+            )
+        classes = _require(data, "classes", dict, "")
+        if not classes or not all(isinstance(v, int) for v in classes.values()):
+            raise ConfigError(f"{MANIFEST_NAME}: classes must map names to integer labels")
+        precisions = _require(data, "precisions", dict, "")
+        unknown = sorted(set(precisions) - set(PRECISIONS))
+        if unknown or "fp32" not in precisions:
+            raise ConfigError(
+                f"{MANIFEST_NAME}: precisions {sorted(precisions)} must include fp32 and only "
+                f"{list(PRECISIONS)}"
+            )
+        calibration = data.get("calibration")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise ConfigError(f"{MANIFEST_NAME}: calibration must be an object or null")
+        return cls(
+            schema_version=version,
+            model=_require(data, "model", dict, ""),
+            classes=classes,
+            input=InputSpec.from_dict(_require(data, "input", dict, "")),
+            output_name=_require(data, "output_name", str, ""),
+            preprocessing=Recipe.from_dict(_require(data, "preprocessing", dict, "")),
+            precisions={p: PrecisionEntry.from_dict(e, p) for p, e in precisions.items()},
+            calibration=calibration,
+            source=_require(data, "source", dict, ""),
+            tool_versions=_require(data, "tool_versions", dict, ""),
+            created=_require(data, "created", str, ""),
+        )
+
+    @classmethod
+    def load(cls, bundle: Path) -> Manifest:
+        """Read and validate ``bundle/medseg.json``."""
+        path = Path(bundle) / MANIFEST_NAME
+        if not path.is_file():
+            raise ConfigError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def save(self, bundle: Path) -> Path:
+        """Write ``bundle/medseg.json`` atomically."""
+        path = Path(bundle) / MANIFEST_NAME
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def onnx_path(self, bundle: Path, precision: str, verify: bool = True) -> Path:
+        """Path of a precision's ONNX file; with ``verify``, its sha256 must match the manifest."""
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"bundle {bundle} has no {precision} model; it has {sorted(self.precisions)}"
+            )
+        entry = self.precisions[precision]
+        path = Path(bundle) / entry.file
+        if not path.is_file():
+            raise ConfigError(f"bundle file {path} is missing")
+        if verify and file_sha256(path) != entry.sha256:
+            raise ConfigError(
+                f"{path} does not match the sha256 in {MANIFEST_NAME} (truncated or tampered); "
+                "re-export the bundle"
+            )
+        return path

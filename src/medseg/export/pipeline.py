@@ -1,0 +1,337 @@
+"""``export_bundle``: a trained checkpoint -> a deployable bundle directory.
+
+Steps: rebuild the model from its checkpoint; export FP32 ONNX and check it against
+PyTorch on real validation slices (fail on parity); FP16 via AutoCast; INT8 via Q/DQ
+post-training quantisation on calibration slices drawn from the training split; score every
+precision on the validation split with ONNX Runtime; with a Dice-drop budget, run the INT8
+accuracy guard; write ``medseg.json``. All of it goes into a temporary folder that replaces
+the output only when complete, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg import __version__
+from medseg.atomic import atomic_dir, check_output_dir
+from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.samples import TrainingData, load_training_data
+from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.export.accuracy import Accuracy, evaluate_onnx
+from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
+from medseg.export.ort import compare_logits, run_onnx
+
+__all__ = ["ExportOptions", "export_bundle"]
+
+INPUT_NAME = "image"
+#: FP32 ONNX vs PyTorch on real slices: largest accepted |logit difference| and the least
+#: accepted argmax agreement. Float reordering in ONNX Runtime gives ~1e-5 here.
+PARITY_MAX_ABS_DIFF = 1e-3
+PARITY_MIN_ARGMAX = 0.999
+CALIBRATION_NAME = "calibration.npz"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``medseg export`` was asked for.
+
+    Attributes:
+        fp16: also write ``model.fp16.onnx`` (AutoCast, I/O in FP32).
+        int8: also write ``model.int8.onnx`` (Q/DQ, calibrated on ``calib_data``).
+        calib_data: dataset folder to draw calibration slices from (its training split).
+        calib_slices: number of calibration slices.
+        calib_method: ``"max"`` or ``"entropy"``.
+        max_dice_drop: INT8 Dice-drop budget in points; ``None``: measure and record only.
+        batch: allowed batch sizes (min, opt, max).
+        height, width: fixed input size; ``None``: the size the model was trained at.
+        dynamic_hw: accept any H, W (multiples of 16) from 16 to 4x the training size.
+        data: dataset for parity and validation accuracy; ``None``: ``calib_data``, else
+            the dataset recorded in the checkpoint.
+    """
+
+    fp16: bool = False
+    int8: bool = False
+    calib_data: Path | None = None
+    calib_slices: int = 64
+    calib_method: str = "max"
+    max_dice_drop: float | None = None
+    batch: tuple[int, int, int] = (1, 8, 32)
+    height: int | None = None
+    width: int | None = None
+    dynamic_hw: bool = False
+    data: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8 and self.calib_data is None:
+            raise ConfigError("--int8 needs calibration data: pass --calib-data DATASET")
+        if self.calib_method not in ("max", "entropy"):
+            raise ConfigError(f"--calib-method {self.calib_method!r} must be 'max' or 'entropy'")
+        if self.max_dice_drop is not None and not self.int8:
+            raise ConfigError("--max-dice-drop is the INT8 accuracy budget: use it with --int8")
+        if self.max_dice_drop is not None and self.max_dice_drop < 0:
+            raise ConfigError(f"--max-dice-drop {self.max_dice_drop} must be >= 0 points")
+        if self.dynamic_hw and (self.height is not None or self.width is not None):
+            raise ConfigError("--dynamic-hw and --height/--width are exclusive: choose one")
+        if (self.height is None) != (self.width is None):
+            raise ConfigError("--height and --width go together")
+        for name, value in (("height", self.height), ("width", self.width)):
+            if value is not None and (value <= 0 or value % 16):
+                raise ConfigError(f"--{name} {value} must be a positive multiple of 16")
+        DimRange(*self.batch)  # validates min <= opt <= max
+
+
+def _input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, int]) -> InputSpec:
+    h, w = (options.height, options.width) if options.height is not None else trained_hw
+    assert h is not None and w is not None  # both or neither (ExportOptions)
+    if options.dynamic_hw:
+        height, width = DimRange(16, h, 4 * h), DimRange(16, w, 4 * w)
+    else:
+        height, width = DimRange(h, h, h), DimRange(w, w, w)
+    return InputSpec(INPUT_NAME, channels, DimRange(*options.batch), height, width)
+
+
+def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -> TrainingData:
+    data = load_training_data(
+        path, train_config["slice_axis"], train_config["val_fraction"], train_config["seed"]
+    )
+    if dict(data.spec.labels) != dict(meta["classes"]):
+        raise DatasetError(
+            f"{path} has labels {dict(data.spec.labels)} but the model was trained on "
+            f"{meta['classes']}"
+        )
+    if data.spec.num_channels != meta["in_channels"]:
+        raise DatasetError(
+            f"{path} has {data.spec.num_channels} channel(s) but the model takes "
+            f"{meta['in_channels']}"
+        )
+    return data
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"medseg-edge": __version__, "python": platform.python_version()}
+    for dist in ("torch", "onnx", "onnxsim", "onnxruntime", "nvidia-modelopt", "monai"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return versions
+
+
+def export_bundle(
+    checkpoint: Path,
+    out: Path,
+    options: ExportOptions,
+    log: Callable[[str], None],
+    force: bool = False,
+) -> Manifest:
+    """Export a ``medseg train`` run (or its ``model.pt``) to a bundle directory ``out``.
+
+    Args:
+        checkpoint: run directory or checkpoint file.
+        out: bundle directory to write (replaced atomically with ``force``).
+        options: precisions, calibration, budget and shapes.
+        log: receives one human-readable line per step.
+        force: replace an existing non-empty ``out``.
+    """
+    from medseg.train.checkpoint import CONFIG_NAME, load_checkpoint, resolve_checkpoint
+
+    check_output_dir(out, force)
+    started = time.perf_counter()
+    loaded = load_checkpoint(checkpoint)
+    ckpt_path = resolve_checkpoint(checkpoint)
+    run_config_path = ckpt_path.parent / CONFIG_NAME
+    if not run_config_path.is_file():
+        raise ConfigError(f"{ckpt_path.parent} has no {CONFIG_NAME} next to the checkpoint")
+    train_config = json.loads(run_config_path.read_text())["train"]
+    meta = loaded.meta
+    data_path = options.data or options.calib_data or Path(meta["dataset"]["path"])
+    if not data_path.is_dir():
+        raise ConfigError(
+            f"no dataset at {data_path} for the parity and accuracy checks; pass --data DATASET"
+        )
+    data = _load_data(data_path, meta, train_config)
+    if data.fingerprint != meta["dataset"]["fingerprint"]:
+        log(
+            f"[yellow]![/] {data_path} is not the dataset the model was trained on "
+            "(fingerprint differs): validation numbers are on its split, not the training one"
+        )
+    classes = {k: v for k, v in data.spec.labels.items() if v > 0}
+    spec = _input_spec(options, meta["in_channels"], tuple(meta["network_input_hw"]))
+    if not (
+        spec.height.contains(data.val.images.shape[2])
+        and spec.width.contains(data.val.images.shape[3])
+    ):
+        raise ConfigError(
+            f"validation slices are {data.val.images.shape[2]}x{data.val.images.shape[3]}, outside "
+            f"the requested input size {spec.height}x{spec.width}"
+        )
+    precisions: dict[str, PrecisionEntry] = {}
+    calibration_info: dict[str, Any] | None = None
+    metadata = {
+        "medseg.input": {"name": spec.name, "layout": "NCHW", "channels": spec.channels},
+        "medseg.output": {"name": OUTPUT_NAME, "classes": meta["classes"]},
+        "medseg.model": loaded.record["arch"],
+        "medseg.recipe": meta["recipe"],
+    }
+    with atomic_dir(out) as tmp:
+        t = time.perf_counter()
+        fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
+        import torch
+
+        sample = data.val.images[: min(16, len(data.val))]
+        with torch.no_grad():
+            reference = loaded.model(torch.from_numpy(sample)).numpy()
+        parity = compare_logits(reference, run_onnx(fp32, sample))
+        if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.argmax_agreement < PARITY_MIN_ARGMAX:
+            raise ExportError(
+                f"ONNX Runtime disagrees with PyTorch on {len(sample)} real slices: max |logit "
+                f"diff| {parity.max_abs_diff:.2e} (limit {PARITY_MAX_ABS_DIFF:g}), argmax "
+                f"agreement {parity.argmax_agreement:.4%} (limit {PARITY_MIN_ARGMAX:.1%})"
+            )
+        fp32_acc = evaluate_onnx(fp32, data.val, classes)
+        precisions["fp32"] = _entry(fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"})
+        log(
+            _step(
+                "ONNX FP32",
+                fp32,
+                t,
+                f"parity vs PyTorch max|Δ| {parity.max_abs_diff:.1e}, "
+                f"argmax {parity.argmax_agreement:.2%}; val Dice {fp32_acc.dice_mean:.4f}",
+            )
+        )
+
+        def evaluate(path: Path) -> Accuracy:
+            return evaluate_onnx(path, data.val, classes, reference=fp32_acc)
+
+        if options.fp16:
+            from medseg.calibration import convert_fp16
+
+            t = time.perf_counter()
+            result = convert_fp16(fp32, tmp / ONNX_FILES["fp16"], reference_inputs=sample[:8])
+            acc = evaluate(tmp / ONNX_FILES["fp16"])
+            fp16_parity = compare_logits(
+                run_onnx(fp32, sample), run_onnx(tmp / ONNX_FILES["fp16"], sample)
+            )
+            precisions["fp16"] = _entry(
+                tmp / ONNX_FILES["fp16"],
+                fp16_parity.to_dict(),
+                acc,
+                result.to_manifest(),
+            )
+            log(
+                _step(
+                    "ONNX FP16",
+                    tmp / ONNX_FILES["fp16"],
+                    t,
+                    f"AutoCast, I/O FP32, {result.fp16_nodes} nodes FP16, "
+                    f"{len(result.fp32_nodes)} kept FP32 (overflow-prone op types); "
+                    f"val Dice {acc.dice_mean:.4f} (drop {acc.dice_drop_pts:+.3f} pts)",
+                )
+            )
+
+        if options.int8:
+            from medseg.calibration import select_calibration_slices
+            from medseg.export.guard import guard_int8
+
+            assert options.calib_data is not None  # checked in ExportOptions
+            t = time.perf_counter()
+            calib_data = _load_data(options.calib_data, meta, train_config)
+            calib = select_calibration_slices(
+                calib_data.train, classes, options.calib_slices, seed=0
+            )
+            calib.save_npz(tmp / CALIBRATION_NAME)
+            calibration_info = {
+                "dataset": str(options.calib_data),
+                "fingerprint": calib_data.fingerprint,
+                "file": CALIBRATION_NAME,
+                **calib.to_manifest(),
+            }
+            log(
+                _step(
+                    "calibration slices",
+                    tmp / CALIBRATION_NAME,
+                    t,
+                    f"{len(calib.refs)} slices from the training split, every class covered",
+                )
+            )
+            t = time.perf_counter()
+            budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
+            outcome = guard_int8(
+                fp32,
+                tmp / ONNX_FILES["int8"],
+                calib.images,
+                options.calib_method,
+                budget,
+                evaluate,
+                log,
+            )
+            int8_parity = compare_logits(
+                run_onnx(fp32, sample), run_onnx(tmp / ONNX_FILES["int8"], sample)
+            )
+            details = {
+                "calibration_method": options.calib_method,
+                "quantized_nodes": list(outcome.result.quantized_nodes),
+                "kept_in_higher_precision": list(outcome.result.excluded_nodes),
+                "max_dice_drop_pts": options.max_dice_drop,
+                "guard_attempts": [a.to_dict() for a in outcome.attempts],
+            }
+            precisions["int8"] = _entry(
+                tmp / ONNX_FILES["int8"], int8_parity.to_dict(), outcome.accuracy, details
+            )
+            log(
+                _step(
+                    "ONNX INT8",
+                    tmp / ONNX_FILES["int8"],
+                    t,
+                    f"Q/DQ on {len(outcome.result.quantized_nodes)} layers, "
+                    f"{len(outcome.result.excluded_nodes)} kept in FP32; val Dice "
+                    f"{outcome.accuracy.dice_mean:.4f} "
+                    f"(drop {outcome.accuracy.dice_drop_pts:+.3f} pts)",
+                )
+            )
+
+        manifest = Manifest(
+            model={**loaded.record, "name": f"{data.spec.name}-{loaded.record['arch']}"},
+            classes=dict(meta["classes"]),
+            input=spec,
+            output_name=OUTPUT_NAME,
+            preprocessing=data.recipe,
+            precisions=precisions,
+            calibration=calibration_info,
+            source={
+                "checkpoint": str(ckpt_path),
+                "checkpoint_sha256": file_sha256(ckpt_path),
+                "dataset": meta["dataset"],
+                "validation": {
+                    "dataset": str(data_path),
+                    "slices": len(data.val),
+                    "split": data.split.description,
+                },
+            },
+            tool_versions=_tool_versions(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        manifest.save(tmp)
+    log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
+    return manifest
+
+
+def _entry(
+    path: Path, parity: dict[str, float], accuracy: Accuracy, details: dict[str, Any]
+) -> PrecisionEntry:
+    return PrecisionEntry(
+        path.name, file_sha256(path), path.stat().st_size, parity, accuracy.to_dict(), details
+    )
+
+
+def _step(what: str, path: Path, started: float, detail: str) -> str:
+    size = path.stat().st_size / 1e6
+    seconds = time.perf_counter() - started
+    return f"[green]✓[/] {what}: {path.name} ({size:.1f} MB, {seconds:.1f} s); {detail}"
