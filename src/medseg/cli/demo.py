@@ -17,6 +17,9 @@ def demo(
     model: Path = typer.Option(
         Path("models/mni152-tissue"), "--model", help="Run directory of the trained demo model."
     ),
+    export: bool = typer.Option(
+        True, "--export/--no-export", help="Export the model to an FP32/FP16/INT8 bundle."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Run every built pipeline step on the embedded MNI152 brain and say what is not built yet.
@@ -41,7 +44,7 @@ def demo(
 
         started = time.perf_counter()
         console.rule("medseg demo: MNI152 brain (one template brain, not a patient cohort)")
-        run_demo(out, log, model_dir=model)
+        run_demo(out, log, model_dir=model, export=export)
         console.print(
             f"\ndone in {time.perf_counter() - started:.0f} s; summary: {out / 'demo_summary.json'}"
         )
