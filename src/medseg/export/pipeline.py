@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,9 +244,13 @@ def export_bundle(
             assert options.calib_data is not None  # checked in ExportOptions
             t = time.perf_counter()
             calib_data = _load_data(options.calib_data, meta, train_config)
-            calib = select_calibration_slices(
-                calib_data.train, classes, options.calib_slices, seed=0
-            )
+            with warnings.catch_warnings(record=True) as caught:  # shown as log lines
+                warnings.simplefilter("always")
+                calib = select_calibration_slices(
+                    calib_data.train, classes, options.calib_slices, seed=0
+                )
+            for warning in caught:
+                log(f"[yellow]![/] {warning.message}")
             calib.save_npz(tmp / CALIBRATION_NAME)
             calibration_info = {
                 "dataset": str(options.calib_data),

@@ -4,13 +4,12 @@ MNI152 training split, and one INT8 model quantised from it (real modelopt and O
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from calib_testutils import SIZE, crop
+from calib_testutils import crop, export_fp32
 
 from medseg.calibration import CalibrationSet, select_calibration_slices
 from medseg.data.samples import TrainingData, load_training_data
@@ -37,31 +36,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tiny attention-fusion network (random weights, seed 0) as FP32 ONNX: input
     ``image (B, 1, 64, 64)`` with a dynamic batch, output ``logits (B, 4, 64, 64)``."""
     import torch
-    from torch.export import Dim
 
     from medseg.models import create_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = create_model("attention-fusion", 1, 4, "tiny").eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    with warnings.catch_warnings():
-        # torch.export's own deprecation noise (torch 2.13); nothing of ours.
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(
-            model,
-            (torch.randn(2, 1, SIZE, SIZE),),
-            str(path),
-            dynamo=True,
-            opset_version=18,
-            external_data=False,
-            dynamic_shapes=({0: Dim.DYNAMIC},),
-            input_names=["image"],
-            output_names=["logits"],
-            verbose=False,
-        )
-    torch.set_num_threads(threads)
+    path = export_fp32(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
     yield path
 
 

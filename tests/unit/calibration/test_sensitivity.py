@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from calib_testutils import crop, run, snr_db
+from calib_testutils import crop, export_fp32, run, snr_db
 
 from medseg.calibration import (
     CalibrationSet,
@@ -75,32 +75,11 @@ def test_property_holds_on_the_trained_model(
     calibration_set: CalibrationSet, tmp_path: Path
 ) -> None:
     """The same property on the trained MNI152 model (one brain; central 96x96 crops)."""
-    import warnings
-
-    import torch
-    from torch.export import Dim
 
     from medseg.train import load_checkpoint
 
     model = load_checkpoint(TRAINED).model
-    fp32 = tmp_path / "trained.onnx"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(
-            model,
-            (torch.randn(1, 1, 96, 96),),
-            str(fp32),
-            dynamo=True,
-            opset_version=18,
-            external_data=False,
-            dynamic_shapes=({0: Dim.DYNAMIC},),
-            input_names=["image"],
-            output_names=["logits"],
-            verbose=False,
-        )
-    torch.set_num_threads(threads)
+    fp32 = export_fp32(model, tmp_path / "trained.onnx", 96)
     calibration = crop(calibration_set.images, 96)
     samples = calibration[::8]
     int8 = tmp_path / "trained.int8.onnx"

@@ -165,3 +165,14 @@ def test_tampered_onnx_is_refused_by_the_manifest(
         manifest.onnx_path(bundle, "fp32")
     with pytest.raises(ConfigError, match="no int8 model"):
         manifest.onnx_path(bundle, "int8")
+
+
+def test_fewer_calibration_slices_than_asked_warns_and_uses_all(
+    toy_runs: dict[str, Path], toy_data: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    options = ExportOptions(int8=True, calib_data=toy_data, calib_slices=500)
+    manifest = export_bundle(toy_runs["unet"], tmp_path / "b", options, lines.append)
+    assert any("asked for 500 calibration slices" in line for line in lines), lines
+    assert manifest.calibration is not None
+    assert len(manifest.calibration["slice_ids"]) < 500
