@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,17 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
         raise ConfigError(
             f"{MANIFEST_NAME}: {where}{key} must be {names}, got {type(value).__name__} {value!r}"
         )
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Inf float replaced by ``None`` (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
     return value
 
 
@@ -155,8 +167,14 @@ class PrecisionEntry:
     @classmethod
     def from_dict(cls, data: dict[str, Any], precision: str) -> PrecisionEntry:
         w = f"precisions.{precision}."
+        file = _require(data, "file", str, w)
+        if file != ONNX_FILES[precision]:
+            raise ConfigError(
+                f"{MANIFEST_NAME}: {w}file is {file!r}; a bundle's {precision} model is "
+                f"{ONNX_FILES[precision]!r}"
+            )
         return cls(
-            file=_require(data, "file", str, w),
+            file=file,
             sha256=_require(data, "sha256", str, w),
             size_bytes=_require(data, "size_bytes", int, w),
             parity=_require(data, "parity", dict, w),
@@ -244,8 +262,8 @@ class Manifest:
     def save(self, bundle: Path) -> Path:
         """Write ``bundle/medseg.json`` atomically."""
         path = Path(bundle) / MANIFEST_NAME
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with atomic_file(path) as tmp:  # strict JSON: a non-finite number becomes null
+            tmp.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
 
     def onnx_path(self, bundle: Path, precision: str, verify: bool = True) -> Path:

@@ -117,7 +117,11 @@ def _slice_set(
 
 
 def load_training_data(
-    dataset_dir: Path, slice_axis: int, val_fraction: float, seed: int
+    dataset_dir: Path,
+    slice_axis: int,
+    val_fraction: float,
+    seed: int,
+    recipe: Recipe | None = None,
 ) -> TrainingData:
     """Read a dataset folder and return its normalised train and validation slices.
 
@@ -126,6 +130,8 @@ def load_training_data(
         slice_axis: axis to slice along.
         val_fraction: validation share (of cases, or of slice blocks for a single case).
         seed: split seed.
+        recipe: the preprocessing to apply (a trained model's); ``None`` chooses one for
+            this dataset with :func:`recipe_for`.
     """
     dataset = NnUNetDataset.open(dataset_dir)
     spec = dataset.spec
@@ -135,7 +141,10 @@ def load_training_data(
             "training needs background and at least one class"
         )
     volumes = {v.case_id: v for v in (dataset.load_case(c) for c in dataset.cases("train"))}
-    recipe = recipe_for(spec, list(volumes.values()), slice_axis)
+    if recipe is None:
+        recipe = recipe_for(spec, list(volumes.values()), slice_axis)
+    elif recipe.slice_axis != slice_axis:
+        raise DatasetError(f"recipe slices along axis {recipe.slice_axis}, asked for {slice_axis}")
     split = make_split(
         {cid: v.shape[slice_axis] for cid, v in volumes.items()}, slice_axis, val_fraction, seed
     )

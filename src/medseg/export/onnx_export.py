@@ -17,6 +17,7 @@ from typing import Any
 
 from medseg.atomic import atomic_file
 from medseg.bundle import InputSpec
+from medseg.deps import require
 from medseg.errors import ExportError
 
 __all__ = ["OPSET", "OUTPUT_NAME", "export_onnx"]
@@ -56,20 +57,15 @@ def export_onnx(
         metadata: key -> JSON-able value, stored as strings in ``metadata_props``.
         simplify: run onnxsim (constant folding, dead-node removal) after export.
     """
-    import onnx
-    import torch
+    onnx = require("onnx", "ONNX export")
+    torch = require("torch", "ONNX export")
     from torch.export import Dim
 
     model = model.eval().cpu()
-    example = torch.zeros(
-        max(2, spec.batch.opt) if not spec.batch.is_static else spec.batch.opt,
-        spec.channels,
-        spec.height.opt,
-        spec.width.opt,
-    )
-    dims: dict[int, Any] = {}
-    if not spec.batch.is_static:
-        dims[0] = Dim("batch", min=spec.batch.min, max=spec.batch.max)
+    # The batch axis is always dynamic in the ONNX file (the checks run other batch sizes);
+    # the spec's batch range becomes the TensorRT optimisation profile at build time.
+    example = torch.zeros(2, spec.channels, spec.height.opt, spec.width.opt)
+    dims: dict[int, Any] = {0: Dim("batch", min=1, max=max(spec.batch.max, 2))}
     if not spec.height.is_static:
         dims[2] = 16 * Dim("h16", min=max(1, spec.height.min // 16), max=spec.height.max // 16)
     if not spec.width.is_static:
@@ -94,8 +90,7 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch.onnx.export (dynamo, opset {OPSET}) failed: {first}") from exc
     if simplify:
-        import onnxsim
-
+        onnxsim = require("onnxsim", "ONNX simplification")
         simplified, ok = onnxsim.simplify(proto)
         if not ok:
             raise ExportError("onnxsim could not validate the simplified graph")
@@ -105,7 +100,10 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported ONNX graph is invalid: {exc}") from exc
     with atomic_file(Path(path)) as tmp:
         onnx.save_model(proto, str(tmp))
     return Path(path)

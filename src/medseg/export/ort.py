@@ -13,7 +13,9 @@ __all__ = ["Parity", "compare_logits", "run_onnx"]
 
 def run_onnx(path: Path, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Logits ``(N, K, H, W)`` float32 of an ONNX model on ``(N, C, H, W)`` float32 slices."""
-    import onnxruntime as ort
+    from medseg.deps import require
+
+    ort = require("onnxruntime", "running ONNX files")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

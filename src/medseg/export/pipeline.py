@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medseg import __version__
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
 from medseg.errors import ConfigError, DatasetError, ExportError
 from medseg.export.accuracy import Accuracy, evaluate_onnx
@@ -101,8 +104,14 @@ def _input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, in
 
 
 def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -> TrainingData:
+    """The dataset's slices, preprocessed with the model's own training recipe."""
+    recipe = Recipe.from_dict(meta["recipe"])
     data = load_training_data(
-        path, train_config["slice_axis"], train_config["val_fraction"], train_config["seed"]
+        path,
+        train_config["slice_axis"],
+        train_config["val_fraction"],
+        train_config["seed"],
+        recipe=recipe,
     )
     if dict(data.spec.labels) != dict(meta["classes"]):
         raise DatasetError(
@@ -150,7 +159,13 @@ def export_bundle(
     run_config_path = ckpt_path.parent / CONFIG_NAME
     if not run_config_path.is_file():
         raise ConfigError(f"{ckpt_path.parent} has no {CONFIG_NAME} next to the checkpoint")
-    train_config = json.loads(run_config_path.read_text())["train"]
+    try:
+        train_config = json.loads(run_config_path.read_text())["train"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_config_path} is not a medseg train config.json: {exc}") from exc
+    out_abs = Path(out).resolve()
+    if out_abs == ckpt_path.parent.resolve() or out_abs in ckpt_path.resolve().parents:
+        raise ConfigError(f"--out {out} would replace the run directory being exported")
     meta = loaded.meta
     data_path = options.data or options.calib_data or Path(meta["dataset"]["path"])
     if not data_path.is_dir():
@@ -186,7 +201,9 @@ def export_bundle(
         fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
         import torch
 
-        sample = data.val.images[: min(16, len(data.val))]
+        # spread over the whole validation split, not its first (often empty) slices
+        picks = np.unique(np.linspace(0, len(data.val) - 1, min(16, len(data.val))).astype(int))
+        sample = data.val.images[picks]
         with torch.no_grad():
             reference = loaded.model(torch.from_numpy(sample)).numpy()
         parity = compare_logits(reference, run_onnx(fp32, sample))

@@ -45,9 +45,10 @@ class LoadedCheckpoint:
 
 def save_checkpoint(path: Path, model: Any, meta: dict[str, Any], **extra: Any) -> None:
     """Write ``{"state_dict", "model", "meta", **extra}`` atomically with ``torch.save``."""
-    import torch
-
+    from medseg.deps import require
     from medseg.models import model_record
+
+    torch = require("torch", "saving checkpoints")
 
     payload = {"state_dict": model.state_dict(), "model": model_record(model), "meta": meta}
     payload.update(extra)
@@ -75,9 +76,10 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         ConfigError: missing file, corrupt or truncated file, not a medseg checkpoint,
             unknown architecture, or weights that do not fit the recorded architecture.
     """
-    import torch
-
+    from medseg.deps import require
     from medseg.models import create_model_from_config
+
+    torch = require("torch", "loading checkpoints")
 
     path = resolve_checkpoint(path)
     try:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from medseg import __version__
-from medseg.atomic import check_parent_exists
+from medseg.atomic import atomic_file, check_parent_exists
 from medseg.data.preprocessing import restore_size
 from medseg.data.samples import SliceSet, TrainingData, load_training_data
+from medseg.deps import require
 from medseg.errors import ConfigError, DatasetError
 from medseg.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -126,29 +127,43 @@ def validation_dice(
     return {name: float(m.dice) for name, m in metrics.classes.items()}
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+def _check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse what would lose data; nothing is deleted here (see :func:`_clear_run_dir`)."""
     check_parent_exists(run_dir)
+    run_abs, data_abs = run_dir.resolve(), dataset_dir.resolve()
+    if run_abs == data_abs or run_abs in data_abs.parents or data_abs in run_abs.parents:
+        raise ConfigError(f"run directory {run_dir} overlaps the dataset folder {dataset_dir}")
     if resume:
         if not (run_dir / LAST_NAME).is_file():
             raise ConfigError(f"cannot resume: {run_dir} holds no {LAST_NAME} from an earlier run")
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} exists and is a file")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not force:
-            raise ConfigError(
-                f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
-                "to continue it"
-            )
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+        raise ConfigError(
+            f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
+            "to continue it"
+        )
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Start a new run: remove an earlier run (allowed by --force) once the inputs are valid."""
+    if run_dir.is_dir():
         shutil.rmtree(run_dir)
-    run_dir.mkdir(exist_ok=True)
+    run_dir.mkdir()
 
 
 def _resume_state(run_dir: Path, config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     import torch
 
-    state = torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
-    stored = TrainConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text())["train"])
+    try:
+        state = torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
+        stored = TrainConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text())["train"])
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot resume {run_dir}: its {LAST_NAME} or {CONFIG_NAME} is unreadable ({first})"
+        ) from exc
     if (stored.arch, stored.variant) != (config.arch, config.variant):
         raise ConfigError(
             f"{run_dir} was trained as {stored.arch}/{stored.variant}; cannot resume it as "
@@ -182,14 +197,14 @@ def train(
         on_epoch: called after every epoch (the CLI prints a line).
         progress: a ``rich.progress.Progress`` to show batches in, or ``None``.
     """
-    import torch
-    from monai.losses import DiceCELoss
+    torch = require("torch", "training")
+    DiceCELoss = require("monai.losses", "training").DiceCELoss
 
     from medseg.models import create_model
     from medseg.train.augment import SliceDataset, build_augmentation
 
     started = time.perf_counter()
-    _prepare_run_dir(run_dir, resume, force)
+    _check_run_dir(run_dir, dataset_dir, resume, force)
     state: dict[str, Any] | None = None
     if resume:
         config, state = _resume_state(run_dir, config)
@@ -201,6 +216,8 @@ def train(
             f"{config.batch_size}; lower --batch-size"
         )
     device, amp = _select_device(config)
+    if not resume:
+        _clear_run_dir(run_dir)  # the inputs are valid: now an earlier run may go
     torch.manual_seed(config.seed)
     model = create_model(config.arch, data.spec.num_channels, len(data.spec.labels), config.variant)
     model.to(device)
@@ -227,11 +244,15 @@ def train(
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        history = [EpochLog(**e) for e in _read_metrics(run_dir)]
         start_epoch = int(state["epoch"]) + 1
+        history = [EpochLog(**e) for e in _read_metrics(run_dir) if e["epoch"] < start_epoch]
+        with atomic_file(run_dir / METRICS_NAME) as tmp:  # drop rows of epochs to be rerun
+            tmp.write_text("".join(json.dumps(e.__dict__) + "\n" for e in history))
     meta = _run_meta(data, config, device)
-    write_run_config(run_dir, {**meta, "train": config.to_dict()})
     best = max(history, key=lambda e: e.val_mean_dice) if history else None
+    write_run_config(
+        run_dir, {**meta, "train": config.to_dict(), **({"best": best.__dict__} if best else {})}
+    )
 
     task = None
     if progress is not None:
@@ -272,6 +293,7 @@ def train(
             save_checkpoint(run_dir / CHECKPOINT_NAME, model.cpu(), meta)
             model.to(device)
             write_run_config(run_dir, {**meta, "train": config.to_dict(), "best": log.__dict__})
+        _append_metrics(run_dir, log)  # before last.pt: a resume never lacks an epoch's row
         save_checkpoint(
             run_dir / LAST_NAME,
             model.cpu(),
@@ -281,7 +303,6 @@ def train(
             scheduler=scheduler.state_dict(),
         )
         model.to(device)
-        _append_metrics(run_dir, log)
         _save_curve(run_dir, history, config)
         if on_epoch is not None:
             on_epoch(log)
@@ -304,7 +325,7 @@ def _run_meta(data: TrainingData, config: TrainConfig, device: Any) -> dict[str,
         "medseg_version": __version__,
         "dataset": {
             "name": data.spec.name,
-            "path": str(data.spec.root),
+            "path": str(Path(data.spec.root).resolve()),
             "fingerprint": data.fingerprint,
             "channel_names": list(data.spec.channel_names),
         },
@@ -338,7 +359,13 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash: that epoch is rerun
+    return rows
 
 
 def _save_curve(run_dir: Path, history: list[EpochLog], config: TrainConfig) -> None:
