@@ -206,7 +206,8 @@ def export_bundle(
         sample = data.val.images[picks]
         with torch.no_grad():
             reference = loaded.model(torch.from_numpy(sample)).numpy()
-        parity = compare_logits(reference, run_onnx(fp32, sample))
+        fp32_sample = run_onnx(fp32, sample)  # the reference of the FP16 and INT8 parity too
+        parity = compare_logits(reference, fp32_sample)
         if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.argmax_agreement < PARITY_MIN_ARGMAX:
             raise ExportError(
                 f"ONNX Runtime disagrees with PyTorch on {len(sample)} real slices: max |logit "
@@ -234,9 +235,7 @@ def export_bundle(
             t = time.perf_counter()
             result = convert_fp16(fp32, tmp / ONNX_FILES["fp16"], reference_inputs=sample[:8])
             acc = evaluate(tmp / ONNX_FILES["fp16"])
-            fp16_parity = compare_logits(
-                run_onnx(fp32, sample), run_onnx(tmp / ONNX_FILES["fp16"], sample)
-            )
+            fp16_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["fp16"], sample))
             precisions["fp16"] = _entry(
                 tmp / ONNX_FILES["fp16"],
                 fp16_parity.to_dict(),
@@ -260,7 +259,8 @@ def export_bundle(
 
             assert options.calib_data is not None  # checked in ExportOptions
             t = time.perf_counter()
-            calib_data = _load_data(options.calib_data, meta, train_config)
+            same = options.calib_data.resolve() == data_path.resolve()
+            calib_data = data if same else _load_data(options.calib_data, meta, train_config)
             with warnings.catch_warnings(record=True) as caught:  # shown as log lines
                 warnings.simplefilter("always")
                 calib = select_calibration_slices(
@@ -294,9 +294,7 @@ def export_bundle(
                 evaluate,
                 log,
             )
-            int8_parity = compare_logits(
-                run_onnx(fp32, sample), run_onnx(tmp / ONNX_FILES["int8"], sample)
-            )
+            int8_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["int8"], sample))
             details = {
                 "calibration_method": options.calib_method,
                 "quantized_nodes": list(outcome.result.quantized_nodes),
