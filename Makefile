@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench-gate bench-baseline clean
 
 install: $(STAMP)
 
@@ -27,6 +27,25 @@ test: lint
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# The CI gate on Dice and milliseconds (.ci/run runs it after `make test`): the committed demo
+# bundle on ONNX Runtime CPU against benchmarks/gates/ci-cpu.toml and the committed baseline.
+BENCH_DATA := demo-output/ci-mni152
+BENCH_ARGS := models/mni152-tissue/bundle --data $(BENCH_DATA) --backends onnxruntime \
+	--precisions fp32,fp16,int8 --batch 1,8 --warmup 2 --iters 10 --repeats 3 --threads 2
+
+$(BENCH_DATA): | install
+	mkdir -p demo-output
+	$(VENV)/bin/medseg data mni152 $(BENCH_DATA) --force
+
+bench-gate: install $(BENCH_DATA)
+	$(VENV)/bin/medseg bench $(BENCH_ARGS) --gate benchmarks/gates/ci-cpu.toml \
+		--baseline benchmarks/baselines/ci-cpu.json --report demo-output/ci-bench
+
+# Re-record the baseline (on an idle machine like CI's), then commit the JSON.
+bench-baseline: install $(BENCH_DATA)
+	$(VENV)/bin/medseg bench $(BENCH_ARGS) --baseline benchmarks/baselines/ci-cpu.json \
+		--update-baseline --report benchmarks/results/cpu-demo-bundle
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

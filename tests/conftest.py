@@ -1,10 +1,17 @@
-"""Fixtures shared across the suite."""
+"""Fixtures shared across the suite: the embedded MNI152 dataset, a learnable toy dataset,
+briefly trained toy runs, a tiny exported bundle, and the committed demo bundle."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: The committed demo bundle (medseg export of models/mni152-tissue, FP32/FP16/INT8).
+DEMO_BUNDLE = REPO / "models" / "mni152-tissue" / "bundle"
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +20,86 @@ def mni_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medseg.data.mni152 import write_mni152
 
     return write_mni152(tmp_path_factory.mktemp("mni") / "mni152")
+
+
+def write_toy_dataset(root: Path) -> Path:
+    """Four 32x48x12 toy cases (a disc inside a ring per slice, noisy), nnU-Net layout."""
+    from medseg.data.nifti import save_nifti
+
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    shape = (32, 48, 12)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for i in range(4):
+        label = np.zeros(shape, dtype=np.uint8)
+        for z in range(shape[2]):
+            cy, cx = rng.integers(10, 22), rng.integers(10, 38)
+            r = np.hypot(yy - cy, xx - cx)
+            label[..., z][(r > 5) & (r <= 8)] = 2
+            label[..., z][r <= 5] = 1
+        image = (label * 100.0 + 50.0 + rng.normal(0, 10, shape)).astype(np.float32)
+        save_nifti(root / "imagesTr" / f"toy_{i:03d}_0000.nii.gz", image, np.eye(4))
+        save_nifti(root / "labelsTr" / f"toy_{i:03d}.nii.gz", label, np.eye(4))
+    spec = {
+        "channel_names": {"0": "MR"},
+        "labels": {"background": 0, "disc": 1, "ring": 2},
+        "numTraining": 4,
+        "file_ending": ".nii.gz",
+        "name": "toy",
+    }
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "toy")
+
+
+@pytest.fixture(scope="session")
+def toy_runs(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One briefly trained run directory per registered architecture (tiny variants)."""
+    torch = pytest.importorskip("torch")
+    from medseg.models import list_models
+    from medseg.train import TrainConfig, train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    runs = {}
+    try:
+        for arch in list_models():
+            run = tmp_path_factory.mktemp("runs") / arch
+            config = TrainConfig(arch=arch, variant="tiny", epochs=2, batch_size=4, lr=5e-3)
+            train(toy_data, run, config)
+            runs[arch] = run
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(
+    toy_runs: dict[str, Path], toy_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The toy attention-fusion run exported to FP32/FP16/INT8 (input 32x48, batch 1:4:8).
+
+    Session-scoped and shared: tests that modify a bundle copy it first.
+    """
+    pytest.importorskip("modelopt")
+    from medseg.export import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    options = ExportOptions(
+        fp16=True, int8=True, calib_data=toy_data, calib_slices=16, batch=(1, 4, 8)
+    )
+    export_bundle(toy_runs["attention-fusion"], out, options, lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_bundle() -> Path:
+    """The committed demo bundle (read-only use)."""
+    if not (DEMO_BUNDLE / "medseg.json").is_file():
+        pytest.fail(f"the committed demo bundle {DEMO_BUNDLE} is missing")
+    return DEMO_BUNDLE

@@ -16,7 +16,6 @@ __all__ = [
     "GateFailedError",
     "MedsegError",
     "MissingDependencyError",
-    "NotBuiltError",
 ]
 
 
@@ -50,7 +49,3 @@ class GateFailedError(MedsegError):
     """A benchmark gate failed (exit code 1: the run worked, the result is not good enough)."""
 
     exit_code = 1
-
-
-class NotBuiltError(MedsegError):
-    """A command whose capability is not built yet in this version of medseg."""

@@ -35,6 +35,10 @@ def _modules_after(code: str) -> set[str]:
         "import medseg.data",
         "import medseg.metrics",
         "import medseg.cli.app",
+        "import medseg.runtime",
+        "import medseg.runtime.backends.onnxruntime, medseg.runtime.backends.tensorrt",
+        "import medseg.runtime.io.dicom, medseg.runtime.io.dicom_seg, medseg.runtime.engines",
+        "import medseg.runtime.cuda, medseg.bundle",
         "import sys; sys.argv = ['medseg', '--help']\n"
         "from medseg.cli.app import main\ntry:\n    main()\nexcept SystemExit:\n    pass",
     ],
@@ -48,3 +52,23 @@ def test_preprocessing_is_numpy_only() -> None:
     """The runtime applies the recipe on the scanner side with numpy alone."""
     loaded = _modules_after("import medseg.data.preprocessing, medseg.data.slicing")
     assert not loaded & {*HEAVY, "nibabel", "scipy", "matplotlib", "pydicom"}
+
+
+#: What the scanner side must never load, even while running a model (DESIGN.md).
+TRAINING_SIDE = ("torch", "onnx", "modelopt", "monai", "onnxsim", "onnxscript")
+
+
+def test_segmenting_a_volume_loads_no_training_side_package() -> None:
+    """Run the runtime for real (ONNX Runtime on the demo bundle) and look at sys.modules."""
+    pytest.importorskip("onnxruntime")
+    bundle = Path(__file__).resolve().parents[2] / "models" / "mni152-tissue" / "bundle"
+    code = (
+        "import numpy as np\n"
+        "from medseg.runtime import Segmenter\n"
+        f"s = Segmenter.from_bundle({str(bundle)!r}, backend='onnxruntime', threads=1)\n"
+        "labels = s.segment(np.random.default_rng(0).random((197, 233, 2))).labels\n"
+        "assert labels.shape == (197, 233, 2)"
+    )
+    loaded = _modules_after(code)
+    assert "onnxruntime" in loaded
+    assert not loaded & set(TRAINING_SIDE), sorted(loaded & set(TRAINING_SIDE))

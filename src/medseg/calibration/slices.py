@@ -79,7 +79,7 @@ class CalibrationSet:
         path = Path(path)
         names = list(self.class_coverage)
         with atomic_file(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(
+            np.savez_compressed(
                 handle,
                 images=np.ascontiguousarray(self.images, dtype=np.float32),
                 slice_ids=np.array(self.slice_ids, dtype=np.str_),

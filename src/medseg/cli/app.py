@@ -11,10 +11,13 @@ from collections.abc import Callable
 import typer
 
 from medseg import __version__
+from medseg.cli import bench as bench_cmd
+from medseg.cli import build as build_cmd
 from medseg.cli import data, demo
+from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
+from medseg.cli import infer as infer_cmd
 from medseg.cli import train as train_cmd
-from medseg.cli.planned import PLANNED, make_planned
 
 __all__ = [
     "app",
@@ -37,11 +40,14 @@ app = typer.Typer(
     context_settings=_SETTINGS,
     pretty_exceptions_show_locals=False,
 )
-#: The pipeline steps, each also a standalone ``medseg-NAME`` entry point. A step whose
-#: capability is not built yet is a planned command that says so; real ones replace them.
-PIPELINE: dict[str, Callable[..., None]] = {name: make_planned(name) for name in PLANNED}
-PIPELINE["train"] = train_cmd.train
-PIPELINE["export"] = export_cmd.export
+#: The pipeline steps, each also a standalone ``medseg-NAME`` entry point.
+PIPELINE: dict[str, Callable[..., None]] = {
+    "train": train_cmd.train,
+    "export": export_cmd.export,
+    "build": build_cmd.build,
+    "infer": infer_cmd.infer,
+    "bench": bench_cmd.bench,
+}
 
 
 def _register(target: typer.Typer, name: str, command: Callable[..., None]) -> None:
@@ -52,6 +58,7 @@ app.add_typer(data.app, name="data")
 for _name, _command in PIPELINE.items():
     _register(app, _name, _command)
 app.command("demo")(demo.demo)
+app.command("export-triton")(deploy_cmd.export_triton)
 
 
 def _version_callback(value: bool) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medseg.errors import MedsegError
 
@@ -42,7 +43,7 @@ def handle_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         err_console.print(
-            f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
         )
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.errors import ConfigError
 
 __all__ = ["demo"]
 
@@ -18,15 +19,24 @@ def demo(
         Path("models/mni152-tissue"), "--model", help="Run directory of the trained demo model."
     ),
     export: bool = typer.Option(
-        True, "--export/--no-export", help="Export the model to an FP32/FP16/INT8 bundle."
+        True, "--export/--no-export", help="Export, build, infer and bench (the deploy side)."
     ),
+    train: bool = typer.Option(
+        False, "--train", help="Retrain the demo model first (50 epochs: ~35 min on 2 CPU cores)."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="With --train: number of epochs."),
+    bench: bool = typer.Option(True, "--bench/--no-bench", help="Benchmark with the CI gates."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Run every built pipeline step on the embedded MNI152 brain and say what is not built yet.
+    """Run the whole pipeline on the embedded MNI152 brain and write a report folder.
+
+    Dataset -> (train) -> score -> export FP32/FP16/INT8 -> TensorRT engines (when TensorRT
+    and a GPU are here) -> whole-brain inference -> bench with the CI gates -> report.
 
     Examples:
         medseg demo
         medseg demo --out /tmp/medseg-demo
+        medseg demo --train --epochs 10
     """
     with handle_errors(debug):
         from medseg.demo import DemoStep, run_demo
@@ -44,7 +54,18 @@ def demo(
 
         started = time.perf_counter()
         console.rule("medseg demo: MNI152 brain (one template brain, not a patient cohort)")
-        run_demo(out, log, model_dir=model, export=export)
+        if epochs is not None and not train:
+            raise ConfigError("--epochs sets the length of --train: pass --train too")
+        summary = run_demo(
+            out, log, model_dir=model, export=export, train=train, epochs=epochs, bench=bench
+        )
         console.print(
             f"\ndone in {time.perf_counter() - started:.0f} s; summary: {out / 'demo_summary.json'}"
         )
+        if summary.get("bench"):
+            report = Path(summary["bench"]["report"])
+            console.print(
+                f"[bold]report:[/] {report / 'report.md'} (table), "
+                f"{report / 'accuracy_vs_latency.png'} (plot), {report / 'results.json'}",
+                highlight=False,
+            )

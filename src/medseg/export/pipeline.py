@@ -333,6 +333,7 @@ def export_bundle(
                     "dataset": str(data_path),
                     "slices": len(data.val),
                     "split": data.split.description,
+                    "slice_ids": [str(r) for r in data.val.refs],
                 },
             },
             tool_versions=_tool_versions(),

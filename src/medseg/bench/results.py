@@ -1,0 +1,282 @@
+"""Benchmark results: schema-versioned frozen dataclasses, written as strict JSON.
+
+One :class:`BenchResults` per ``medseg bench`` run: what was measured (bundle, dataset),
+where (machine), how (settings), one :class:`VariantResult` per (backend, precision, batch)
+and the gate outcomes. Rows are looked up by key, never by position. ``from_dict`` is the
+schema: every key is required, unknown keys are errors, and each error names the file and
+the key path (``results.json: rows[2].latency.p95_ms must be a number, got str 'x'``).
+NaN is written as ``null``; a ``null`` read back into a non-optional float becomes NaN.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.atomic import atomic_file
+from medseg.bench._schema import JsonMixin, dataclass_from_json
+from medseg.bench.stats import samples_array
+from medseg.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "WORST_SLICE_KEYS",
+    "AccuracyResult",
+    "BenchResults",
+    "GateResult",
+    "LatencyStats",
+    "VariantResult",
+    "row_sort_key",
+]
+
+SCHEMA_VERSION = 1
+#: Backend names in pipeline order (``torch`` is the eager reference).
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+STATUSES = ("ok", "skipped", "error")
+#: Keys of :attr:`AccuracyResult.worst_slice`.
+WORST_SLICE_KEYS = ("case_id", "axis", "index", "dice", "png")
+
+
+@dataclass(frozen=True)
+class LatencyStats(JsonMixin):
+    """Statistics of per-batch timings (ms per batch), percentiles by numpy ``"linear"``."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        """Summarise per-batch timings (ms); empty, negative or non-finite -> ConfigError."""
+        a = samples_array(samples_ms, "latency samples")
+        p50, p95, p99 = (float(v) for v in np.percentile(a, [50, 95, 99], method="linear"))
+        return cls(p50, p95, p99, float(a.mean()), float(a.min()), float(a.max()), int(a.size))
+
+
+@dataclass(frozen=True)
+class AccuracyResult(JsonMixin):
+    """Accuracy of one variant over the dataset (Dice in [0, 1]; pts = Dice x 100).
+
+    Attributes:
+        dice_mean: mean Dice over classes and cases.
+        dice_per_class: class name -> mean Dice.
+        hd95_mm: mean 95th-percentile Hausdorff distance over classes (mm), None if undefined.
+        hd95_mm_per_class: class name -> HD95 (mm) or None.
+        sensitivity: mean voxel sensitivity.
+        specificity: mean voxel specificity.
+        dice_drop_pts: (FP32 of the same backend - this) x 100; None for the reference row.
+        argmax_agreement: fraction of voxels whose argmax equals FP32's of the same backend.
+        worst_slice: ``{"case_id", "axis", "index", "dice", "png"}`` or None.
+    """
+
+    dice_mean: float
+    dice_per_class: dict[str, float]
+    hd95_mm: float | None
+    hd95_mm_per_class: dict[str, float | None]
+    sensitivity: float
+    specificity: float
+    dice_drop_pts: float | None = None
+    argmax_agreement: float | None = None
+    worst_slice: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        missing = [k for k in WORST_SLICE_KEYS if k not in (self.worst_slice or WORST_SLICE_KEYS)]
+        if missing:
+            raise ConfigError(f"worst_slice lacks {missing}; it needs {list(WORST_SLICE_KEYS)}")
+
+
+@dataclass(frozen=True)
+class VariantResult(JsonMixin):
+    """One benchmarked variant: a backend running one precision at one batch size.
+
+    Attributes:
+        status: ``"ok"``, ``"skipped"`` (not available here, e.g. no TensorRT; not a
+            failure) or ``"error"``; ``reason`` says why when not ok.
+        file_size_bytes: size of the ONNX file or engine.
+        latency: engine/session time per batch (ms).
+        repeat_p50_ms: p50 of each repeat of the timing loop (ms per batch).
+        slices_per_s: throughput (slices/s).
+        volume_s: median end-to-end seconds per volume (pre/post-processing and I/O included).
+        peak_host_mb: peak resident host memory (MB); gpu_mem_mb: peak GPU memory (MB).
+    """
+
+    backend: str
+    precision: str
+    batch: int
+    status: str = "ok"
+    reason: str = ""
+    file_size_bytes: int | None = None
+    accuracy: AccuracyResult | None = None
+    latency: LatencyStats | None = None
+    repeat_p50_ms: tuple[float, ...] = ()
+    slices_per_s: float | None = None
+    volume_s: float | None = None
+    threads: int | None = None
+    peak_host_mb: float | None = None
+    gpu_mem_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, accepted in (
+            ("backend", self.backend, BACKENDS),
+            ("precision", self.precision, PRECISIONS),
+            ("status", self.status, STATUSES),
+        ):
+            if value not in accepted:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(accepted)}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ConfigError(f"batch must be an integer >= 1, got {self.batch!r}")
+        object.__setattr__(self, "repeat_p50_ms", tuple(float(v) for v in self.repeat_p50_ms))
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """``(backend, precision, batch)``."""
+        return (self.backend, self.precision, self.batch)
+
+    @property
+    def label(self) -> str:
+        """Human label, e.g. ``"onnxruntime fp16 b8"``."""
+        return f"{self.backend} {self.precision} b{self.batch}"
+
+    @property
+    def slug(self) -> str:
+        """Dotted id used in gate names, e.g. ``"onnxruntime.fp16.b8"``."""
+        return f"{self.backend}.{self.precision}.b{self.batch}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class GateResult(JsonMixin):
+    """Outcome of one gate (see :mod:`medseg.bench.gates`); falsy when it failed.
+
+    Attributes:
+        name: stable id, e.g. ``"dice_drop[onnxruntime.int8.b1]"``.
+        passed: True when within budget, and for skipped gates.
+        measured: measured value in ``unit`` (None when not measured).
+        allowed: budget in ``unit`` (None for status gates).
+        unit: ``"pts"``, ``"ms"``, ``"%"``, ``"dice"`` or ``""``.
+        message: one line, measured vs allowed, or why it was skipped.
+        skipped: the gate could not apply (no baseline row, another machine...).
+    """
+
+    name: str
+    passed: bool
+    measured: float | None
+    allowed: float | None
+    unit: str
+    message: str
+    skipped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.skipped and not self.passed:
+            raise ConfigError(f"gate {self.name} is skipped but not passed; skipped gates pass")
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def row_sort_key(row: VariantResult) -> tuple[int, int, int]:
+    """Sort rows by backend (pipeline order), precision (fp32, fp16, int8), then batch."""
+    return (BACKENDS.index(row.backend), PRECISIONS.index(row.precision), row.batch)
+
+
+@dataclass(frozen=True)
+class BenchResults(JsonMixin):
+    """Everything one ``medseg bench`` run measured; falsy when a gate failed.
+
+    Attributes:
+        created: ISO-8601 time of the run.
+        bundle: ``{"path", "name", "fingerprint"}``.
+        dataset: ``{"path", "name", "split", "cases"}``.
+        machine: ``{"cpu", "cores", "gpu", "driver", "python", "libraries", "load_1min", ...}``.
+        settings: ``{"warmup", "iters", "repeats", ...}``.
+        rows: one per (backend, precision, batch); keys are unique.
+        gates: gate outcomes, empty until :func:`medseg.bench.gates.evaluate_gates` ran.
+    """
+
+    schema_version: int
+    created: str
+    bundle: dict[str, Any]
+    dataset: dict[str, Any]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    rows: tuple[VariantResult, ...]
+    gates: tuple[GateResult, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "gates", tuple(self.gates))
+        seen: set[tuple[str, str, int]] = set()
+        for r in self.rows:
+            if r.key in seen:
+                raise ConfigError(
+                    f"two result rows for {r.label}; each (backend, precision, "
+                    "batch) is measured once"
+                )
+            seen.add(r.key)
+
+    def row(self, backend: str, precision: str, batch: int) -> VariantResult | None:
+        """The row of ``(backend, precision, batch)``, or None."""
+        return next((r for r in self.rows if r.key == (backend, precision, batch)), None)
+
+    @property
+    def passed(self) -> bool:
+        """True when no gate failed (skipped gates count as passed)."""
+        return all(self.gates)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failed_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if not g.passed)
+
+    def with_gates(self, gates: Sequence[GateResult]) -> BenchResults:
+        return replace(self, gates=tuple(gates))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "results", where: str = "") -> BenchResults:
+        """Validate and build; unknown ``schema_version`` -> ConfigError telling to re-run."""
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{source}: schema_version {version!r} is not supported (this medseg reads "
+                f"{SCHEMA_VERSION}); re-run `medseg bench` to regenerate the results"
+            )
+        return dataclass_from_json(cls, data, source, where)
+
+    def save(self, path: Path) -> Path:
+        """Write strict JSON atomically (NaN/Inf become ``null``)."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        with atomic_file(Path(path)) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> BenchResults:
+        """Read and validate a results file; ConfigError names ``path``."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"results file {path} does not exist; run `medseg bench` first")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be an object")
+        return cls.from_dict(data, str(path))

@@ -1,0 +1,357 @@
+"""``run_bench``: every available (backend, precision, batch) of a bundle, measured.
+
+For each (backend, precision): one accuracy pass over the evaluated volumes through the
+runtime at the largest requested batch size (labels do not depend on the batch size; the
+backend-contract tests check it), which also gives the end-to-end seconds per volume;
+then, per batch size, the timing loop on real network-size slices: ``warmup`` calls, then
+``repeats`` x ``iters`` timed calls (CUDA events on a GPU, ``perf_counter_ns`` on CPU).
+FP32 of each backend runs first: it is the reference of that backend's Dice drop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.bench.evaluation import (
+    EvalCase,
+    Split,
+    VariantEvaluation,
+    evaluate_variant,
+    evaluation_cases,
+)
+from medseg.bench.latency import PeakRss, time_batches, timing_slices
+from medseg.bench.machine import describe_machine
+from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
+from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.data.nnunet import NnUNetDataset
+from medseg.errors import ConfigError, MedsegError
+from medseg.runtime import Backend, Segmenter, create_backend
+
+__all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
+
+BENCH_BACKENDS = ("onnxruntime", "tensorrt", "torch")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure.
+
+    Attributes:
+        backends: ``("auto",)`` (ONNX Runtime, TensorRT when usable, torch when installed)
+            or names from :data:`BENCH_BACKENDS`.
+        precisions: subset of fp32/fp16/int8; every one must be in the bundle.
+        batches: batch sizes, each within the bundle's batch range.
+        warmup: untimed calls before timing.
+        iters: timed calls per repeat.
+        repeats: timing repeats (their p50s feed the noise-aware baseline comparison).
+        split: ``"val"`` (the bundle's recorded validation slices), ``"test"``, ``"all"``.
+        threads: CPU threads of ONNX Runtime and torch (``None``: library defaults).
+        max_cases: evaluate at most this many cases (``None``: all).
+        device: torch reference device, ``"cpu"`` or ``"cuda"`` (``None``: CUDA if present).
+    """
+
+    backends: tuple[str, ...] = ("auto",)
+    precisions: tuple[str, ...] = PRECISIONS
+    batches: tuple[int, ...] = (1, 8)
+    warmup: int = 3
+    iters: int = 20
+    repeats: int = 3
+    split: Split = "val"
+    threads: int | None = None
+    max_cases: int | None = None
+    device: str | None = None
+    overlays: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in ("auto", *BENCH_BACKENDS)]
+        if unknown or not self.backends:
+            raise ConfigError(
+                f"--backends {','.join(self.backends)}: accepted auto or "
+                + ", ".join(BENCH_BACKENDS)
+            )
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ConfigError(f"--precisions {bad or '(none)'}: accepted {', '.join(PRECISIONS)}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"--batch {self.batches}: batch sizes must be >= 1")
+        for name, value, least in (
+            ("warmup", self.warmup, 0),
+            ("iters", self.iters, 1),
+            ("repeats", self.repeats, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"--{name} {value} must be >= {least}")
+        if self.split not in ("val", "test", "all"):
+            raise ConfigError(f"--split {self.split!r}: accepted val, test, all")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads} must be >= 1")
+
+
+def bundle_fingerprint(manifest: Manifest) -> str:
+    """16 hex digits identifying the bundle's model files, classes and input."""
+    payload = {
+        "files": {p: e.sha256 for p, e in sorted(manifest.precisions.items())},
+        "classes": manifest.classes,
+        "input": str(manifest.input),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _backend_availability(name: str, bundle: Path, manifest: Manifest) -> str | None:
+    """``None`` when ``name`` can run here, else the reason it is skipped."""
+    if name == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'medseg-edge[runtime]')"
+        return None
+    if name == "tensorrt":
+        try:
+            from medseg.runtime.cuda import gpu_available
+            from medseg.runtime.engines import tensorrt_module
+
+            tensorrt_module()
+        except MedsegError as exc:
+            return str(exc)
+        if not gpu_available():
+            return "no NVIDIA GPU visible"
+        return None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed (the reference row needs medseg-edge[train])"
+    from medseg.bench.torch_reference import find_checkpoint
+
+    try:
+        find_checkpoint(bundle, manifest)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _select_backends(
+    options: BenchOptions, bundle: Path, manifest: Manifest
+) -> dict[str, str | None]:
+    """Backend -> skip reason (``None``: runs). ``auto`` lists only what can run here."""
+    if options.backends != ("auto",):
+        return {b: _backend_availability(b, bundle, manifest) for b in options.backends}
+    found = {b: _backend_availability(b, bundle, manifest) for b in BENCH_BACKENDS}
+    return {b: reason for b, reason in found.items() if reason is None}
+
+
+def _make_backend(
+    name: str, bundle: Path, manifest: Manifest, precision: str, options: BenchOptions
+) -> tuple[Backend | None, str, int | None]:
+    """(backend or None, skip reason, file size in bytes) for one variant."""
+    if name == "torch":
+        from medseg.bench.torch_reference import TorchBackend, find_checkpoint, torch_precisions
+
+        device = options.device or ("cuda" if _cuda_usable() else "cpu")
+        if precision not in torch_precisions(device):
+            return None, f"the torch reference has no {precision} on {device}", None
+        checkpoint = find_checkpoint(bundle, manifest)
+        torch_backend = TorchBackend(checkpoint, manifest, precision, device, options.threads)
+        return torch_backend, "", checkpoint.stat().st_size
+    if name == "tensorrt":
+        from medseg.runtime.engines import find_engine
+
+        engine = find_engine(bundle, manifest, precision)
+        if engine is None:
+            return None, f"no {precision} engine built for this device: run medseg build", None
+        backend = create_backend(bundle, manifest, name, precision)
+        return backend, "", engine.stat().st_size
+    backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
+    return backend, "", manifest.precisions[precision].size_bytes
+
+
+def _cuda_usable() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def run_bench(
+    bundle: str | Path,
+    dataset: str | Path,
+    options: BenchOptions,
+    overlay_dir: Path | None = None,
+    log: Log = lambda _: None,
+    advance: Callable[[str], None] | None = None,
+) -> BenchResults:
+    """Measure every (backend, precision, batch) the options ask for.
+
+    Args:
+        bundle: the bundle folder.
+        dataset: an nnU-Net raw dataset with the bundle's classes.
+        options: what to measure.
+        overlay_dir: where the worst-slice PNG of each variant goes (``None``: none).
+        log: receives one line per finished variant.
+        advance: called with a description after each case and each timing loop (progress).
+
+    Raises:
+        ConfigError: a precision the bundle lacks, a batch size outside its range, a
+            dataset whose labels differ from the bundle's classes.
+    """
+    bundle = Path(bundle)
+    manifest = Manifest.load(bundle)
+    missing = [p for p in options.precisions if p not in manifest.precisions]
+    if missing:
+        raise ConfigError(
+            f"bundle {bundle} has no {', '.join(missing)} model; it has "
+            f"{', '.join(manifest.precisions)} (re-export with --fp16/--int8)"
+        )
+    for b in options.batches:
+        if not manifest.input.batch.contains(b):
+            raise ConfigError(
+                f"--batch {b} is outside the bundle's batch range {manifest.input.batch} "
+                "(min:opt:max)"
+            )
+    data = NnUNetDataset.open(dataset)
+    cases, described = evaluation_cases(data, manifest, options.split)
+    cases = cases[: options.max_cases] if options.max_cases else cases
+    precisions = ["fp32", *[p for p in PRECISIONS if p in options.precisions and p != "fp32"]]
+    accuracy_batch = max(options.batches)
+    rows: list[VariantResult] = []
+    for backend_name, reason in _select_backends(options, bundle, manifest).items():
+        reference: VariantEvaluation | None = None
+        for precision in precisions:
+            variant_rows, evaluation = _run_variant(
+                backend_name,
+                reason,
+                bundle,
+                manifest,
+                precision,
+                cases,
+                reference,
+                options,
+                accuracy_batch,
+                overlay_dir,
+                advance,
+            )
+            if precision == "fp32":
+                reference = evaluation
+            if precision in options.precisions:
+                rows.extend(variant_rows)
+                for row in variant_rows:
+                    log(_row_line(row))
+    return BenchResults(
+        schema_version=SCHEMA_VERSION,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        bundle={
+            "path": str(bundle),
+            "name": manifest.model.get("name", bundle.name),
+            "fingerprint": bundle_fingerprint(manifest),
+        },
+        dataset={
+            "path": str(dataset),
+            "name": data.spec.name,
+            "split": options.split,
+            "cases": [c.case_id for c in cases],
+            "description": described,
+        },
+        machine=describe_machine(),
+        settings={
+            "warmup": options.warmup,
+            "iters": options.iters,
+            "repeats": options.repeats,
+            "batches": list(options.batches),
+            "threads": options.threads,
+            "accuracy_batch": accuracy_batch,
+            **options.extra,
+        },
+        rows=tuple(rows),
+    )
+
+
+def _row_line(row: VariantResult) -> str:
+    if row.status != "ok" or row.accuracy is None or row.latency is None:
+        return f"{row.label}: {row.status} ({row.reason})"
+    return (
+        f"{row.label}: Dice {row.accuracy.dice_mean:.4f}, p50 {row.latency.p50_ms:.1f} ms, "
+        f"p95 {row.latency.p95_ms:.1f} ms per batch"
+    )
+
+
+def _run_variant(
+    backend_name: str,
+    reason: str | None,
+    bundle: Path,
+    manifest: Manifest,
+    precision: str,
+    cases: Sequence[EvalCase],
+    reference: VariantEvaluation | None,
+    options: BenchOptions,
+    accuracy_batch: int,
+    overlay_dir: Path | None,
+    advance: Callable[[str], None] | None,
+) -> tuple[list[VariantResult], VariantEvaluation | None]:
+    """The rows of one (backend, precision) for every batch size, and its evaluation."""
+
+    def skipped(status: str, why: str) -> list[VariantResult]:
+        return [VariantResult(backend_name, precision, b, status, why) for b in options.batches]
+
+    if reason is not None:
+        return skipped("skipped", reason), None
+    backend, why, size = _make_backend(backend_name, bundle, manifest, precision, options)
+    if backend is None and backend_name == "torch":
+        return [], None  # the reference row exists only in the precisions torch runs natively
+    if backend is None:
+        return skipped("skipped", why), None
+    segmenter = Segmenter(backend, manifest, precision, batch_size=accuracy_batch)
+    name = f"{backend_name} {precision}"
+    try:
+        with segmenter, PeakRss() as memory:
+            overlay = None
+            if overlay_dir is not None and options.overlays:
+                overlay = overlay_dir / f"worst_{backend_name}_{precision}.png"
+            evaluation = evaluate_variant(
+                segmenter,
+                cases,
+                reference,
+                overlay,
+                on_case=(lambda c: advance(f"{name}: {c}")) if advance else None,
+            )
+            slices = timing_slices(segmenter, cases[0], max(options.batches))
+            timed = {}
+            for batch in options.batches:
+                timed[batch] = time_batches(backend, slices, batch, options)
+                if advance:
+                    advance(f"{name} b{batch}: timed")
+            gpu_bytes = getattr(backend, "gpu_memory_bytes", None)
+    except MedsegError as exc:
+        return skipped("error", str(exc)), None
+    volume_s = float(np.median(evaluation.volume_seconds))
+    threads = getattr(backend, "threads", None)
+    rows = [
+        VariantResult(
+            backend=backend_name,
+            precision=precision,
+            batch=batch,
+            status="ok",
+            reason="",
+            file_size_bytes=size,
+            accuracy=evaluation.accuracy,
+            latency=stats,
+            repeat_p50_ms=repeat_p50,
+            slices_per_s=1e3 * batch / stats.p50_ms,
+            volume_s=volume_s if batch == accuracy_batch else None,
+            threads=threads if isinstance(threads, int) else None,
+            peak_host_mb=memory.peak_mb,
+            gpu_mem_mb=gpu_bytes / 1e6 if isinstance(gpu_bytes, int) else None,
+        )
+        for batch, (stats, repeat_p50) in timed.items()
+    ]
+    return rows, evaluation

@@ -1,0 +1,15 @@
+"""TensorRT engine build (runs on the target device: Jetson or a workstation with a GPU).
+
+Compiles a bundle's ONNX files into ``engines/<device-key>/<precision>.plan`` + sidecar.
+Precision comes from the ONNX file (AutoCast FP16, Q/DQ INT8): every network is strongly
+typed, no calibration happens here. ``tensorrt`` is imported only when a build runs.
+
+    from medseg.build import BuildOptions, build_engines
+    built = build_engines(Path("bundle"), BuildOptions(precisions=("fp16",)), print)
+"""
+
+from __future__ import annotations
+
+from medseg.build.engine import BuildOptions, BuiltEngine, build_engine, build_engines, parse_size
+
+__all__ = ["BuildOptions", "BuiltEngine", "build_engine", "build_engines", "parse_size"]

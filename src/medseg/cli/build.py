@@ -1,0 +1,94 @@
+"""``medseg build`` / ``medseg-build``: a bundle's ONNX files -> TensorRT engines on this device."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from medseg.cli.common import DEBUG_OPTION, console, format_size, handle_errors
+
+__all__ = ["build"]
+
+
+def build(
+    bundle: Path = typer.Argument(..., help="Bundle directory written by medseg export."),
+    precision: str = typer.Option(
+        "all", "--precision", help="all, or a comma list of fp32, fp16, int8."
+    ),
+    workspace: str | None = typer.Option(
+        None, "--workspace", help="Cap on TensorRT's workspace memory, e.g. 2GiB, 512MiB."
+    ),
+    timing_cache: Path | None = typer.Option(
+        None, "--timing-cache", help="Kernel timing cache file: read if present, then updated."
+    ),
+    opt_level: int = typer.Option(
+        3, "--opt-level", help="Builder optimisation level 0-5 (higher: slower build)."
+    ),
+    version_compatible: bool = typer.Option(
+        False, "--version-compatible", help="Engine also runs on later TensorRT versions."
+    ),
+    hardware_compat: str = typer.Option(
+        "none", "--hardware-compat", help="none | ampere+ (any sm >= 8.0 GPU; not on Jetson)."
+    ),
+    dla_core: int | None = typer.Option(
+        None, "--dla-core", help="Run on this Jetson DLA core (GPU fallback for the rest)."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Compile TensorRT engines for a bundle, on the device that will run them.
+
+    Each precision's ONNX file (FP16 and INT8 carry their precision inside the graph) becomes
+    BUNDLE/engines/<device-key>/<precision>.plan with a JSON sidecar recording the TensorRT
+    version, GPU, flags and source ONNX sha256, which the runtime checks before loading.
+    Needs TensorRT and an NVIDIA GPU (Jetson with JetPack, or a workstation).
+
+    Examples:
+        medseg build bundles/af
+        medseg-build bundles/af --precision fp16,int8 --timing-cache ~/.cache/medseg/trt.cache
+        medseg build bundles/af --precision int8 --dla-core 0
+    """
+    with handle_errors(debug):
+        from medseg.build import BuildOptions, build_engines, parse_size
+
+        options = BuildOptions(
+            precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+            workspace_bytes=parse_size(workspace) if workspace is not None else None,
+            timing_cache=timing_cache,
+            opt_level=opt_level,
+            version_compatible=version_compatible,
+            hardware_compat=hardware_compat,
+            dla_core=dla_core,
+        )
+        started = time.perf_counter()
+        with console.status("building TensorRT engines...") as status:
+
+            def log(line: str) -> None:
+                console.print(line, highlight=False)
+                if line.startswith("building"):
+                    status.update(line)
+
+            built = build_engines(bundle, options, log)
+        table = Table("precision", "engine", "size", "build s")
+        for engine in built:
+            table.add_row(
+                engine.precision,
+                str(engine.path),
+                format_size(engine.size_bytes),
+                f"{engine.build_seconds:.1f}",
+            )
+        console.print(table)
+        console.print(
+            f"[green]✓[/] {len(built)} engine(s) in {time.perf_counter() - started:.1f} s",
+            highlight=False,
+        )
+        fastest = built[-1].precision if built else "fp32"  # built in fp32, fp16, int8 order
+        choice = "" if fastest == "fp32" else f" --precision {fastest}"
+        console.print("next:", highlight=False)
+        console.print(
+            f"  [bold]medseg infer {bundle} scan.nii.gz --out mask.nii.gz --backend tensorrt"
+            f"{choice}[/]",
+            highlight=False,
+        )

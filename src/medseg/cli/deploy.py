@@ -1,0 +1,64 @@
+"""``medseg export-triton``: a bundle as an NVIDIA Triton Inference Server model repository."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import typer
+
+from medseg.cli.common import DEBUG_OPTION, console, format_size, handle_errors, report_written
+
+__all__ = ["export_triton"]
+
+
+def export_triton(
+    bundle: Path = typer.Argument(..., help="Bundle folder (medseg export output)."),
+    out: Path = typer.Option(..., "--out", help="Model repository folder to write."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out."),
+    max_batch: int | None = typer.Option(
+        None,
+        "--max-batch",
+        help="max_batch_size of every model (default: the bundle's maximum batch).",
+    ),
+    max_queue_delay_us: int = typer.Option(
+        100, "--max-queue-delay-us", help="How long the dynamic batcher may wait (microseconds)."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Write a Triton model repository: one model per ONNX precision and per built engine.
+
+    ONNX files run with Triton's ONNX Runtime backend (on the GPU); TensorRT plans already
+    built into the bundle (bundle/engines/<device>/) run with its TensorRT backend, on the GPU
+    and TensorRT version they were built for. Triton runs the network only: clients apply the
+    bundle's preprocessing (medseg.json, copied into each model) as client_example.py does.
+
+    Examples:
+        medseg export-triton bundle --out model_repository
+        medseg export-triton bundle --out model_repository --max-batch 16 --force
+        medseg export-triton bundle --out model_repository --max-queue-delay-us 500
+    """
+    with handle_errors(debug):
+        from medseg.deploy import export_triton as write_repository
+        from medseg.deploy.triton_readme import serve_commands
+
+        started = time.perf_counter()
+        models = write_repository(
+            bundle, out, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us, force=force
+        )
+        for model in models:
+            size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
+            where = (
+                f", {model.gpu_name}, TensorRT {model.tensorrt_version}" if model.gpu_name else ""
+            )
+            console.print(
+                f"[green]✓[/] {model.name}: {model.platform}, max batch {model.max_batch_size}"
+                f"{where} ({format_size(size)})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        report_written(f"Triton model repository ({len(models)} models)", out, started)
+        console.print("next: serve it, then segment a scan through it:", highlight=False)
+        for command in serve_commands(shlex.quote(str(out.resolve())), models[0].name):
+            console.print(f"  {command}", highlight=False, soft_wrap=True)

@@ -1,0 +1,107 @@
+"""The TensorRT engines of a bundle that can go into a Triton model repository.
+
+Every ``bundle/engines/<device-key>/<precision>.plan`` is checked against its sidecar before it
+is exported: the sidecar must exist, name the same precision, match the plan's sha256, and have
+been built from the ONNX file the bundle holds now. A plan that fails is an error naming it (a
+repository must not serve an engine of another model), with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest, file_sha256
+from medseg.errors import ConfigError
+from medseg.runtime.engines import ENGINES_DIR, EngineSidecar, rebuild_command, sidecar_path
+
+__all__ = ["BundlePlan", "find_plans"]
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    """A checked plan, its sidecar, and its optimisation-profile ranges.
+
+    Attributes:
+        path: ``bundle/engines/<device-key>/<precision>.plan``.
+        sidecar: what it was built from, with and for.
+        batch, height, width: the profile it was built with (the manifest's ranges where the
+            sidecar records none).
+    """
+
+    path: Path
+    sidecar: EngineSidecar
+    batch: DimRange
+    height: DimRange
+    width: DimRange
+
+    @property
+    def device_key(self) -> str:
+        """The ``engines/`` folder the plan is in."""
+        return self.path.parent.name
+
+    @property
+    def built_for(self) -> str:
+        """``"NVIDIA Orin (sm87)"``: the GPU the plan was built on."""
+        sm = self.sidecar.compute_capability.replace(".", "")
+        return f"{self.sidecar.gpu_name} (sm{sm})"
+
+
+def _profile_range(sidecar: EngineSidecar, axis: str, default: DimRange, side: Path) -> DimRange:
+    if axis not in sidecar.profile:
+        return default
+    return DimRange.from_dict(sidecar.profile[axis], f"{side}: profile.{axis}")
+
+
+def _check(plan: Path, precision: str, bundle: Path, manifest: Manifest) -> EngineSidecar:
+    fresh = rebuild_command(bundle, precision)
+    if precision not in manifest.precisions:
+        raise ConfigError(
+            f"engine {plan} is {precision}, which the bundle no longer has "
+            f"({sorted(manifest.precisions)}): delete it"
+        )
+    side = sidecar_path(plan)
+    if not side.is_file():
+        raise ConfigError(
+            f"engine {plan} has no sidecar {side.name}: rebuild it on its device with "
+            f"`{fresh}` or delete it"
+        )
+    sidecar = EngineSidecar.load(side)
+    if sidecar.precision != precision:
+        raise ConfigError(
+            f"engine {plan}: its sidecar {side.name} says {sidecar.precision}, not {precision}"
+        )
+    if file_sha256(plan) != sidecar.engine_sha256:
+        raise ConfigError(
+            f"engine {plan} does not match the sha256 in {side.name} (truncated or tampered): "
+            f"rebuild it with `{fresh}` or delete it"
+        )
+    if sidecar.source_onnx_sha256 != manifest.precisions[precision].sha256:
+        raise ConfigError(
+            f"engine {plan} is stale: it was built from another {sidecar.source_onnx} than the "
+            f"bundle holds now (re-exported): rebuild it with `{fresh}` or delete it"
+        )
+    return sidecar
+
+
+def find_plans(bundle: Path, manifest: Manifest) -> list[BundlePlan]:
+    """The bundle's plans, by precision (fp32, fp16, int8) then device key.
+
+    Raises:
+        ConfigError: one line naming the first plan that may not be exported, and why.
+    """
+    spec, found = manifest.input, []
+    for precision in PRECISIONS:
+        for plan in sorted((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")):
+            sidecar = _check(plan, precision, Path(bundle), manifest)
+            side = sidecar_path(plan)
+            found.append(
+                BundlePlan(
+                    plan,
+                    sidecar,
+                    batch=_profile_range(sidecar, "batch", spec.batch, side),
+                    height=_profile_range(sidecar, "height", spec.height, side),
+                    width=_profile_range(sidecar, "width", spec.width, side),
+                )
+            )
+    return found

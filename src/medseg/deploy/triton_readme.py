@@ -1,0 +1,128 @@
+"""The ``README.md`` of an exported Triton model repository, and the commands to serve it.
+
+The README states the preprocessing contract (Triton runs only the network), lists the models
+with where each may run, and gives the commands to start ``tritonserver`` and to query it with
+the ``client_example.py`` written beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from medseg import __version__
+from medseg.bundle.manifest import MANIFEST_NAME, Manifest
+from medseg.data.preprocessing import SIZE_MULTIPLE, Recipe
+from medseg.deploy.pbtxt import ModelConfigText
+
+__all__ = ["CLIENT_NAME", "README_NAME", "TRITON_IMAGE", "render_readme", "serve_commands"]
+
+README_NAME = "README.md"
+CLIENT_NAME = "client_example.py"
+#: Triton's NGC image; ``<YY.MM>`` is the release whose TensorRT matches the plans (Triton's
+#: release compatibility matrix lists the TensorRT of each release).
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<YY.MM>-py3"
+
+
+def serve_commands(repository: str, model: str) -> list[str]:
+    """Start Triton on ``repository`` (a path as the shell should see it), then query ``model``."""
+    return [
+        f"tritonserver --model-repository {repository}",
+        "docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 "
+        f"-v {repository}:/models {TRITON_IMAGE} tritonserver --model-repository /models",
+        f"python {repository}/{CLIENT_NAME} scan.nii.gz --model {model} --out mask.nii.gz "
+        "--url localhost:8000",
+    ]
+
+
+def _recipe_steps(recipe: Recipe) -> list[str]:
+    if recipe.modality == "CT":
+        assert recipe.ct_window is not None  # guaranteed by Recipe.__post_init__
+        lo, hi = recipe.ct_window
+        norm = f"CT: clip to [{lo:g}, {hi:g}] HU, scale linearly to [0, 1]"
+    elif recipe.modality == "MR":
+        lo, hi = recipe.percentiles
+        norm = (
+            f"MR, per channel over the whole volume: clip to the {lo:g}-{hi:g} percentiles of "
+            f"the foreground (raw value > {recipe.foreground_threshold:g}), then z-score with "
+            "the foreground's mean and std"
+        )
+    else:
+        norm = "none: cast to float32"
+    if recipe.size_policy == "pad":
+        size = (
+            f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
+            "(crop the logits back)"
+        )
+    else:
+        assert recipe.target_size is not None
+        h, w = recipe.target_size
+        size = f"resize each slice bilinearly to {h}x{w} (resize the logits back)"
+    return [
+        f"Intensity normalisation: {norm}.",
+        f"Cut 2D slices along volume axis {recipe.slice_axis} ({'XYZ'[recipe.slice_axis]}) of "
+        "the (X, Y, Z) voxel array, as stored (no reorientation).",
+        f"Size: {size}.",
+        "Send (N, C, H, W) float32 batches; take the argmax over K of the (N, K, H, W) logits.",
+    ]
+
+
+def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfigText]) -> str:
+    """The repository's README: contract, models, commands."""
+    spec = manifest.input
+    name = str(manifest.model.get("name", "medseg model"))
+    rows = []
+    for c in configs:
+        where = "any GPU Triton (ONNX Runtime)"
+        if c.platform == "tensorrt_plan":
+            where = (
+                f"{c.parameters['medseg_gpu']}, TensorRT {c.parameters['medseg_tensorrt_version']}"
+            )
+        precision = c.parameters["medseg_precision"]
+        rows.append(f"| `{c.name}` | {c.platform} | {precision} | {c.max_batch_size} | {where} |")
+    classes = ", ".join(f"{v} = {k}" for k, v in manifest.classes.items())
+    steps = "\n".join(f"{i}. {s}" for i, s in enumerate(_recipe_steps(manifest.preprocessing), 1))
+    commands = "\n".join(serve_commands('"$PWD"', configs[0].name))
+    min_batch = (
+        f"\nThe network takes at least {spec.batch.min} slices per request: pad smaller "
+        "batches with zero slices and drop their outputs (the client does).\n"
+        if spec.batch.min > 1
+        else ""
+    )
+    return f"""# Triton model repository: {name}
+
+Written by `medseg export-triton` (medseg-edge {__version__}) from the bundle
+`{Path(bundle).resolve()}`. Every model folder holds `config.pbtxt` and a version folder `1/`
+with the network and a copy of the bundle's `{MANIFEST_NAME}`.
+
+| model | platform | precision | max batch | runs on |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+## The preprocessing contract
+
+Triton runs only the network. Input `{spec.name}`: float32 `(N, {spec.channels}, H, W)` slices,
+H {spec.height} and W {spec.width} (a range reads min:opt:max), already preprocessed; output
+`{manifest.output_name}`: float32 `(N, {manifest.num_classes}, H, W)` logits. Classes: {classes}.
+The client must apply the recipe in `1/{MANIFEST_NAME}` (`preprocessing`) exactly, or the masks
+are wrong without any error:
+
+{steps}
+{min_batch}
+`{CLIENT_NAME}` does all of this with `medseg.data.preprocessing` (`pip install
+'medseg-edge[runtime]' 'tritonclient[http]'`). The `medseg_manifest_sha256` parameter of each
+config is the sha256 of the `{MANIFEST_NAME}` it was exported with.
+
+## Serving
+
+ONNX models run on the GPU (`instance_group [{{ kind: KIND_GPU }}]`, ONNX Runtime's CUDA
+execution provider); on a CPU-only Triton change it to `kind: KIND_CPU`. A TensorRT plan runs
+only on the GPU model and TensorRT version it was built with (unless built hardware- or
+version-compatible): use the Triton release whose TensorRT is that version (Triton's release
+compatibility matrix lists them), or rebuild the engine on the target with `medseg build` and
+export again. Remove a model folder to stop serving it. From this folder:
+
+```bash
+{commands}
+```
+"""

@@ -1,0 +1,68 @@
+"""Inference backends behind one interface, and the choice between them.
+
+``onnxruntime`` runs the bundle's ONNX files (CPU everywhere; CUDA when present);
+``tensorrt`` runs an engine that ``medseg build`` compiled on this device. Each backend
+module imports its heavy library only when a backend is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from medseg.bundle.manifest import Manifest
+from medseg.errors import ConfigError
+from medseg.runtime.backends.base import Backend, InferTiming
+
+__all__ = ["BACKENDS", "Backend", "InferTiming", "create_backend"]
+
+#: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``).
+BACKENDS = ("tensorrt", "onnxruntime")
+
+
+def create_backend(
+    bundle: Path,
+    manifest: Manifest,
+    backend: str,
+    precision: str,
+    *,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    cuda_graph: bool = False,
+) -> Backend:
+    """A backend (not loaded yet) for one precision of a bundle.
+
+    ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
+    TensorRT and a GPU are usable, ONNX Runtime otherwise. Files are checked against the
+    manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
+    """
+    if backend == "auto":
+        from medseg.runtime.engines import find_engine
+
+        backend = "tensorrt" if find_engine(bundle, manifest, precision) else "onnxruntime"
+    if backend == "onnxruntime":
+        from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(
+            manifest.onnx_path(bundle, precision),
+            manifest.input,
+            manifest.output_name,
+            manifest.num_classes,
+            providers=providers,
+            threads=threads,
+        )
+    if backend == "tensorrt":
+        from medseg.runtime.backends.tensorrt import TensorRTBackend
+        from medseg.runtime.cuda import gpu_info
+        from medseg.runtime.engines import check_engine, tensorrt_module
+
+        trt = tensorrt_module()
+        engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__)
+        return TensorRTBackend(
+            engine,
+            manifest.input,
+            manifest.output_name,
+            manifest.num_classes,
+            cuda_graph=cuda_graph,
+        )
+    raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")

@@ -1,0 +1,149 @@
+"""The one interface every inference backend implements (the Polygraphy runner pattern).
+
+A backend runs one network file on batches of network-size slices: ``(N, C, H, W)``
+float32 in, logits ``(N, K, H, W)`` float32 out. The public methods :meth:`Backend.load`,
+:meth:`Backend.infer` and :meth:`Backend.close` validate and time; subclasses fill in the
+``_load_impl`` / ``_infer_impl`` / ``_close_impl`` hooks and nothing else. Backends are
+context managers. Loading the model (an ONNX Runtime session, a deserialised engine) is a
+separate small callable (see ``onnxruntime.SessionFromOnnx``, ``tensorrt.EngineFromPath``).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar
+
+import numpy as np
+
+from medseg.bundle.manifest import InputSpec
+from medseg.errors import ConfigError
+
+__all__ = ["Backend", "InferTiming"]
+
+
+@dataclass(frozen=True)
+class InferTiming:
+    """Timing of one :meth:`Backend.infer` call.
+
+    Attributes:
+        compute_ms: time of the network itself: CUDA events around the engine launch on a GPU,
+            ``perf_counter_ns`` around the session call on CPU.
+        total_ms: wall time of the whole call, input checks and host<->device copies included.
+        batch: number of slices ``N`` in the call.
+    """
+
+    compute_ms: float
+    total_ms: float
+    batch: int
+
+
+class Backend(ABC):
+    """Runs one network file on ``(N, C, H, W)`` float32 batches; returns ``(N, K, H, W)`` logits.
+
+    Args:
+        input_spec: the manifest's input: name, channels ``C`` and allowed ranges of N, H, W.
+        output_name: name of the logits output.
+        num_classes: ``K``.
+
+    Attributes:
+        name: backend name as the CLI spells it (``"onnxruntime"``, ``"tensorrt"``).
+        last_timing: timing of the latest :meth:`infer` call (``None`` before the first).
+    """
+
+    name: ClassVar[str] = "backend"
+
+    def __init__(self, input_spec: InputSpec, output_name: str, num_classes: int) -> None:
+        self.input_spec = input_spec
+        self.output_name = output_name
+        self.num_classes = num_classes
+        self.last_timing: InferTiming | None = None
+        self._loaded = False
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> Backend:
+        """Create the session / engine context and buffers (idempotent). Returns ``self``."""
+        if not self._loaded:
+            self._load_impl()
+            self._loaded = True
+        return self
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K, H, W)`` float32 for a ``(N, C, H, W)`` float32 batch.
+
+        Raises:
+            ConfigError: the batch has the wrong rank, dtype, channel count, or a size outside
+                the allowed ranges (the message names both).
+        """
+        if not self._loaded:
+            self.load()
+        self.check_batch(batch)
+        start = time.perf_counter_ns()
+        logits, compute_ms = self._infer_impl(np.ascontiguousarray(batch))
+        total_ms = (time.perf_counter_ns() - start) / 1e6
+        self.last_timing = InferTiming(compute_ms, total_ms, int(batch.shape[0]))
+        return logits
+
+    def close(self) -> None:
+        """Release the session, engine and buffers (idempotent)."""
+        if self._loaded:
+            self._close_impl()
+            self._loaded = False
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``"onnxruntime (CPUExecutionProvider)"``."""
+        return self.name
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """Validate a batch against the input spec; one-line ConfigError naming the problem."""
+        spec = self.input_spec
+        if batch.ndim != 4:
+            raise ConfigError(
+                f"{self.name} expects a (N, C, H, W) batch, got shape {tuple(batch.shape)}"
+            )
+        if batch.dtype != np.float32:
+            raise ConfigError(f"{self.name} expects float32 input, got {batch.dtype}")
+        n, c, h, w = (int(v) for v in batch.shape)
+        if c != spec.channels:
+            raise ConfigError(f"the model takes {spec.channels} channel(s), the input has {c}")
+        for what, value, allowed in (
+            ("batch size", n, spec.batch),
+            ("slice height", h, spec.height),
+            ("slice width", w, spec.width),
+        ):
+            if not allowed.contains(value):
+                raise ConfigError(
+                    f"{what} {value} is outside the model's allowed range {allowed} "
+                    f"(min:opt:max); re-export with a range that includes it"
+                )
+
+    # -- hooks ------------------------------------------------------------------------------
+    @abstractmethod
+    def _load_impl(self) -> None:
+        """Create the session or execution context and any buffers."""
+
+    @abstractmethod
+    def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """Run one validated, C-contiguous batch; return ``(logits, compute_ms)``."""
+
+    @abstractmethod
+    def _close_impl(self) -> None:
+        """Release what ``_load_impl`` created."""
+
+    # -- context manager --------------------------------------------------------------------
+    def __enter__(self) -> Backend:
+        return self.load()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

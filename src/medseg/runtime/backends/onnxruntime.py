@@ -1,0 +1,143 @@
+"""ONNX Runtime backend: the CPU provider everywhere, CUDA / TensorRT providers when present.
+
+ONNX Runtime runs the bundle's ``.onnx`` files directly (FP32, AutoCast FP16, Q/DQ INT8), so
+it is the backend of CI and of machines without TensorRT. On CPU, FP16 weights are upcast
+(the file's rounding is reproduced, FP16 arithmetic is not); INT8 Q/DQ numerics are exact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.bundle.manifest import InputSpec
+from medseg.deps import require
+from medseg.errors import ConfigError
+from medseg.runtime.backends.base import Backend
+
+__all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
+
+#: Short provider names the CLI accepts -> ONNX Runtime execution provider names.
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, then CPU (always last).
+
+    The TensorRT provider is opt-in (``providers=["tensorrt", "cuda", "cpu"]``): it compiles
+    its own engine on first use, which takes minutes; ``medseg build`` is the place for that.
+    """
+    ort = require("onnxruntime", "running ONNX models")
+    available = set(ort.get_available_providers())
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _resolve_providers(providers: Sequence[str] | None) -> list[str]:
+    if providers is None:
+        return default_providers()
+    ort = require("onnxruntime", "running ONNX models")
+    available = set(ort.get_available_providers())
+    resolved = []
+    for name in providers:
+        full = PROVIDER_NAMES.get(name.lower(), name)
+        if full not in PROVIDER_NAMES.values():
+            raise ConfigError(
+                f"unknown ONNX Runtime provider {name!r}; accepted: {', '.join(PROVIDER_NAMES)}"
+            )
+        if full not in available:
+            raise ConfigError(
+                f"ONNX Runtime provider {name!r} is not available in this onnxruntime build "
+                f"(available: {', '.join(sorted(available))})"
+            )
+        resolved.append(full)
+    if "CPUExecutionProvider" not in resolved:
+        resolved.append("CPUExecutionProvider")
+    return resolved
+
+
+class SessionFromOnnx:
+    """Loader: an ``onnxruntime.InferenceSession`` for one ONNX file.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: provider names in priority order (``"cuda"``, ``"cpu"``...); ``None``:
+            :func:`default_providers`.
+        threads: intra-op threads; ``None``: ONNX Runtime's default (one per physical core).
+    """
+
+    def __init__(
+        self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.providers = _resolve_providers(providers)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+
+    def __call__(self) -> Any:
+        ort = require("onnxruntime", "running ONNX models")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{self.path}: ONNX Runtime cannot load it ({first})") from exc
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX file with ONNX Runtime (see :class:`SessionFromOnnx` for the arguments)."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_spec: InputSpec,
+        output_name: str,
+        num_classes: int,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(input_spec, output_name, num_classes)
+        self.loader = SessionFromOnnx(onnx_path, providers, threads)
+        self.session: Any = None
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads the session uses (ONNX Runtime's default: one per physical core)."""
+        return self.loader.threads or len(os.sched_getaffinity(0))
+
+    def describe(self) -> str:
+        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.loader.providers)
+        return f"onnxruntime ({providers}; {self.threads} threads)"
+
+    def _load_impl(self) -> None:
+        self.session = self.loader()
+        names = [o.name for o in self.session.get_outputs()]
+        if self.output_name not in names:
+            raise ConfigError(
+                f"{self.loader.path} has outputs {names}, not the manifest's {self.output_name!r}"
+            )
+
+    def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter_ns()
+        (logits,) = self.session.run([self.output_name], {self.input_spec.name: batch})
+        compute_ms = (time.perf_counter_ns() - start) / 1e6
+        return np.asarray(logits, dtype=np.float32), compute_ms
+
+    def _close_impl(self) -> None:
+        self.session = None

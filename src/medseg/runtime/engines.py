@@ -1,0 +1,358 @@
+"""TensorRT engine files of a bundle: where they live, their sidecar, and whether one may run here.
+
+``medseg build`` writes ``bundle/engines/<device-key>/<precision>.plan`` and, beside it,
+``<precision>.json`` (:class:`EngineSidecar`): what the engine was built from, with which
+TensorRT, on which GPU and with which flags. Before the runtime deserialises a plan,
+:func:`check_engine` compares the sidecar with this machine and the bundle, and refuses with
+one line naming the engine, what it was built for, what this machine is, and the command that
+rebuilds it. Nothing here imports TensorRT at module level.
+
+Compatibility rules (TensorRT documentation, "Engine Compatibility" / "Version Compatibility"):
+
+- GPU: an engine runs on the GPU model it was built on, unless it was built with hardware
+  compatibility ``ampere+`` (``HardwareCompatibilityLevel.AMPERE_PLUS``): then any GPU of
+  compute capability 8.0 or newer.
+- TensorRT: the exact version it was built with, unless it was built version-compatible
+  (``BuilderFlag.VERSION_COMPATIBLE``, the plan embeds a lean runtime): then this version or
+  any later one (TensorRT 10 version-compatible plans also load in TensorRT 11).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from medseg.atomic import atomic_file
+from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
+from medseg.runtime.cuda import GpuInfo, device_key
+
+__all__ = [
+    "ENGINES_DIR",
+    "HARDWARE_COMPAT",
+    "SIDECAR_SCHEMA_VERSION",
+    "EngineSidecar",
+    "check_engine",
+    "engine_path",
+    "find_engine",
+    "rebuild_command",
+    "sidecar_path",
+    "tensorrt_module",
+    "version_tuple",
+]
+
+ENGINES_DIR = "engines"
+SIDECAR_SCHEMA_VERSION = 1
+#: Accepted hardware-compatibility levels: this GPU model only, or any GPU with sm >= 8.0.
+HARDWARE_COMPAT = ("none", "ampere+")
+FLAG_KEYS = (
+    "opt_level",
+    "workspace_bytes",
+    "version_compatible",
+    "hardware_compat",
+    "dla_core",
+    "timing_cache",
+    "strongly_typed",
+)
+
+_INSTALL_HINT = (
+    "install it on the target device: JetPack ships TensorRT; on an x86 workstation with an "
+    "NVIDIA driver run pip install 'medseg-edge[trt]'"
+)
+
+
+def tensorrt_module(builder: bool = False) -> ModuleType:
+    """``tensorrt``, or (to run engines only) the lean runtime ``tensorrt_lean``.
+
+    Args:
+        builder: the full TensorRT (builder + ONNX parser) is needed, not only a runtime.
+
+    Raises:
+        MissingDependencyError: one line saying what is missing and how to get it.
+    """
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError:
+        pass
+    try:
+        lean = importlib.import_module("tensorrt_lean")
+    except ImportError:
+        raise MissingDependencyError(f"TensorRT is not installed: {_INSTALL_HINT}") from None
+    if builder:
+        raise MissingDependencyError(
+            "only the TensorRT lean runtime (tensorrt_lean) is installed: it runs engines but "
+            f"cannot build them; building needs the full TensorRT: {_INSTALL_HINT}"
+        )
+    return lean
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"10.3.0.30"`` -> ``(10, 3, 0, 30)``; ConfigError if it has no leading number."""
+    parts = re.findall(r"\d+", text.split("+")[0])
+    if not parts:
+        raise ConfigError(f"{text!r} is not a TensorRT version")
+    return tuple(int(p) for p in parts)
+
+
+def engine_path(bundle: Path, key: str, precision: str) -> Path:
+    """``bundle/engines/<device-key>/<precision>.plan``."""
+    return Path(bundle) / ENGINES_DIR / key / f"{precision}.plan"
+
+
+def sidecar_path(plan: Path) -> Path:
+    """The sidecar JSON beside a plan: ``<precision>.json``."""
+    return Path(plan).with_suffix(".json")
+
+
+def rebuild_command(bundle: Path, precision: str, flags: dict[str, Any] | None = None) -> str:
+    """``medseg build BUNDLE --precision P`` plus the non-default flags an engine was built with."""
+    words = ["medseg", "build", str(bundle), "--precision", precision]
+    flags = flags or {}
+    if flags.get("opt_level", 3) != 3:
+        words += ["--opt-level", str(flags["opt_level"])]
+    if flags.get("workspace_bytes"):
+        words += ["--workspace", str(flags["workspace_bytes"])]
+    if flags.get("timing_cache"):
+        words += ["--timing-cache", str(flags["timing_cache"])]
+    if flags.get("version_compatible"):
+        words.append("--version-compatible")
+    if flags.get("hardware_compat", "none") != "none":
+        words += ["--hardware-compat", str(flags["hardware_compat"])]
+    if flags.get("dla_core") is not None:
+        words += ["--dla-core", str(flags["dla_core"])]
+    return " ".join(words)
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ConfigError(f"engine sidecar {where}: missing key {key!r}")
+    value = data[key]
+    bad_bool = isinstance(value, bool) and kind in (int, float, (int, float))
+    if not isinstance(value, kind) or bad_bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(
+            f"engine sidecar {where}: {key!r} must be {names}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    """What a plan was built from and for (the ``<precision>.json`` beside it).
+
+    Attributes:
+        tensorrt_version: TensorRT that built it, e.g. ``"10.3.0.30"``.
+        gpu_name: the build GPU's name; ``compute_capability``: its ``"major.minor"``.
+        device_key: the ``engines/`` folder it was written to.
+        precision: ``fp32`` / ``fp16`` / ``int8`` (the ONNX file it was compiled from).
+        flags: ``opt_level``, ``workspace_bytes``, ``version_compatible``, ``hardware_compat``,
+            ``dla_core``, ``timing_cache`` (path or None), ``strongly_typed``.
+        source_onnx, source_onnx_sha256: the ONNX file name and its sha256 at build time.
+        engine_sha256: sha256 of the plan file.
+        profile: the optimisation profile, ``{"batch"|"height"|"width": {min, opt, max}}``.
+        build_seconds: build wall time; ``created``: ISO time; ``medseg_version``.
+    """
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    device_key: str
+    precision: str
+    flags: dict[str, Any]
+    source_onnx: str
+    source_onnx_sha256: str
+    engine_sha256: str
+    profile: dict[str, dict[str, int]]
+    build_seconds: float
+    created: str
+    medseg_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> EngineSidecar:
+        """Validate and parse; ConfigError naming the first missing or wrong key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"engine sidecar {where} must hold a JSON object")
+        version = _field(data, "schema_version", int, where)
+        if version != SIDECAR_SCHEMA_VERSION:
+            raise ConfigError(
+                f"engine sidecar {where} has schema_version {version}; this medseg reads "
+                f"{SIDECAR_SCHEMA_VERSION}"
+            )
+        flags = _field(data, "flags", dict, where)
+        for key in FLAG_KEYS:
+            if key not in flags:
+                raise ConfigError(f"engine sidecar {where}: flags lack {key!r}")
+        if flags["hardware_compat"] not in HARDWARE_COMPAT:
+            raise ConfigError(
+                f"engine sidecar {where}: flags.hardware_compat {flags['hardware_compat']!r} "
+                f"must be one of {list(HARDWARE_COMPAT)}"
+            )
+        text = {k: _field(data, k, str, where) for k in _TEXT_KEYS}
+        if not re.fullmatch(r"\d+\.\d+", text["compute_capability"]):
+            raise ConfigError(
+                f"engine sidecar {where}: compute_capability {text['compute_capability']!r} "
+                "must be 'major.minor', e.g. '8.7'"
+            )
+        return cls(
+            flags=flags,
+            profile=_field(data, "profile", dict, where),
+            build_seconds=float(_field(data, "build_seconds", (int, float), where)),
+            **text,
+        )
+
+    def save(self, path: Path) -> Path:
+        """Write the sidecar JSON atomically."""
+        with atomic_file(Path(path)) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> EngineSidecar:
+        """Read and validate a sidecar; ConfigError naming the file and the wrong key."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read engine sidecar {path}: {exc}") from exc
+        return cls.from_dict(data, str(path))
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        major, minor = self.compute_capability.split(".")
+        return int(major), int(minor)
+
+
+_TEXT_KEYS = (
+    "tensorrt_version",
+    "gpu_name",
+    "compute_capability",
+    "device_key",
+    "precision",
+    "source_onnx",
+    "source_onnx_sha256",
+    "engine_sha256",
+    "created",
+    "medseg_version",
+)
+
+
+def _check_one(
+    plan: Path, bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
+) -> None:
+    """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
+    fresh = rebuild_command(bundle, precision)
+    side = sidecar_path(plan)
+    if not side.is_file():
+        raise EngineBuildError(
+            f"engine {plan} has no sidecar {side.name} (interrupted or foreign build): "
+            f"rebuild it on this device with `{fresh}`"
+        )
+    try:
+        sidecar = EngineSidecar.load(side)
+    except ConfigError as exc:
+        raise EngineBuildError(f"{exc}: rebuild the engine with `{fresh}`") from exc
+    again = rebuild_command(bundle, precision, sidecar.flags)
+    if sidecar.precision != precision:
+        raise EngineBuildError(
+            f"engine {plan} says it is {sidecar.precision}, not {precision}: rebuild with `{again}`"
+        )
+    if file_sha256(plan) != sidecar.engine_sha256:
+        raise EngineBuildError(
+            f"engine {plan} does not match the sha256 in {side.name} (truncated or tampered): "
+            f"rebuild it with `{again}`"
+        )
+    if sidecar.source_onnx_sha256 != manifest.precisions[precision].sha256:
+        raise EngineBuildError(
+            f"engine {plan} is stale: it was built from another {sidecar.source_onnx} than the "
+            f"bundle holds now (the bundle was re-exported): rebuild it with `{again}`"
+        )
+    built_for = f"{sidecar.gpu_name} (sm{sidecar.compute_capability.replace('.', '')})"
+    here = f"{gpu.name} ({gpu.sm})"
+    if sidecar.flags["hardware_compat"] == "ampere+":
+        if gpu.compute_capability < (8, 0):
+            raise EngineBuildError(
+                f"engine {plan} was built for Ampere or newer GPUs (sm >= 80); this machine has "
+                f"{here}: build one on this device with `{fresh}`"
+            )
+    elif sidecar.capability != gpu.compute_capability or sidecar.gpu_name != gpu.name:
+        raise EngineBuildError(
+            f"engine {plan} was built for {built_for}; this machine has {here}: build one on "
+            f"this device with `{fresh}`"
+        )
+    built, runs = version_tuple(sidecar.tensorrt_version), version_tuple(trt_version)
+    if sidecar.flags["version_compatible"]:
+        if runs < built:
+            raise EngineBuildError(
+                f"engine {plan} was built version-compatible with TensorRT "
+                f"{sidecar.tensorrt_version}, which runs on that version or later; this machine "
+                f"has TensorRT {trt_version}: rebuild it here with `{again}`"
+            )
+    else:
+        n = min(len(built), len(runs), 4)
+        if built[:n] != runs[:n]:
+            raise EngineBuildError(
+                f"engine {plan} was built with TensorRT {sidecar.tensorrt_version}; this machine "
+                f"has TensorRT {trt_version} (engines run only on the TensorRT version that "
+                f"built them unless built with --version-compatible): rebuild it with `{again}`"
+            )
+
+
+def check_engine(
+    bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
+) -> Path:
+    """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT.
+
+    This device's own folder is tried first, then hardware-compatible engines built elsewhere.
+
+    Raises:
+        ConfigError: the bundle has no such precision.
+        EngineBuildError: one line: no engine, or why the engine found may not run here, with
+            the ``medseg build`` command that makes one.
+    """
+    bundle = Path(bundle)
+    if precision not in manifest.precisions:
+        raise ConfigError(
+            f"bundle {bundle} has no {precision} model; it has {sorted(manifest.precisions)}"
+        )
+    own = engine_path(bundle, device_key(gpu), precision)
+    others = sorted(p for p in (bundle / ENGINES_DIR).glob(f"*/{precision}.plan") if p != own)
+    candidates = ([own] if own.is_file() else []) + others
+    if not candidates:
+        raise EngineBuildError(
+            f"bundle {bundle} has no {precision} TensorRT engine for this GPU ({gpu.name}, "
+            f"{gpu.sm}): build it on this device with `{rebuild_command(bundle, precision)}`"
+        )
+    errors: list[EngineBuildError] = []
+    for plan in candidates:
+        try:
+            _check_one(plan, bundle, manifest, precision, gpu, trt_version)
+        except EngineBuildError as exc:
+            errors.append(exc)
+        else:
+            return plan
+    raise errors[0]
+
+
+def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None:
+    """The engine to use for ``precision`` here, or None (no GPU, no TensorRT, no valid engine).
+
+    For backend auto-selection: never raises.
+    """
+    from medseg.runtime.cuda import gpu_available, gpu_info
+
+    try:
+        if not any((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")):
+            return None
+        if not gpu_available():
+            return None
+        trt = tensorrt_module()
+        return check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__))
+    except Exception:  # auto-selection falls back to ONNX Runtime whatever went wrong
+        return None

@@ -1,0 +1,292 @@
+"""Volume segmentation with a bundle: the scanner-side pipeline in one object.
+
+``Segmenter.from_bundle(bundle)`` reads ``medseg.json``, picks a backend, and
+:meth:`Segmenter.segment` turns a ``(C, X, Y, Z)`` volume into an ``(X, Y, Z)`` label map:
+normalise the whole volume with the manifest's recipe, cut it into slices along the
+recipe's axis, pad or resize them to network size, run them in batches within the
+model's batch range, take the argmax, undo the padding/resizing, and stack the slices
+back. Everything around the backend is numpy; the labels do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from medseg.bundle.manifest import Manifest
+from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
+from medseg.errors import ConfigError, DatasetError
+from medseg.runtime.backends import BACKENDS, Backend, create_backend
+
+__all__ = ["SegmentTiming", "Segmentation", "Segmenter", "softmax"]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SegmentTiming:
+    """Where one volume's time went, in seconds.
+
+    Attributes:
+        preprocess_s: normalisation, slicing, padding/resizing.
+        inference_s: the backend calls (host<->device copies included).
+        compute_s: the network itself (CUDA events on a GPU; equals inference on CPU).
+        postprocess_s: argmax/softmax, undoing the padding, stacking the volume.
+        batches: number of backend calls.
+    """
+
+    preprocess_s: float
+    inference_s: float
+    compute_s: float
+    postprocess_s: float
+    batches: int
+
+    @property
+    def total_s(self) -> float:
+        return self.preprocess_s + self.inference_s + self.postprocess_s
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The result for one volume.
+
+    Attributes:
+        labels: ``(X, Y, Z)`` uint8 class indices (the manifest's ``classes`` values).
+        probabilities: ``(K, X, Y, Z)`` float32 softmax probabilities, or ``None``.
+        num_slices: slices run through the network.
+        timing: where the time went.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    num_slices: int
+    timing: SegmentTiming
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (float32)."""
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+class Segmenter:
+    """Segments volumes with one backend of one bundle.
+
+    Args:
+        backend: a (not necessarily loaded) :class:`~medseg.runtime.backends.Backend`.
+        manifest: the bundle's manifest (recipe, classes, input ranges).
+        precision: which of the bundle's precisions the backend runs (for reports).
+        batch_size: slices per backend call; ``None``: the manifest's optimal batch size.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        manifest: Manifest,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+    ) -> None:
+        batch = manifest.input.batch
+        size = batch.opt if batch_size is None else batch_size
+        if not batch.contains(size):
+            raise ConfigError(
+                f"batch size {size} is outside the model's batch range {batch} (min:opt:max)"
+            )
+        if manifest.num_classes > 255:
+            raise ConfigError(f"{manifest.num_classes} classes do not fit uint8 label maps")
+        self.backend = backend
+        self.manifest = manifest
+        self.precision = precision
+        self.batch_size = size
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path,
+        backend: str = "auto",
+        precision: str = "fp32",
+        *,
+        batch_size: int | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        cuda_graph: bool = False,
+    ) -> Segmenter:
+        """Open a bundle with a backend.
+
+        Args:
+            bundle: the bundle folder (``medseg.json`` + ONNX files + ``engines/``).
+            backend: ``"auto"`` (TensorRT when this machine has TensorRT, a GPU and an engine
+                built here for ``precision``, else ONNX Runtime), ``"tensorrt"`` or
+                ``"onnxruntime"``.
+            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``; must be in the bundle.
+            batch_size: slices per call (within the manifest's range).
+            providers: ONNX Runtime providers (``"cuda"``, ``"cpu"``, ``"tensorrt"``).
+            threads: ONNX Runtime intra-op threads.
+            cuda_graph: TensorRT: replay a captured CUDA graph for full batches.
+
+        Raises:
+            ConfigError / EngineBuildError: no such precision, a file whose sha256 does not
+                match the manifest, an engine built for another GPU or TensorRT version.
+        """
+        bundle = Path(bundle)
+        manifest = Manifest.load(bundle)
+        if precision not in manifest.precisions:
+            raise ConfigError(
+                f"bundle {bundle} has no {precision} model; it has {sorted(manifest.precisions)}"
+            )
+        if backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
+        runner = create_backend(
+            bundle,
+            manifest,
+            backend,
+            precision,
+            providers=providers,
+            threads=threads,
+            cuda_graph=cuda_graph,
+        )
+        return cls(runner, manifest, precision, batch_size)
+
+    # -- the pipeline -----------------------------------------------------------------------
+    def check_volume(self, image: np.ndarray, source: str = "input") -> np.ndarray:
+        """Validate a volume and return it as ``(C, X, Y, Z)``.
+
+        A 3D ``(X, Y, Z)`` array is accepted for single-channel models.
+
+        Raises:
+            DatasetError: wrong rank or channel count, a non-numeric dtype, non-finite voxels.
+        """
+        channels = self.manifest.input.channels
+        image = np.asarray(image)
+        if image.ndim == 3 and channels == 1:
+            image = image[None]
+        if image.ndim != 4:
+            shape = tuple(image.shape)
+            raise DatasetError(
+                f"{source}: an image of shape {shape} is not a volume; expected (X, Y, Z)"
+                + (
+                    " or (C, X, Y, Z)"
+                    if channels == 1
+                    else f" with {channels} channels (C, X, Y, Z)"
+                )
+            )
+        if image.shape[0] != channels:
+            raise DatasetError(
+                f"{source}: has {image.shape[0]} channel(s); the model takes {channels}"
+            )
+        if image.dtype.kind not in "iuf":
+            raise DatasetError(f"{source}: voxel type {image.dtype} is not integer or float")
+        if image.dtype.kind == "f":
+            bad = int(np.count_nonzero(~np.isfinite(image)))
+            if bad:
+                raise DatasetError(
+                    f"{source}: {bad} voxel(s) are NaN or infinite; expected finite intensities"
+                )
+        return image
+
+    def preprocess(self, image: np.ndarray, source: str = "input") -> tuple[np.ndarray, Geometry]:
+        """``(C, X, Y, Z)`` volume -> network-size slices ``(N, C, H, W)`` and their geometry."""
+        recipe = self.manifest.preprocessing
+        volume = normalize_volume(self.check_volume(image, source), recipe)
+        axis = recipe.slice_axis
+        stack = np.moveaxis(volume, axis + 1, 0)  # (N, C, H, W)
+        n, c, h, w = stack.shape
+        flat, _, geometry = bring_to_size(stack.reshape(n * c, h, w), recipe)
+        slices = np.ascontiguousarray(flat.reshape(n, c, *geometry.padded), dtype=np.float32)
+        spec = self.manifest.input
+        ph, pw = geometry.padded
+        if not (spec.height.contains(ph) and spec.width.contains(pw)):
+            raise DatasetError(
+                f"{source}: slices along axis {'xyz'[axis]} are {h}x{w} voxels "
+                f"({ph}x{pw} at network size); the model accepts height {spec.height} and "
+                f"width {spec.width} (min:opt:max); re-export the bundle with --height/--width "
+                "or --dynamic-hw to accept this size"
+            )
+        return slices, geometry
+
+    def predict_logits(
+        self, slices: np.ndarray, progress: ProgressCallback | None = None
+    ) -> tuple[np.ndarray, float, float, int]:
+        """Run ``(N, C, H, W)`` slices in batches.
+
+        Returns logits ``(N, K, H, W)``, backend seconds, network compute seconds, calls.
+
+        The last partial batch is padded with empty slices when it is smaller than the
+        model's minimum batch size (a static-batch engine); their outputs are dropped.
+        """
+        total = len(slices)
+        outputs: list[np.ndarray] = []
+        seconds = compute = 0.0
+        calls = 0
+        minimum = self.manifest.input.batch.min
+        for start in range(0, total, self.batch_size):
+            batch = slices[start : start + self.batch_size]
+            real = len(batch)
+            if real < minimum:
+                pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, pad])
+            logits = self.backend.infer(batch)[:real]
+            timing = self.backend.last_timing
+            assert timing is not None  # set by every infer() call
+            seconds += timing.total_ms / 1e3
+            compute += timing.compute_ms / 1e3
+            calls += 1
+            outputs.append(logits)
+            if progress is not None:
+                progress(min(start + real, total), total)
+        return np.concatenate(outputs), seconds, compute, calls
+
+    def segment(
+        self,
+        image: np.ndarray,
+        probabilities: bool = False,
+        progress: ProgressCallback | None = None,
+        source: str = "input",
+    ) -> Segmentation:
+        """Segment one volume.
+
+        Args:
+            image: ``(C, X, Y, Z)`` (or ``(X, Y, Z)`` for one channel) raw intensities, the same
+                voxel axes as the training data (no reorientation is done).
+            probabilities: also return ``(K, X, Y, Z)`` softmax probabilities.
+            progress: called with ``(slices done, total slices)`` after every batch.
+            source: name of the input for error messages (the file or folder).
+        """
+        self.backend.load()
+        t0 = time.perf_counter()
+        slices, geometry = self.preprocess(image, source)
+        t1 = time.perf_counter()
+        logits, inference_s, compute_s, calls = self.predict_logits(slices, progress)
+        t2 = time.perf_counter()
+        axis = self.manifest.preprocessing.slice_axis
+        labels = restore_size(logits.argmax(axis=1).astype(np.uint8), geometry, is_label=True)
+        labels = np.ascontiguousarray(np.moveaxis(labels, 0, axis))
+        probs = None
+        if probabilities:
+            restored = restore_size(softmax(logits), geometry)  # (N, K, h, w)
+            probs = np.ascontiguousarray(np.moveaxis(restored, 0, axis + 1), dtype=np.float32)
+        postprocess_s = time.perf_counter() - t2
+        timing = SegmentTiming(t1 - t0, inference_s, compute_s, postprocess_s, calls)
+        return Segmentation(labels, probs, len(slices), timing)
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Segmenter:
+        self.backend.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

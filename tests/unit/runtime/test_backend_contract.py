@@ -1,0 +1,179 @@
+"""The contract every inference backend meets, run on each backend this machine has.
+
+ONNX Runtime CPU runs everywhere; TensorRT runs under the ``tensorrt`` marker where TensorRT
+and an NVIDIA GPU exist, and skips with the reason elsewhere. Inputs are real: the toy
+dataset's volumes, preprocessed by the bundle's own recipe, and the bundle's ONNX files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.bundle import Manifest
+from medseg.data.nifti import load_nifti
+from medseg.errors import ConfigError
+from medseg.runtime import Backend, Segmenter, create_backend
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Least argmax agreement with the PyTorch FP32 model, per precision (toy model, 2 epochs).
+MIN_AGREEMENT_WITH_TORCH = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
+
+
+def _tensorrt_skip_reason() -> str | None:
+    try:
+        from medseg.runtime.cuda import gpu_available
+        from medseg.runtime.engines import tensorrt_module
+
+        tensorrt_module()
+    except Exception as exc:  # MissingDependencyError or an import problem
+        return f"TensorRT is not usable here: {exc}"
+    if not gpu_available():
+        return "no NVIDIA GPU visible"
+    return None
+
+
+BACKEND_PARAMS = [
+    pytest.param("onnxruntime", id="onnxruntime"),
+    pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.tensorrt),
+]
+
+
+@pytest.fixture(scope="module")
+def engine_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny bundle with TensorRT engines for every precision (TensorRT only)."""
+    reason = _tensorrt_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from medseg.build import BuildOptions, build_engines
+
+    bundle = tmp_path_factory.mktemp("trt") / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    build_engines(bundle, BuildOptions(precisions=PRECISIONS), lambda _: None)
+    return bundle
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "tensorrt":
+        request.getfixturevalue("engine_bundle")
+    return name
+
+
+def _bundle_for(backend_name: str, request: pytest.FixtureRequest) -> Path:
+    fixture = "engine_bundle" if backend_name == "tensorrt" else "tiny_bundle"
+    path: Path = request.getfixturevalue(fixture)
+    return path
+
+
+@pytest.fixture
+def open_backend(backend_name: str, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A factory: precision -> loaded backend (closed after the test)."""
+    bundle = _bundle_for(backend_name, request)
+    manifest = Manifest.load(bundle)
+    opened: list[Backend] = []
+
+    def make(precision: str) -> Backend:
+        backend = create_backend(bundle, manifest, backend_name, precision, threads=1)
+        opened.append(backend.load())
+        return backend
+
+    yield make
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def toy_slices(tiny_bundle: Path, toy_data: Path) -> np.ndarray:
+    """Network-size slices ``(12, 1, 32, 48)`` of one toy case, via the bundle's recipe."""
+    manifest = Manifest.load(tiny_bundle)
+    image = load_nifti(toy_data / "imagesTr" / "toy_003_0000.nii.gz").data
+    segmenter = Segmenter.from_bundle(tiny_bundle, backend="onnxruntime", threads=1)
+    slices, _ = segmenter.preprocess(image[None])
+    assert slices.shape[1:] == (1, manifest.input.height.opt, manifest.input.width.opt)
+    return slices
+
+
+@pytest.fixture(scope="module")
+def torch_labels(toy_runs: dict[str, Path], toy_slices: np.ndarray) -> np.ndarray:
+    """What the PyTorch model (the export's source) predicts on the same slices."""
+    torch = pytest.importorskip("torch")
+    from medseg.train.checkpoint import load_checkpoint
+    from medseg.train.loop import predict_slices
+
+    loaded = load_checkpoint(toy_runs["attention-fusion"])
+    return predict_slices(loaded.model, toy_slices, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_shapes_dtype_and_timing(open_backend, precision: str, toy_slices: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    backend = open_backend(precision)
+    logits = backend.infer(toy_slices[:4])
+    assert logits.shape == (4, backend.num_classes, *toy_slices.shape[2:])
+    assert logits.dtype == np.float32 and np.isfinite(logits).all()
+    timing = backend.last_timing
+    assert timing is not None and timing.batch == 4
+    assert 0 < timing.compute_ms <= timing.total_ms
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_batch_invariance(open_backend, precision: str, toy_slices: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    backend = open_backend(precision)
+    batched = backend.infer(toy_slices[:8])
+    single = np.concatenate([backend.infer(toy_slices[i : i + 1]) for i in range(8)])
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    assert np.max(np.abs(batched - single)) < tolerance
+    assert np.array_equal(batched.argmax(1), single.argmax(1))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_labels_match_the_pytorch_model(  # type: ignore[no-untyped-def]
+    open_backend, precision: str, toy_slices: np.ndarray, torch_labels: np.ndarray
+) -> None:
+    backend = open_backend(precision)
+    labels = backend.infer(toy_slices[:8]).argmax(1)
+    agreement = float(np.mean(labels == torch_labels[:8]))
+    assert agreement >= MIN_AGREEMENT_WITH_TORCH[precision], agreement
+
+
+def test_volume_labels_do_not_depend_on_the_batch_size(
+    backend_name: str, request: pytest.FixtureRequest, toy_data: Path
+) -> None:
+    bundle = _bundle_for(backend_name, request)
+    image = load_nifti(toy_data / "imagesTr" / "toy_002_0000.nii.gz").data
+    results = []
+    for batch_size in (1, 4, 8):
+        with Segmenter.from_bundle(
+            bundle, backend_name, "int8", batch_size=batch_size, threads=1
+        ) as segmenter:
+            results.append(segmenter.segment(image, probabilities=True))
+    assert results[0].labels.shape == image.shape and results[0].labels.dtype == np.uint8
+    for other in results[1:]:
+        assert np.array_equal(results[0].labels, other.labels)
+    probs = results[0].probabilities
+    assert probs is not None and probs.shape == (3, *image.shape)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+    assert np.array_equal(probs.argmax(axis=0), results[0].labels)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "problem"),
+    [
+        ((2, 32, 48), np.float32, "(N, C, H, W)"),
+        ((2, 1, 32, 48), np.float64, "float32"),
+        ((2, 2, 32, 48), np.float32, "channel"),
+        ((2, 1, 64, 48), np.float32, "slice height 64"),
+        ((9, 1, 32, 48), np.float32, "batch size 9"),
+    ],
+)
+def test_bad_batches_are_refused_with_the_allowed_range(  # type: ignore[no-untyped-def]
+    open_backend, shape: tuple[int, ...], dtype: type, problem: str
+) -> None:
+    backend = open_backend("fp32")
+    with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        backend.infer(np.zeros(shape, dtype=dtype))
