@@ -11,9 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest, file_sha256
+from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest
 from medseg.errors import ConfigError
-from medseg.runtime.engines import ENGINES_DIR, EngineSidecar, rebuild_command, sidecar_path
+from medseg.runtime.engines import (
+    ENGINES_DIR,
+    EngineSidecar,
+    check_plan_files,
+    sidecar_path,
+)
 
 __all__ = ["BundlePlan", "find_plans"]
 
@@ -54,34 +59,12 @@ def _profile_range(sidecar: EngineSidecar, axis: str, default: DimRange, side: P
 
 
 def _check(plan: Path, precision: str, bundle: Path, manifest: Manifest) -> EngineSidecar:
-    fresh = rebuild_command(bundle, precision)
     if precision not in manifest.precisions:
         raise ConfigError(
             f"engine {plan} is {precision}, which the bundle no longer has "
             f"({sorted(manifest.precisions)}): delete it"
         )
-    side = sidecar_path(plan)
-    if not side.is_file():
-        raise ConfigError(
-            f"engine {plan} has no sidecar {side.name}: rebuild it on its device with "
-            f"`{fresh}` or delete it"
-        )
-    sidecar = EngineSidecar.load(side)
-    if sidecar.precision != precision:
-        raise ConfigError(
-            f"engine {plan}: its sidecar {side.name} says {sidecar.precision}, not {precision}"
-        )
-    if file_sha256(plan) != sidecar.engine_sha256:
-        raise ConfigError(
-            f"engine {plan} does not match the sha256 in {side.name} (truncated or tampered): "
-            f"rebuild it with `{fresh}` or delete it"
-        )
-    if sidecar.source_onnx_sha256 != manifest.precisions[precision].sha256:
-        raise ConfigError(
-            f"engine {plan} is stale: it was built from another {sidecar.source_onnx} than the "
-            f"bundle holds now (re-exported): rebuild it with `{fresh}` or delete it"
-        )
-    return sidecar
+    return check_plan_files(plan, bundle, manifest, precision)
 
 
 def find_plans(bundle: Path, manifest: Manifest) -> list[BundlePlan]:

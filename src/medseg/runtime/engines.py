@@ -38,6 +38,7 @@ __all__ = [
     "SIDECAR_SCHEMA_VERSION",
     "EngineSidecar",
     "check_engine",
+    "check_plan_files",
     "engine_path",
     "find_engine",
     "rebuild_command",
@@ -243,10 +244,13 @@ _TEXT_KEYS = (
 )
 
 
-def _check_one(
-    plan: Path, bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
-) -> None:
-    """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
+def check_plan_files(plan: Path, bundle: Path, manifest: Manifest, precision: str) -> EngineSidecar:
+    """The sidecar of ``plan`` once the files agree: it exists, names ``precision``, matches the
+    plan's sha256, and was built from the ONNX file the bundle holds now.
+
+    Raises:
+        EngineBuildError: one line naming the plan, the problem and the rebuild command.
+    """
     fresh = rebuild_command(bundle, precision)
     side = sidecar_path(plan)
     if not side.is_file():
@@ -273,6 +277,16 @@ def _check_one(
             f"engine {plan} is stale: it was built from another {sidecar.source_onnx} than the "
             f"bundle holds now (the bundle was re-exported): rebuild it with `{again}`"
         )
+    return sidecar
+
+
+def _check_one(
+    plan: Path, bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
+) -> None:
+    """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
+    sidecar = check_plan_files(plan, bundle, manifest, precision)
+    fresh = rebuild_command(bundle, precision)
+    again = rebuild_command(bundle, precision, sidecar.flags)
     built_for = f"{sidecar.gpu_name} (sm{sidecar.compute_capability.replace('.', '')})"
     here = f"{gpu.name} ({gpu.sm})"
     if sidecar.flags["hardware_compat"] == "ampere+":

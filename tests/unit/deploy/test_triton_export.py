@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from medseg.bundle.manifest import MANIFEST_NAME, DimRange, Manifest, file_sha256
 from medseg.cli.app import app
 from medseg.deploy import ONNX_PLATFORM, PLAN_PLATFORM, export_triton
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, EngineBuildError
 from medseg.runtime.engines import EngineSidecar
 
 DEMO_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "mni152-tissue" / "bundle"
@@ -280,10 +280,10 @@ def test_a_tampered_or_orphan_engine_is_refused(tmp_path: Path) -> None:
     bundle = _copy_bundle(tmp_path / "bundle")
     plan = _fake_engine(bundle, "orin-sm87", "int8", (1, 8, 32))
     plan.write_bytes(b"truncated")
-    with pytest.raises(ConfigError, match=r"int8\.plan does not match the sha256"):
+    with pytest.raises(EngineBuildError, match=r"int8\.plan does not match the sha256"):
         export_triton(bundle, tmp_path / "repo")
     plan.with_suffix(".json").unlink()
-    with pytest.raises(ConfigError, match=r"int8\.plan has no sidecar int8\.json"):
+    with pytest.raises(EngineBuildError, match=r"int8\.plan has no sidecar int8\.json"):
         export_triton(bundle, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
 
