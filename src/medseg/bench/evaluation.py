@@ -24,7 +24,7 @@ from medseg.bench.results import AccuracyResult
 from medseg.bundle.manifest import Manifest
 from medseg.data.nifti import load_nifti, save_nifti
 from medseg.data.nnunet import NnUNetDataset
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, DatasetError
 from medseg.metrics import compute_case_metrics
 from medseg.runtime import Segmenter, load_scan
 
@@ -103,6 +103,19 @@ def evaluation_cases(
     return cases, f"{len(cases)} whole {subset} volume(s)"
 
 
+def _label_map(data: np.ndarray, path: Path) -> np.ndarray:
+    """Integer class indices of a reference file (float files holding whole numbers are cast)."""
+    array = np.asarray(data)
+    if array.dtype.kind in "iu":
+        return array
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        return array.astype(np.int64)
+    raise DatasetError(
+        f"{path}: label map of type {array.dtype} holds non-integer values; expected integer "
+        "class indices"
+    )
+
+
 def _label(dataset: NnUNetDataset, case_id: str) -> Path:
     label = dataset.case(case_id).label
     if label is None:
@@ -165,16 +178,23 @@ def evaluate_variant(
         for case in cases:
             start = time.perf_counter()
             scan = load_scan(case.images)
-            result = segmenter.segment(scan.image, source=scan.source)
+            result = segmenter.segment(scan.image, source=scan.source, affine=scan.affine)
             save_nifti(Path(tmp) / "mask.nii.gz", result.labels, scan.affine, dtype=np.uint8)
             seconds.append(time.perf_counter() - start)
             ref_image = load_nifti(case.label)
-            ref = np.asarray(ref_image.data)
+            ref = _label_map(ref_image.data, case.label)
             if ref.shape != result.labels.shape:
                 raise ConfigError(
                     f"{case.label}: shape {ref.shape} differs from its image {result.labels.shape}"
                 )
-            index = case.slices if case.slices is not None else tuple(range(ref.shape[axis]))
+            depth = ref.shape[axis]
+            if case.slices is not None and max(case.slices) >= depth:
+                raise ConfigError(
+                    f"{case.label}: the bundle's validation slice {'xyz'[axis]}={max(case.slices)} "
+                    f"is outside this case's {depth} slices; this is not the dataset the bundle "
+                    "was validated on: use --split test or --split all"
+                )
+            index = case.slices if case.slices is not None else tuple(range(depth))
             pred_eval = np.take(result.labels, index, axis=axis)
             ref_eval = np.take(ref, index, axis=axis)
             labels[case.case_id] = pred_eval.ravel()
@@ -184,14 +204,13 @@ def evaluate_variant(
                 fp, fn = int(np.count_nonzero(p)) - tp, int(np.count_nonzero(r)) - tp
                 counts[name] += (tp, fp, fn, p.size - tp - fp - fn)
             for block in _blocks(index):
-                metrics = compute_case_metrics(
-                    np.take(result.labels, block, axis=axis),
-                    np.take(ref, block, axis=axis),
-                    classes,
-                    ref_image.spacing,
-                )
-                for name in classes:
-                    hd95[name].append(metrics.classes[name].hd95_mm)
+                pred_block = np.take(result.labels, block, axis=axis)
+                ref_block = np.take(ref, block, axis=axis)
+                metrics = compute_case_metrics(pred_block, ref_block, classes, ref_image.spacing)
+                for name, value in classes.items():
+                    # a block where neither mask has the class says nothing about its boundary
+                    if np.any(pred_block == value) or np.any(ref_block == value):
+                        hd95[name].append(metrics.classes[name].hd95_mm)
             candidate = _worst_slice(scan.image[0], ref, result.labels, index, axis, classes)
             if candidate and (worst is None or candidate[0] < worst["dice"]):
                 worst = {"case_id": case.case_id, "axis": axis, "index": candidate[1]}

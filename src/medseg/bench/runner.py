@@ -32,7 +32,7 @@ from medseg.bench.machine import describe_machine
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bundle.manifest import PRECISIONS, Manifest
 from medseg.data.nnunet import NnUNetDataset
-from medseg.errors import ConfigError, MedsegError
+from medseg.errors import ConfigError, EngineBuildError, MedsegError
 from medseg.runtime import Backend, Segmenter, create_backend
 
 __all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
@@ -93,6 +93,8 @@ class BenchOptions:
                 raise ConfigError(f"--{name} {value} must be >= {least}")
         if self.split not in ("val", "test", "all"):
             raise ConfigError(f"--split {self.split!r}: accepted val, test, all")
+        if self.max_cases is not None and self.max_cases < 1:
+            raise ConfigError(f"--max-cases {self.max_cases} must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads} must be >= 1")
 
@@ -165,11 +167,12 @@ def _make_backend(
     if name == "tensorrt":
         from medseg.runtime.engines import find_engine
 
+        try:  # the engine check says why an engine may not run here (stale, other GPU...)
+            backend = create_backend(bundle, manifest, name, precision)
+        except EngineBuildError as exc:
+            return None, str(exc), None
         engine = find_engine(bundle, manifest, precision)
-        if engine is None:
-            return None, f"no {precision} engine built for this device: run medseg build", None
-        backend = create_backend(bundle, manifest, name, precision)
-        return backend, "", engine.stat().st_size
+        return backend, "", engine.stat().st_size if engine else None
     backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
     return backend, "", manifest.precisions[precision].size_bytes
 
@@ -314,6 +317,10 @@ def _run_variant(
     name = f"{backend_name} {precision}"
     try:
         with segmenter, PeakRss() as memory:
+            spec = manifest.input  # one untimed call: first-call allocations stay out of volume_s
+            backend.infer(
+                np.zeros((accuracy_batch, spec.channels, spec.height.opt, spec.width.opt), "f4")
+            )
             overlay = None
             if overlay_dir is not None and options.overlays:
                 overlay = overlay_dir / f"worst_{backend_name}_{precision}.png"
@@ -331,7 +338,7 @@ def _run_variant(
                 if advance:
                     advance(f"{name} b{batch}: timed")
             gpu_bytes = getattr(backend, "gpu_memory_bytes", None)
-    except MedsegError as exc:
+    except EngineBuildError as exc:  # the engine failed on this device: a row, not a crash
         return skipped("error", str(exc)), None
     volume_s = float(np.median(evaluation.volume_seconds))
     threads = getattr(backend, "threads", None)

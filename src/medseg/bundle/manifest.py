@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.atomic import atomic_file
+from medseg.data.orientation import reorient_plan
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 
@@ -185,7 +186,12 @@ class PrecisionEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The content of ``medseg.json`` (see the module docstring)."""
+    """The content of ``medseg.json`` (see the module docstring).
+
+    ``orientation`` is the voxel order the model was trained in, as axis codes (``"RAS"``:
+    voxel axes point Right, Anterior, Superior); the runtime reorients inputs to it. ``None``
+    (bundles exported before it was recorded): unknown, inputs are used as they are.
+    """
 
     model: dict[str, Any]
     classes: dict[str, int]
@@ -198,6 +204,7 @@ class Manifest:
     tool_versions: dict[str, str]
     created: str
     schema_version: int = SCHEMA_VERSION
+    orientation: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -207,7 +214,14 @@ class Manifest:
         """JSON-ready dict, the exact content of ``medseg.json``."""
         data = asdict(self)
         data["preprocessing"] = self.preprocessing.to_dict()
-        return {"schema_version": data.pop("schema_version"), **data}
+        head = {"schema_version": data.pop("schema_version")}
+        orientation = data.pop("orientation")
+        ordered: dict[str, Any] = {}
+        for key, value in data.items():  # orientation sits next to the preprocessing recipe
+            ordered[key] = value
+            if key == "preprocessing":
+                ordered["orientation"] = orientation
+        return {**head, **ordered}
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -233,6 +247,15 @@ class Manifest:
         calibration = data.get("calibration")
         if calibration is not None and not isinstance(calibration, dict):
             raise ConfigError(f"{MANIFEST_NAME}: calibration must be an object or null")
+        orientation = data.get("orientation")
+        if orientation is not None:
+            try:
+                reorient_plan(orientation, orientation)
+            except ConfigError:
+                raise ConfigError(
+                    f"{MANIFEST_NAME}: orientation {orientation!r} must be null or axis codes: "
+                    "3 letters with one of R/L, A/P and S/I each, e.g. 'RAS'"
+                ) from None
         return cls(
             schema_version=version,
             model=_require(data, "model", dict, ""),
@@ -245,6 +268,7 @@ class Manifest:
             source=_require(data, "source", dict, ""),
             tool_versions=_require(data, "tool_versions", dict, ""),
             created=_require(data, "created", str, ""),
+            orientation=orientation,
         )
 
     @classmethod

@@ -6,16 +6,23 @@ allowed), 2 a usage or input error.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from medseg.atomic import check_parent_exists
 from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
 from medseg.errors import ConfigError, GateFailedError
+
+if TYPE_CHECKING:
+    from medseg.bench.results import BenchResults
 
 __all__ = ["bench", "split_list"]
 
@@ -126,31 +133,40 @@ def bench(
         if baseline is not None and not update_baseline:
             base = BenchResults.load(baseline)
         if report is not None:
+            check_parent_exists(report)
             if report.exists() and not report.is_dir():
                 raise ConfigError(f"--report {report} is a file; expected a folder")
-            report.mkdir(parents=False, exist_ok=True)
+        if update_baseline and baseline is not None:
+            check_parent_exists(baseline)
+            if baseline.is_dir():
+                raise ConfigError(f"--baseline {baseline} is a folder; expected a .json file path")
 
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("benchmarking...", total=None)
-            results = run_bench(
-                bundle,
-                data,
-                options,
-                overlay_dir=report,
-                log=lambda line: bar.console.print(f"  {escape(line)}", highlight=False),
-                advance=lambda what: bar.update(task, description=what),
-            )
-        results = results.with_gates(evaluate_gates(results, spec, base))
-        for warning in gate_warnings(results, spec, base):
-            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-        if report is not None:
-            write_report(results, report)
+        with tempfile.TemporaryDirectory(prefix="medseg-bench-overlays-") as overlays:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("benchmarking...", total=None)
+                results = run_bench(
+                    bundle,
+                    data,
+                    options,
+                    overlay_dir=Path(overlays) if report is not None else None,
+                    log=lambda line: bar.console.print(f"  {escape(line)}", highlight=False),
+                    advance=lambda what: bar.update(task, description=what),
+                )
+            _check_something_ran(results, options.backends)
+            results = results.with_gates(evaluate_gates(results, spec, base))
+            for warning in gate_warnings(results, spec, base):
+                err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+            if report is not None:  # the folder appears only once the run has worked
+                report.mkdir(exist_ok=True)
+                for png in Path(overlays).glob("*.png"):
+                    shutil.copyfile(png, report / png.name)
+                write_report(results, report)
         # CI logs are not terminals: print the table wide enough to read there too
         out = console if console.is_terminal else Console(width=max(console.width, 160))
         out.print(results_table(results))
@@ -167,8 +183,27 @@ def bench(
         if update_baseline and baseline is not None:
             write_baseline(results, baseline)
             console.print(f"[green]✓[/] baseline: [bold]{baseline}[/]", highlight=False)
+        errors = [r for r in results.rows if r.status == "error"]
+        for row in errors:
+            err_console.print(f"[red]variant failed:[/] {escape(row.label)}: {escape(row.reason)}")
         failed = results.failed_gates
-        if failed:
-            for g in failed:
-                err_console.print(f"[red]gate failed:[/] {escape(g.message)}", highlight=False)
-            raise GateFailedError(f"{len(failed)} of {len(results.gates)} gate(s) failed")
+        for g in failed:
+            err_console.print(f"[red]gate failed:[/] {escape(g.message)}", highlight=False)
+        if failed or errors:
+            raise GateFailedError(
+                f"{len(failed)} of {len(results.gates)} gate(s) failed, "
+                f"{len(errors)} variant(s) failed to run"
+            )
+
+
+def _check_something_ran(results: BenchResults, backends: tuple[str, ...]) -> None:
+    """A bench that measured nothing, or skipped a backend asked for by name, is not a pass."""
+    ok = [r for r in results.rows if r.status == "ok"]
+    if not ok:
+        reasons = sorted({f"{r.backend}: {r.reason}" for r in results.rows})
+        raise ConfigError(f"nothing was measured ({'; '.join(reasons) or 'no variant'})")
+    if backends != ("auto",):
+        for name in backends:
+            rows = [r for r in results.rows if r.backend == name]
+            if rows and all(r.status == "skipped" for r in rows):
+                raise ConfigError(f"--backends {name} was asked for but skipped: {rows[0].reason}")

@@ -62,7 +62,7 @@ def infer_demo_volume(
     scan = load_scan([dataset_dir / "imagesTr" / "MNI152_001_0000.nii.gz"])
     paths = plan_outputs(out_dir / "mni152_mask.nii.gz", scan, force=True)
     with Segmenter.from_bundle(bundle, "auto", "int8") as segmenter:
-        result = segmenter.segment(scan.image, source=scan.source)
+        result = segmenter.segment(scan.image, source=scan.source, affine=scan.affine)
         backend = segmenter.backend.describe()
         classes = segmenter.manifest.classes
     write_outputs(paths, scan, result.labels, classes)

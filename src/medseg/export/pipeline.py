@@ -27,6 +27,8 @@ import numpy as np
 from medseg import __version__
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.nnunet import NnUNetDataset
+from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
 from medseg.errors import ConfigError, DatasetError, ExportError
@@ -124,6 +126,29 @@ def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -
             f"{meta['in_channels']}"
         )
     return data
+
+
+def _training_orientation(root: Path, log: Callable[[str], None]) -> str | None:
+    """Axis codes (e.g. ``"RAS"``) of the first training case's image; ``None`` without cases.
+
+    Only headers are read. Training cases in several orientations: the first case's codes,
+    with one warning line.
+    """
+    from medseg.deps import require
+
+    nib = require("nibabel", "reading NIfTI files")
+    cases = NnUNetDataset.open(root).cases("train")
+    codes = {c.case_id: axis_codes(nib.load(str(c.images[0])).affine) for c in cases}
+    if not codes:
+        return None
+    first = codes[cases[0].case_id]
+    others = sorted({v for v in codes.values() if v != first})
+    if others:
+        log(
+            f"[yellow]![/] {root} training cases are in several orientations ({first}, "
+            f"{', '.join(others)}): recording the first case's {first} in medseg.json"
+        )
+    return first
 
 
 def _tool_versions() -> dict[str, str]:
@@ -338,6 +363,7 @@ def export_bundle(
             },
             tool_versions=_tool_versions(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            orientation=_training_orientation(data.spec.root, log),
         )
         manifest.save(tmp)
     log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")

@@ -280,8 +280,19 @@ def check_plan_files(plan: Path, bundle: Path, manifest: Manifest, precision: st
     return sidecar
 
 
+def _next_major(major: int) -> int:
+    """The TensorRT major a version-compatible engine may also run on (there was no 9.x GA)."""
+    return 10 if major == 8 else major + 1
+
+
 def _check_one(
-    plan: Path, bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
+    plan: Path,
+    bundle: Path,
+    manifest: Manifest,
+    precision: str,
+    gpu: GpuInfo,
+    trt_version: str,
+    lean: bool = False,
 ) -> None:
     """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
     sidecar = check_plan_files(plan, bundle, manifest, precision)
@@ -289,7 +300,21 @@ def _check_one(
     again = rebuild_command(bundle, precision, sidecar.flags)
     built_for = f"{sidecar.gpu_name} (sm{sidecar.compute_capability.replace('.', '')})"
     here = f"{gpu.name} ({gpu.sm})"
+    if lean and not sidecar.flags["version_compatible"]:
+        compatible = rebuild_command(
+            bundle, precision, {**sidecar.flags, "version_compatible": True}
+        )
+        raise EngineBuildError(
+            f"engine {plan} is not version-compatible, and only the TensorRT lean runtime "
+            f"(tensorrt_lean) is installed here, which runs version-compatible engines only: "
+            f"rebuild it with `{compatible}`, or install the full TensorRT"
+        )
     if sidecar.flags["hardware_compat"] == "ampere+":
+        if gpu.integrated:
+            raise EngineBuildError(
+                f"engine {plan} was built hardware-compatible (ampere+), which TensorRT does not "
+                f"support on Jetson ({here}): build one on this device with `{fresh}`"
+            )
         if gpu.compute_capability < (8, 0):
             raise EngineBuildError(
                 f"engine {plan} was built for Ampere or newer GPUs (sm >= 80); this machine has "
@@ -302,11 +327,12 @@ def _check_one(
         )
     built, runs = version_tuple(sidecar.tensorrt_version), version_tuple(trt_version)
     if sidecar.flags["version_compatible"]:
-        if runs < built:
+        if runs < built or runs[0] > _next_major(built[0]):
             raise EngineBuildError(
                 f"engine {plan} was built version-compatible with TensorRT "
-                f"{sidecar.tensorrt_version}, which runs on that version or later; this machine "
-                f"has TensorRT {trt_version}: rebuild it here with `{again}`"
+                f"{sidecar.tensorrt_version}, which runs on that version, later ones of the same "
+                f"major and the next major ({_next_major(built[0])}.x); this machine has "
+                f"TensorRT {trt_version}: rebuild it here with `{again}`"
             )
     else:
         n = min(len(built), len(runs), 4)
@@ -319,11 +345,17 @@ def _check_one(
 
 
 def check_engine(
-    bundle: Path, manifest: Manifest, precision: str, gpu: GpuInfo, trt_version: str
+    bundle: Path,
+    manifest: Manifest,
+    precision: str,
+    gpu: GpuInfo,
+    trt_version: str,
+    lean: bool = False,
 ) -> Path:
     """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT.
 
     This device's own folder is tried first, then hardware-compatible engines built elsewhere.
+    ``lean``: only the lean runtime is installed, which runs version-compatible engines only.
 
     Raises:
         ConfigError: the bundle has no such precision.
@@ -346,7 +378,7 @@ def check_engine(
     errors: list[EngineBuildError] = []
     for plan in candidates:
         try:
-            _check_one(plan, bundle, manifest, precision, gpu, trt_version)
+            _check_one(plan, bundle, manifest, precision, gpu, trt_version, lean)
         except EngineBuildError as exc:
             errors.append(exc)
         else:
@@ -367,6 +399,7 @@ def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None
         if not gpu_available():
             return None
         trt = tensorrt_module()
-        return check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__))
+        lean = trt.__name__ == "tensorrt_lean"
+        return check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__), lean)
     except Exception:  # auto-selection falls back to ONNX Runtime whatever went wrong
         return None

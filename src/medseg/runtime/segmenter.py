@@ -6,6 +6,11 @@ normalise the whole volume with the manifest's recipe, cut it into slices along 
 recipe's axis, pad or resize them to network size, run them in batches within the
 model's batch range, take the argmax, undo the padding/resizing, and stack the slices
 back. Everything around the backend is numpy; the labels do not depend on the batch size.
+
+Given the volume's affine and a manifest that records the training orientation (e.g. RAS),
+a volume in another voxel order (a standard axial DICOM series is LPS) is transposed and
+flipped to the training order for the network, and the outputs are turned back, so they stay
+on the input's grid.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from types import TracebackType
 import numpy as np
 
 from medseg.bundle.manifest import Manifest
+from medseg.data.orientation import axis_codes, from_orientation, to_orientation
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
 from medseg.errors import ConfigError, DatasetError
 from medseg.runtime.backends import BACKENDS, Backend, create_backend
@@ -60,12 +66,16 @@ class Segmentation:
         probabilities: ``(K, X, Y, Z)`` float32 softmax probabilities, or ``None``.
         num_slices: slices run through the network.
         timing: where the time went.
+        reoriented_from: the input's axis codes (e.g. ``"LPS"``) when it was reoriented to
+            the manifest's orientation for the network, else ``None``. The outputs are on the
+            input's grid either way.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     num_slices: int
     timing: SegmentTiming
+    reoriented_from: str | None = None
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -192,8 +202,12 @@ class Segmenter:
 
     def preprocess(self, image: np.ndarray, source: str = "input") -> tuple[np.ndarray, Geometry]:
         """``(C, X, Y, Z)`` volume -> network-size slices ``(N, C, H, W)`` and their geometry."""
+        return self._slices(self.check_volume(image, source), source)
+
+    def _slices(self, image: np.ndarray, source: str) -> tuple[np.ndarray, Geometry]:
+        """:meth:`preprocess` of a volume already checked by :meth:`check_volume`."""
         recipe = self.manifest.preprocessing
-        volume = normalize_volume(self.check_volume(image, source), recipe)
+        volume = normalize_volume(image, recipe)
         axis = recipe.slice_axis
         stack = np.moveaxis(volume, axis + 1, 0)  # (N, C, H, W)
         n, c, h, w = stack.shape
@@ -242,38 +256,78 @@ class Segmenter:
                 progress(min(start + real, total), total)
         return np.concatenate(outputs), seconds, compute, calls
 
+    def reorientation(self, affine: np.ndarray | None) -> tuple[str, str] | None:
+        """``(input codes, network codes)`` when an image with ``affine`` must be reoriented.
+
+        ``None`` when no affine is given, the manifest records no orientation (bundles
+        exported before it was recorded), or the image is already in the training order.
+
+        Raises:
+            ConfigError: a degenerate ``affine`` (see :func:`~medseg.data.orientation.axis_codes`).
+        """
+        target = self.manifest.orientation
+        if affine is None or target is None:
+            return None
+        codes = axis_codes(affine)
+        return None if codes == target else (codes, target)
+
     def segment(
         self,
         image: np.ndarray,
         probabilities: bool = False,
         progress: ProgressCallback | None = None,
         source: str = "input",
+        affine: np.ndarray | None = None,
     ) -> Segmentation:
         """Segment one volume.
 
         Args:
-            image: ``(C, X, Y, Z)`` (or ``(X, Y, Z)`` for one channel) raw intensities, the same
-                voxel axes as the training data (no reorientation is done).
+            image: ``(C, X, Y, Z)`` (or ``(X, Y, Z)`` for one channel) raw intensities.
             probabilities: also return ``(K, X, Y, Z)`` softmax probabilities.
             progress: called with ``(slices done, total slices)`` after every batch.
             source: name of the input for error messages (the file or folder).
+            affine: ``(4, 4)`` voxel-to-world matrix of ``image`` (RAS+ mm). When given and
+                the manifest records an orientation, an image in another voxel order is
+                transposed/flipped to it for the network and the outputs back (exact, no
+                interpolation). ``None``: the image is taken as it is, in the training
+                data's voxel order.
+
+        Returns:
+            Labels (and probabilities) on the input's grid; ``reoriented_from`` says whether
+            the image was reoriented.
+
+        Raises:
+            DatasetError: a bad volume (see :meth:`check_volume` and :meth:`preprocess`).
+            ConfigError: a degenerate ``affine``.
         """
         self.backend.load()
         t0 = time.perf_counter()
-        slices, geometry = self.preprocess(image, source)
+        volume = self.check_volume(image, source)
+        change = self.reorientation(affine)
+        if change is not None:
+            # contiguous: same memory layout, hence same float sums, as a training-order input
+            volume = np.ascontiguousarray(to_orientation(volume, *change, leading=1))
+        slices, geometry = self._slices(volume, source)
         t1 = time.perf_counter()
         logits, inference_s, compute_s, calls = self.predict_logits(slices, progress)
         t2 = time.perf_counter()
         axis = self.manifest.preprocessing.slice_axis
         labels = restore_size(logits.argmax(axis=1).astype(np.uint8), geometry, is_label=True)
-        labels = np.ascontiguousarray(np.moveaxis(labels, 0, axis))
+        labels = np.moveaxis(labels, 0, axis)
+        if change is not None:
+            labels = from_orientation(labels, *change)
+        labels = np.ascontiguousarray(labels)
         probs = None
         if probabilities:
             restored = restore_size(softmax(logits), geometry)  # (N, K, h, w)
-            probs = np.ascontiguousarray(np.moveaxis(restored, 0, axis + 1), dtype=np.float32)
+            probs = np.moveaxis(restored, 0, axis + 1)
+            if change is not None:
+                probs = from_orientation(probs, *change, leading=1)
+            probs = np.ascontiguousarray(probs, dtype=np.float32)
         postprocess_s = time.perf_counter() - t2
         timing = SegmentTiming(t1 - t0, inference_s, compute_s, postprocess_s, calls)
-        return Segmentation(labels, probs, len(slices), timing)
+        reoriented_from = change[0] if change is not None else None
+        return Segmentation(labels, probs, len(slices), timing, reoriented_from)
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

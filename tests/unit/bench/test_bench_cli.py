@@ -187,3 +187,73 @@ def test_bad_inputs_exit_2(tiny_bundle: Path, toy_data: Path, tmp_path: Path) ->
     assert code == 2 and "--backends" in output, output
     code, output = _bench(tiny_bundle, "--data", toy_data, "--update-baseline", *FAST)
     assert code == 2 and "--baseline" in output, output
+
+
+def test_bad_runs_leave_no_report_and_name_the_problem(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+    code, output = _bench(tiny_bundle, "--data", toy_data, "--split", "test", "--report", report)
+    assert code == 2 and "no labelled test cases" in output, output
+    assert not report.exists()
+    code, output = _bench(tiny_bundle, "--data", toy_data, "--report", tmp_path / "no" / "r")
+    assert code == 2 and "does not exist" in output, output
+    code, output = _bench(tiny_bundle, "--data", toy_data, "--max-cases", "0", *FAST)
+    assert code == 2 and "--max-cases 0" in output, output
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    code, output = _bench(
+        tiny_bundle, "--data", toy_data, "--baseline", folder, "--update-baseline", *FAST
+    )
+    assert code == 2 and "is a folder" in output, output
+    code, output = _bench(tiny_bundle, "--data", toy_data, "--backends", "tensorrt", *FAST)
+    assert code == 2 and "nothing was measured" in output and "TensorRT" in output, output
+
+
+def test_validation_slices_outside_the_dataset_are_an_input_error(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    """A dataset with the bundle's case ids but fewer slices is not the validation dataset."""
+    import numpy as np
+
+    from medseg.data.nifti import load_nifti, save_nifti
+
+    cropped = tmp_path / "toy"
+    shutil.copytree(toy_data, cropped)
+    for sub in ("imagesTr", "labelsTr"):
+        for path in (cropped / sub).glob("*.nii.gz"):
+            image = load_nifti(path)
+            save_nifti(path, np.asarray(image.data)[..., :3], image.affine)
+    code, output = _bench(tiny_bundle, "--data", cropped, "--backends", "onnxruntime", *FAST)
+    assert code == 2 and "outside this case's 3 slices" in output, output
+
+
+def test_float_label_files_are_read_as_classes(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from medseg.data.nifti import load_nifti, save_nifti
+
+    floats = tmp_path / "toy"
+    shutil.copytree(toy_data, floats)
+    for path in (floats / "labelsTr").glob("*.nii.gz"):
+        label = load_nifti(path)
+        save_nifti(path, np.asarray(label.data).astype(np.float32), label.affine)
+    code, output = _bench(
+        tiny_bundle,
+        "--data",
+        floats,
+        "--backends",
+        "onnxruntime",
+        "--precisions",
+        "fp32",
+        "--batch",
+        "1",
+        "--report",
+        tmp_path / "r",
+        *FAST,
+    )
+    assert code == 0, output
+    row = BenchResults.load(tmp_path / "r" / "results.json").row("onnxruntime", "fp32", 1)
+    assert row is not None and row.status == "ok"

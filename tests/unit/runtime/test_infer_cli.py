@@ -228,3 +228,47 @@ def test_missing_input_and_not_a_bundle(toy_data: Path, tmp_path: Path) -> None:
     _assert_refused(code, output, "not a bundle", "medseg.json")
     code, output = _infer(tmp_path, tmp_path / "nope.nii.gz", "--out", tmp_path / "m.nii.gz")
     _assert_refused(code, output, "nope.nii.gz", "does not exist")
+
+
+def test_dicom_output_collisions_and_seg_attributes_are_checked_before_running(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from medseg.runtime.io.dicom_write import write_dicom_series
+
+    image = np.asarray(load_nifti(_toy_image(toy_data)).data, dtype=np.float32)
+    series = write_dicom_series(image, np.eye(4), tmp_path / "series", modality="MR")
+    out = tmp_path / "m.nii.gz"
+    code, output = _infer(
+        tiny_bundle, series, "--out", out, "--dicom-seg", out, "--backend", "onnxruntime"
+    )
+    _assert_refused(code, output, "must be different files")
+    for path in sorted(series.iterdir()):
+        ds = pydicom.dcmread(path)
+        del ds.StudyDate
+        ds.save_as(path)
+    code, output = _infer(tiny_bundle, series, "--out", out, "--backend", "onnxruntime")
+    _assert_refused(code, output, "cannot write a DICOM SEG", "StudyDate")
+    assert not out.exists() and not (tmp_path / "m.seg.dcm").exists()
+
+
+def test_options_of_the_other_backend_are_refused(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.nii.gz"
+    code, output = _infer(
+        tiny_bundle, _toy_image(toy_data), "--out", out, "--backend", "onnxruntime", "--cuda-graph"
+    )
+    _assert_refused(code, output, "--cuda-graph is a TensorRT option")
+    assert not out.exists()
+
+
+def test_a_dicom_seg_is_not_taken_for_a_scan(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from medseg.errors import DatasetError
+    from medseg.runtime.io.dicom import read_dicom_series
+
+    with pytest.raises(DatasetError, match="is a SEG object"):
+        read_dicom_series(get_testdata_file("liver_1frame.dcm"))

@@ -293,6 +293,30 @@ def test_version_compatible_engine_runs_on_later_tensorrt_only(
     assert "--version-compatible" in message
 
 
+def test_version_compatible_engine_runs_on_the_next_major_at_most(
+    bundle: tuple[Path, Manifest],
+) -> None:
+    root, manifest = bundle
+    _write_engine(root, manifest, "fp16", ORIN, flags={"version_compatible": True})
+    assert "the next major (11.x)" in _refusal(root, manifest, ORIN, trt="12.0.0.1")
+
+
+def test_lean_runtime_runs_version_compatible_engines_only(bundle: tuple[Path, Manifest]) -> None:
+    root, manifest = bundle
+    plan = _write_engine(root, manifest, "fp16", ORIN)
+    with pytest.raises(EngineBuildError, match="lean runtime") as info:
+        check_engine(root, manifest, "fp16", ORIN, TRT, lean=True)
+    assert "--version-compatible" in str(info.value)
+    _write_engine(root, manifest, "fp16", ORIN, flags={"version_compatible": True})
+    assert check_engine(root, manifest, "fp16", ORIN, TRT, lean=True) == plan
+
+
+def test_hardware_compatible_engine_is_refused_on_jetson(bundle: tuple[Path, Manifest]) -> None:
+    root, manifest = bundle
+    _write_engine(root, manifest, "fp16", ORIN, flags={"hardware_compat": "ampere+"})
+    assert "does not support on Jetson" in _refusal(root, manifest, ORIN)
+
+
 def test_stale_engine_after_reexport_is_refused(bundle: tuple[Path, Manifest]) -> None:
     root, manifest = bundle
     _write_engine(root, manifest, "fp16", ORIN, source_onnx_sha256="0" * 64)

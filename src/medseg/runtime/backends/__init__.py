@@ -57,7 +57,8 @@ def create_backend(
         from medseg.runtime.engines import check_engine, tensorrt_module
 
         trt = tensorrt_module()
-        engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__)
+        lean = trt.__name__ == "tensorrt_lean"
+        engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__, lean)
         return TensorRTBackend(
             engine,
             manifest.input,

@@ -5,8 +5,9 @@ The TensorRT 10/11 I/O-tensor API only: tensors are found by name (``num_io_tens
 ``set_tensor_address``, and the network launched with ``execute_async_v3`` on a CUDA stream.
 Device and pinned host buffers are allocated once (for the profile's largest batch) and reused;
 CUDA events time the network alone. With ``cuda_graph=True`` each input shape is run once
-normally, then captured as a CUDA graph and replayed. ``tensorrt`` (or the lean runtime
-``tensorrt_lean``) and cuda-python are imported when the backend is loaded.
+normally, then captured as a CUDA graph and replayed while the shape stays the same (a shape
+change drops the graph; the next run at the new shape captures it again). ``tensorrt`` (or
+the lean runtime ``tensorrt_lean``) and cuda-python are imported when the backend is loaded.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class TensorRTBackend(Backend):
     Args:
         engine_path: the ``.plan`` file (checked with ``medseg.runtime.engines.check_engine``).
         input_spec, output_name, num_classes: from the bundle manifest.
-        cuda_graph: replay each input shape as a CUDA graph after its first run.
+        cuda_graph: replay consecutive calls of one input shape as a CUDA graph (captured after
+            the first run of that shape; recaptured after a shape change).
         device: CUDA device index.
     """
 
@@ -163,6 +165,9 @@ class TensorRTBackend(Backend):
         out_shape = (shape[0], self.num_classes, shape[2], shape[3])
         self._reserve(batch.nbytes, int(np.prod(out_shape)) * 4)
         if shape != self._shape:
+            # a captured graph holds the context's state at capture time: after a shape change
+            # it is recaptured (TensorRT's guidance), never replayed
+            self._drop_graphs()
             if not self.context.set_input_shape(self.input_spec.name, shape):
                 raise EngineBuildError(f"engine {self.engine_path} rejected input shape {shape}")
             self._shape = shape

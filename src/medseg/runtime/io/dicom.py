@@ -140,6 +140,13 @@ def _read_file(path: Path) -> Any:
 
 def _check_image(ds: Any, path: Path) -> None:
     """Refuse a file that is not a single-frame grayscale image (header only)."""
+    modality = str(ds.get("Modality", "") or "")
+    if modality in ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG"):
+        raise _fail(
+            path,
+            f"is a {modality} object, not an image of the scan",
+            f"pass {_ACCEPTED}; keep segmentations and reports out of the series folder",
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise _fail(

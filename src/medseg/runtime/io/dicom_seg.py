@@ -32,7 +32,7 @@ from medseg.errors import DatasetError
 if TYPE_CHECKING:
     from medseg.runtime.io.dicom import DicomSeries
 
-__all__ = ["write_dicom_seg"]
+__all__ = ["SEG_SOURCE_ATTRIBUTES", "check_seg_source", "write_dicom_seg"]
 
 #: Class names (lower case) with a specific SNOMED CT coding: (category, type) attribute
 #: names in ``pydicom.sr.codedict.codes.SCT``. Anything else is coded as generic tissue.
@@ -131,7 +131,6 @@ def write_dicom_seg(
     hd = require("highdicom", "writing DICOM SEG")
     require("pydicom", "writing DICOM SEG")
     from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
 
     path = Path(path)
     labels = np.asarray(labels)
@@ -190,7 +189,67 @@ def write_dicom_seg(
         source_number = int(series.datasets[0].get("SeriesNumber", 0) or 0)
     except (TypeError, ValueError):
         source_number = 0
-    seg = hd.seg.Segmentation(
+    check_seg_source(series)
+    try:
+        seg = _segmentation(
+            hd,
+            series,
+            pixel_array,
+            descriptions,
+            source_number,
+            algorithm_name,
+            algorithm_version,
+            series_description,
+        )
+    except (AttributeError, ValueError, TypeError, KeyError) as exc:
+        raise _fail(
+            series.folder,
+            f"highdicom cannot build a SEG from this series ({type(exc).__name__}: {exc})",
+            "source images with complete patient, study and frame-of-reference attributes",
+        ) from exc
+    with atomic_file(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+#: Attributes every source image needs for a DICOM SEG that references it (highdicom copies
+#: the patient and study, and the frame of reference, from the source images).
+SEG_SOURCE_ATTRIBUTES = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "FrameOfReferenceUID",
+    "PatientID",
+    "StudyDate",
+)
+
+
+def check_seg_source(series: DicomSeries) -> None:
+    """Raise a one-line DatasetError naming the attribute a SEG needs and the series lacks."""
+    for ds in series.datasets:
+        missing = [k for k in SEG_SOURCE_ATTRIBUTES if not str(ds.get(k, "") or "").strip()]
+        if missing:
+            raise _fail(
+                series.folder,
+                f"cannot write a DICOM SEG: the images lack {', '.join(missing)}",
+                "a series whose images carry them (or write the NIfTI mask only, from a NIfTI)",
+            )
+
+
+def _segmentation(
+    hd: Any,
+    series: DicomSeries,
+    pixel_array: np.ndarray,
+    descriptions: list[Any],
+    source_number: int,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_description: str,
+) -> Any:
+    from pydicom.uid import generate_uid
+
+    return hd.seg.Segmentation(
         source_images=list(series.datasets),
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -205,6 +264,3 @@ def write_dicom_seg(
         device_serial_number="0",
         series_description=series_description,
     )
-    with atomic_file(path) as tmp:
-        seg.save_as(tmp)
-    return path

@@ -159,6 +159,16 @@ def plan_outputs(
         if is_dicom
         else None,
     )
+    resolved = [p.resolve() for p in paths.all()]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(
+            f"outputs {', '.join(map(str, paths.all()))} must be different files; "
+            "choose another --out or --dicom-seg"
+        )
+    if paths.dicom_seg is not None and scan is not None:
+        from medseg.runtime.io.dicom_seg import check_seg_source
+
+        check_seg_source(scan.dicom)  # before any work: the SEG needs these attributes
     for path in paths.all():
         check_parent_exists(path)
         if path.exists() and not force:
