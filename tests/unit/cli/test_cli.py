@@ -177,3 +177,25 @@ def test_demo_runs_every_built_step(tmp_path: Path) -> None:
     baseline = summary["intensity_baseline"]["val_metrics"]["mean"]["dice"]
     assert summary["model"]["val_mean_dice"] > baseline
     assert (tmp_path / "demo" / "demo_model_worst_slice.png").is_file()
+
+
+def test_demo_scanner_side_steps_on_the_committed_bundle(
+    demo_bundle: Path, mni_dataset: Path, tmp_path: Path
+) -> None:
+    """The demo's build (skipped here, with the reason) and whole-brain infer steps."""
+    pytest.importorskip("onnxruntime")
+    from medseg.demo import DemoStep
+    from medseg.demo.deploy_steps import build_demo_engines, infer_demo_volume
+
+    bundle = tmp_path / "bundle"  # a copy: with TensorRT here, engines are written into it
+    shutil.copytree(demo_bundle, bundle)
+    steps: list[DemoStep] = []
+    built = build_demo_engines(bundle, steps.append)
+    if not built:
+        assert (
+            steps[-1].status == "skipped" and "engines are built on the target" in steps[-1].detail
+        )
+    summary = infer_demo_volume(bundle, mni_dataset, tmp_path, steps.append)
+    assert steps[-1].name == "infer" and steps[-1].status == "done"
+    assert (tmp_path / "mni152_mask.nii.gz").is_file() and (tmp_path / "mni152_mask.png").is_file()
+    assert 1000 < summary["volumes_ml"]["GM"] < 1200  # the template's grey matter, ml
