@@ -38,7 +38,7 @@ class DemoStep:
     """One line of the demo's account: what ran, what it produced, how long it took."""
 
     name: str
-    status: str  # "done" or "not built yet"
+    status: str  # "done", "skipped" (with the reason in detail) or "not found"
     detail: str
     seconds: float = 0.0
     path: str | None = None

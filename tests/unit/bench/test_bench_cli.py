@@ -257,3 +257,23 @@ def test_float_label_files_are_read_as_classes(
     assert code == 0, output
     row = BenchResults.load(tmp_path / "r" / "results.json").row("onnxruntime", "fp32", 1)
     assert row is not None and row.status == "ok"
+
+
+def test_test_and_all_splits_score_whole_volumes(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "toy"
+    shutil.copytree(toy_data, data)
+    (data / "imagesTs").mkdir()
+    (data / "labelsTs").mkdir()
+    shutil.copy(data / "imagesTr" / "toy_001_0000.nii.gz", data / "imagesTs" / "t_000_0000.nii.gz")
+    shutil.copy(data / "labelsTr" / "toy_001.nii.gz", data / "labelsTs" / "t_000.nii.gz")
+    args = ["--backends", "onnxruntime", "--precisions", "fp32", "--batch", "4", *FAST]
+    for split, cases in (("test", ["t_000"]), ("all", [f"toy_{i:03d}" for i in range(4)])):
+        out = tmp_path / split
+        code, output = _bench(tiny_bundle, "--data", data, "--split", split, "--report", out, *args)
+        assert code == 0, output
+        results = BenchResults.load(out / "results.json")
+        assert results.dataset["cases"] == cases
+        row = results.row("onnxruntime", "fp32", 4)
+        assert row is not None and row.accuracy is not None and row.accuracy.hd95_mm is not None
