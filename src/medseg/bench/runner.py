@@ -156,25 +156,37 @@ def _make_backend(
 ) -> tuple[Backend | None, str, int | None]:
     """(backend or None, skip reason, file size in bytes) for one variant."""
     if name == "torch":
-        from medseg.bench.torch_reference import TorchBackend, find_checkpoint, torch_precisions
+        from medseg.bench.torch_reference import TorchBackend, find_checkpoint
 
-        device = options.device or ("cuda" if _cuda_usable() else "cpu")
-        if precision not in torch_precisions(device):
-            return None, f"the torch reference has no {precision} on {device}", None
         checkpoint = find_checkpoint(bundle, manifest)
-        torch_backend = TorchBackend(checkpoint, manifest, precision, device, options.threads)
+        torch_backend = TorchBackend(
+            checkpoint, manifest, precision, _torch_device(options), options.threads
+        )
         return torch_backend, "", checkpoint.stat().st_size
     if name == "tensorrt":
-        from medseg.runtime.engines import find_engine
+        from medseg.runtime.backends.tensorrt import TensorRTBackend
 
         try:  # the engine check says why an engine may not run here (stale, other GPU...)
             backend = create_backend(bundle, manifest, name, precision)
         except EngineBuildError as exc:
             return None, str(exc), None
-        engine = find_engine(bundle, manifest, precision)
-        return backend, "", engine.stat().st_size if engine else None
+        assert isinstance(backend, TensorRTBackend)
+        return backend, "", backend.engine_path.stat().st_size
     backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
     return backend, "", manifest.precisions[precision].size_bytes
+
+
+def _torch_device(options: BenchOptions) -> str:
+    return options.device or ("cuda" if _cuda_usable() else "cpu")
+
+
+def _precisions_of(name: str, precisions: list[str], options: BenchOptions) -> list[str]:
+    """The precisions a backend has rows for: the torch reference runs only its native ones."""
+    if name != "torch":
+        return precisions
+    from medseg.bench.torch_reference import torch_precisions
+
+    return [p for p in precisions if p in torch_precisions(_torch_device(options))]
 
 
 def _cuda_usable() -> bool:
@@ -230,7 +242,7 @@ def run_bench(
     rows: list[VariantResult] = []
     for backend_name, reason in _select_backends(options, bundle, manifest).items():
         reference: VariantEvaluation | None = None
-        for precision in precisions:
+        for precision in _precisions_of(backend_name, precisions, options):
             variant_rows, evaluation = _run_variant(
                 backend_name,
                 reason,
@@ -309,8 +321,6 @@ def _run_variant(
     if reason is not None:
         return skipped("skipped", reason), None
     backend, why, size = _make_backend(backend_name, bundle, manifest, precision, options)
-    if backend is None and backend_name == "torch":
-        return [], None  # the reference row exists only in the precisions torch runs natively
     if backend is None:
         return skipped("skipped", why), None
     segmenter = Segmenter(backend, manifest, precision, batch_size=accuracy_batch)

@@ -74,7 +74,6 @@ def infer(
             threads=threads,
             cuda_graph=cuda_graph,
         ) as segmenter:
-            _check_backend_options(segmenter.backend.name, providers, threads, cuda_graph)
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
                 f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size}",
@@ -123,24 +122,6 @@ def infer(
         for path in written:
             console.print(f"[green]✓[/] wrote [bold]{path}[/]", highlight=False)
         console.print(f"done in {time.perf_counter() - started:.1f} s", highlight=False)
-
-
-def _check_backend_options(
-    backend: str, providers: str | None, threads: int | None, cuda_graph: bool
-) -> None:
-    """Options of one backend given to the other are errors, not silently ignored."""
-    from medseg.errors import ConfigError
-
-    if backend == "tensorrt" and (providers or threads is not None):
-        raise ConfigError(
-            "--providers and --threads set ONNX Runtime; the backend here is TensorRT "
-            "(pass --backend onnxruntime to use them)"
-        )
-    if backend == "onnxruntime" and cuda_graph:
-        raise ConfigError(
-            "--cuda-graph is a TensorRT option; the backend here is ONNX Runtime (no TensorRT "
-            "engine for this device, or --backend onnxruntime)"
-        )
 
 
 def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -13,13 +13,9 @@ __all__ = ["Parity", "compare_logits", "run_onnx"]
 
 def run_onnx(path: Path, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Logits ``(N, K, H, W)`` float32 of an ONNX model on ``(N, C, H, W)`` float32 slices."""
-    from medseg.deps import require
+    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
 
-    ort = require("onnxruntime", "running ONNX files")
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session: Any = SessionFromOnnx(path, providers=["cpu"])()
     name = session.get_inputs()[0].name
     outputs = [
         session.run(None, {name: images[i : i + batch_size]})[0]

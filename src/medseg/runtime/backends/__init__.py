@@ -36,10 +36,13 @@ def create_backend(
     TensorRT and a GPU are usable, ONNX Runtime otherwise. Files are checked against the
     manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
     """
+    engine: Path | None = None
     if backend == "auto":
         from medseg.runtime.engines import find_engine
 
-        backend = "tensorrt" if find_engine(bundle, manifest, precision) else "onnxruntime"
+        engine = find_engine(bundle, manifest, precision)  # already checked for this device
+        backend = "tensorrt" if engine else "onnxruntime"
+    _check_options(backend, providers, threads, cuda_graph)
     if backend == "onnxruntime":
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -56,9 +59,10 @@ def create_backend(
         from medseg.runtime.cuda import gpu_info
         from medseg.runtime.engines import check_engine, tensorrt_module
 
-        trt = tensorrt_module()
-        lean = trt.__name__ == "tensorrt_lean"
-        engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__, lean)
+        if engine is None:
+            trt = tensorrt_module()
+            lean = trt.__name__ == "tensorrt_lean"
+            engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__, lean)
         return TensorRTBackend(
             engine,
             manifest.input,
@@ -67,3 +71,19 @@ def create_backend(
             cuda_graph=cuda_graph,
         )
     raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
+
+
+def _check_options(
+    backend: str, providers: Sequence[str] | None, threads: int | None, cuda_graph: bool
+) -> None:
+    """Options of one backend given to the other are errors, not silently ignored."""
+    if backend == "tensorrt" and (providers or threads is not None):
+        raise ConfigError(
+            "--providers and --threads set ONNX Runtime; the backend here is TensorRT "
+            "(pass --backend onnxruntime to use them)"
+        )
+    if backend == "onnxruntime" and cuda_graph:
+        raise ConfigError(
+            "--cuda-graph is a TensorRT option; the backend here is ONNX Runtime (no TensorRT "
+            "engine for this device, or --backend onnxruntime)"
+        )

@@ -27,7 +27,7 @@ import numpy as np
 
 from medseg.atomic import atomic_file
 from medseg.deps import require
-from medseg.errors import DatasetError
+from medseg.runtime.io.dicom import _fail
 
 if TYPE_CHECKING:
     from medseg.runtime.io.dicom import DicomSeries
@@ -48,10 +48,6 @@ _KNOWN_CLASSES: dict[str, tuple[str, str]] = {
 
 #: Offset added to the source SeriesNumber for the SEG series.
 _SERIES_NUMBER_OFFSET = 1000
-
-
-def _fail(path: Path, problem: str, accepted: str) -> DatasetError:
-    return DatasetError(f"{path}: {problem}; {accepted}")
 
 
 def _property_codes(name: str) -> tuple[Any, Any]:
