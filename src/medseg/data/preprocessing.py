@@ -1,10 +1,12 @@
 """Preprocessing as pure numpy functions described by a serialisable recipe.
 
 A :class:`Recipe` says how a volume becomes network input: intensity normalisation
-(CT windowing, or MR percentile clipping + z-score over the foreground), the slice axis,
-and how a slice is brought to a size the network accepts (divisible by 16: padding, or
-resizing to a fixed size). The recipe is stored in the checkpoint and in the bundle
-manifest, so the scanner side applies exactly what the model was trained with.
+(CT windowing, optionally followed by nnU-Net's dataset-wide z-score, or MR percentile
+clipping + z-score over the foreground), the slice axis, the in-plane spacing the network
+works at, and how a slice is brought to a size the network accepts (divisible by 16: padding,
+or resizing to a fixed size; or ``"window"``: a fixed network patch slid over the resampled
+slice, see :mod:`medseg.runtime.sliding_window`). The recipe is stored in the checkpoint and
+in the bundle manifest, so the scanner side applies exactly what the model was trained with.
 
 Everything here is numpy only: the lean runtime imports it.
 """
@@ -20,6 +22,7 @@ from medseg.config_io import from_json_dict, to_json_dict
 from medseg.errors import ConfigError
 
 __all__ = [
+    "PATCH_MULTIPLE",
     "SIZE_MULTIPLE",
     "Geometry",
     "Recipe",
@@ -35,9 +38,13 @@ __all__ = [
 
 #: Every spatial size the networks see is a multiple of this (four 2x downsamplings).
 SIZE_MULTIPLE = 16
+#: Sliding-window patches are multiples of this (five 2x downsamplings, as nnU-Net's 2D nets).
+PATCH_MULTIPLE = 32
+#: Largest in-plane target spacing a recipe accepts, in mm.
+MAX_SPACING_MM = 50.0
 
 Modality = Literal["CT", "MR", "none"]
-SizePolicy = Literal["pad", "resize"]
+SizePolicy = Literal["pad", "resize", "window"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,22 @@ class Recipe:
         foreground_threshold: MR voxels strictly above this value (in the raw intensities)
             are the foreground whose mean and std define the z-score.
         slice_axis: volume axis (0, 1 or 2 of ``(X, Y, Z)``) along which 2D slices are cut.
-        size_policy: ``"pad"`` (zero-pad each slice, centred, up to the next multiple of 16)
-            or ``"resize"`` (bilinear resize to ``target_size``, a multiple of 16).
-        target_size: ``(H, W)`` for ``size_policy="resize"``; ``None`` for ``"pad"``.
+        size_policy: ``"pad"`` (zero-pad each slice, centred, up to the next multiple of 16),
+            ``"resize"`` (bilinear resize to ``target_size``, a multiple of 16) or
+            ``"window"`` (the slice, resampled to ``target_spacing``, is covered by
+            overlapping windows of ``patch_size``; the network input is static).
+        target_size: ``(H, W)`` for ``size_policy="resize"``; ``None`` otherwise.
+        patch_size: network input ``(H, W)`` for ``size_policy="window"``, each a multiple of
+            32; ``None`` otherwise.
+        target_spacing: in-plane spacing in mm the network works at: the spacings of the two
+            axes of the ``(X, Y, Z)`` volume other than ``slice_axis``, in axis order.
+            ``None``: no resampling.
+        mirror_axes: slice axes (0 = H, 1 = W of a ``(C, H, W)`` slice) flipped in training;
+            mirroring test-time augmentation uses them.
+        ct_zscore: for CT, ``(mean, std)`` of the dataset's foreground intensities after
+            clipping to ``ct_window``; when set, CT becomes ``(clip(x) - mean) / std``
+            (nnU-Net's CT scheme) instead of ``[0, 1]`` scaling.
+        overlap: sliding-window overlap, a fraction of the patch in ``[0, 1)``.
     """
 
     modality: Modality = "MR"
@@ -64,6 +84,11 @@ class Recipe:
     slice_axis: int = 2
     size_policy: SizePolicy = "pad"
     target_size: tuple[int, int] | None = None
+    patch_size: tuple[int, int] | None = None
+    target_spacing: tuple[float, float] | None = None
+    mirror_axes: tuple[int, ...] = ()
+    ct_zscore: tuple[float, float] | None = None
+    overlap: float = 0.5
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "MR", "none"):
@@ -78,8 +103,10 @@ class Recipe:
             raise ConfigError(f"percentiles {self.percentiles} must satisfy 0 <= lo < hi <= 100")
         if self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis {self.slice_axis} must be 0, 1 or 2")
-        if self.size_policy not in ("pad", "resize"):
-            raise ConfigError(f"size_policy {self.size_policy!r} must be 'pad' or 'resize'")
+        if self.size_policy not in ("pad", "resize", "window"):
+            raise ConfigError(
+                f"size_policy {self.size_policy!r} must be 'pad', 'resize' or 'window'"
+            )
         if self.size_policy == "resize":
             if self.target_size is None or len(self.target_size) != 2:
                 raise ConfigError("size_policy 'resize' needs target_size=(H, W)")
@@ -89,6 +116,46 @@ class Recipe:
                 )
         elif self.target_size is not None:
             raise ConfigError("target_size is only used with size_policy 'resize'")
+        self._check_window_fields()
+
+    def _check_window_fields(self) -> None:
+        """Validate the sliding-window, spacing, mirroring and CT z-score fields."""
+        if self.size_policy == "window":
+            if self.patch_size is None or len(self.patch_size) != 2:
+                raise ConfigError("size_policy 'window' needs patch_size=(H, W), e.g. (256, 256)")
+            if any(not isinstance(s, int) or s <= 0 or s % PATCH_MULTIPLE for s in self.patch_size):
+                raise ConfigError(
+                    f"patch_size {self.patch_size} must be positive multiples of "
+                    f"{PATCH_MULTIPLE}, e.g. (256, 256)"
+                )
+        elif self.patch_size is not None:
+            raise ConfigError("patch_size is only used with size_policy 'window'")
+        if self.target_spacing is not None:
+            if len(self.target_spacing) != 2:
+                raise ConfigError(
+                    f"target_spacing {self.target_spacing} must be two in-plane spacings in mm"
+                )
+            for s in self.target_spacing:
+                if not (np.isfinite(s) and 0.0 < s <= MAX_SPACING_MM):
+                    raise ConfigError(
+                        f"target_spacing {self.target_spacing} must be finite, > 0 and "
+                        f"<= {MAX_SPACING_MM:g} mm"
+                    )
+        if any(a not in (0, 1) for a in self.mirror_axes) or len(set(self.mirror_axes)) != len(
+            self.mirror_axes
+        ):
+            raise ConfigError(
+                f"mirror_axes {self.mirror_axes} must be distinct slice axes among 0 (H) and 1 (W)"
+            )
+        if self.ct_zscore is not None:
+            if self.modality != "CT":
+                raise ConfigError("ct_zscore is only used with modality 'CT'")
+            if len(self.ct_zscore) != 2 or not all(np.isfinite(v) for v in self.ct_zscore):
+                raise ConfigError(f"ct_zscore {self.ct_zscore} must be finite (mean, std)")
+            if not self.ct_zscore[1] > 0:
+                raise ConfigError(f"ct_zscore std {self.ct_zscore[1]} must be > 0")
+        if not (np.isfinite(self.overlap) and 0.0 <= self.overlap < 1.0):
+            raise ConfigError(f"overlap {self.overlap} must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -106,10 +173,11 @@ class Geometry:
 
     Attributes:
         original: ``(H, W)`` of the slice before padding or resizing.
-        padded: ``(H, W)`` the network saw.
+        padded: ``(H, W)`` the network saw (the slice itself for ``"window"``: the sliding
+            window pads internally).
         pad_before: rows and columns of zero padding added before the slice ``(top, left)``;
-            ``(0, 0)`` for a resize.
-        policy: ``"pad"`` or ``"resize"``.
+            ``(0, 0)`` for a resize or a window.
+        policy: ``"pad"``, ``"resize"`` or ``"window"``.
     """
 
     original: tuple[int, int]
@@ -167,7 +235,13 @@ def normalize_volume(image: np.ndarray, recipe: Recipe) -> np.ndarray:
         channel = image[c]
         if recipe.modality == "CT":
             assert recipe.ct_window is not None  # guaranteed by Recipe.__post_init__
-            out[c] = window_ct(channel, *recipe.ct_window)
+            if recipe.ct_zscore is not None:
+                lo, hi = recipe.ct_window
+                mean, std = recipe.ct_zscore
+                clipped = np.clip(channel.astype(np.float32, copy=False), lo, hi)
+                out[c] = (clipped - np.float32(mean)) / np.float32(std)
+            else:
+                out[c] = window_ct(channel, *recipe.ct_window)
         elif recipe.modality == "MR":
             out[c] = clip_percentiles_zscore(
                 channel, recipe.percentiles, channel > recipe.foreground_threshold
@@ -220,11 +294,15 @@ def bring_to_size(
     """Pad or resize a ``(C, H, W)`` slice (and its ``(H, W)`` label) to network size.
 
     Padding is centred with zeros (label 0 = background); resizing is bilinear for the image
-    and nearest-neighbour for the label. The returned :class:`Geometry` undoes it.
+    and nearest-neighbour for the label. ``"window"`` leaves the slice as it is (the sliding
+    window pads internally). The returned :class:`Geometry` undoes it.
     """
     if image.ndim != 3:
         raise ConfigError(f"bring_to_size expects a (C, H, W) slice, got shape {image.shape}")
     original = (int(image.shape[1]), int(image.shape[2]))
+    if recipe.size_policy == "window":
+        geometry = Geometry(original, original, (0, 0), "window")
+        return image.astype(np.float32, copy=False), label, geometry
     if recipe.size_policy == "resize":
         assert recipe.target_size is not None  # guaranteed by Recipe.__post_init__
         size = recipe.target_size
@@ -253,6 +331,8 @@ def restore_size(array: np.ndarray, geometry: Geometry, is_label: bool = False) 
             f"array of spatial size {tuple(array.shape[-2:])} does not match the geometry's "
             f"network size {geometry.padded}"
         )
+    if geometry.policy == "window":
+        return array
     if geometry.policy == "resize":
         if is_label:
             return resize_nearest(array, geometry.original)

@@ -159,3 +159,66 @@ def test_restore_size_rejects_wrong_shape() -> None:
     _, _, geometry = bring_to_size(np.zeros((1, 20, 20), np.float32), Recipe())
     with pytest.raises(ConfigError, match="does not match"):
         restore_size(np.zeros((1, 16, 16)), geometry)
+
+
+def test_window_recipe_round_trips_and_leaves_slices_to_the_sliding_window() -> None:
+    recipe = Recipe(
+        modality="CT",
+        ct_window=(-100.0, 300.0),
+        ct_zscore=(80.0, 50.0),
+        size_policy="window",
+        patch_size=(64, 96),
+        target_spacing=(0.8, 1.25),
+        mirror_axes=(0, 1),
+        overlap=0.25,
+    )
+    again = Recipe.from_dict(json.loads(json.dumps(recipe.to_dict())))
+    assert again == recipe
+    image = np.arange(2 * 20 * 30, dtype=np.float32).reshape(2, 20, 30)
+    out, _, geometry = bring_to_size(image, recipe)
+    assert out.shape == image.shape and geometry.policy == "window"
+    np.testing.assert_array_equal(restore_size(out, geometry), image)
+
+
+def test_old_recipe_dicts_load_with_the_new_fields_defaulted() -> None:
+    old = {
+        "modality": "MR",
+        "ct_window": None,
+        "percentiles": [0.5, 99.5],
+        "foreground_threshold": 0.0,
+        "slice_axis": 2,
+        "size_policy": "pad",
+        "target_size": None,
+    }
+    recipe = Recipe.from_dict(old)
+    assert recipe.size_policy == "pad" and recipe.target_spacing is None
+    assert recipe.patch_size is None and recipe.mirror_axes == () and recipe.overlap == 0.5
+
+
+def test_ct_zscore_normalises_after_clipping_to_the_window() -> None:
+    recipe = Recipe(modality="CT", ct_window=(-100.0, 300.0), ct_zscore=(100.0, 50.0))
+    vol = np.array([-1000.0, 0.0, 100.0, 2000.0], dtype=np.float32).reshape(1, 4, 1, 1)
+    out = normalize_volume(vol, recipe)
+    np.testing.assert_allclose(out.ravel(), [-4.0, -2.0, 0.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size_policy": "window"}, "needs patch_size"),
+        ({"size_policy": "window", "patch_size": (48, 64)}, "multiples of 32"),
+        ({"patch_size": (64, 64)}, "only used with size_policy 'window'"),
+        ({"target_spacing": (0.0, 1.0)}, "target_spacing"),
+        ({"target_spacing": (float("nan"), 1.0)}, "target_spacing"),
+        ({"target_spacing": (1.0, 60.0)}, "<= 50 mm"),
+        ({"mirror_axes": (2,)}, "mirror_axes"),
+        ({"mirror_axes": (0, 0)}, "mirror_axes"),
+        ({"ct_zscore": (0.0, 1.0)}, "only used with modality 'CT'"),
+        ({"modality": "CT", "ct_window": (0.0, 1.0), "ct_zscore": (0.0, 0.0)}, "std"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"size_policy": "tile"}, "'pad', 'resize' or 'window'"),
+    ],
+)
+def test_bad_window_fields_are_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Recipe(**kwargs)
