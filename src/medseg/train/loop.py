@@ -37,7 +37,14 @@ from medseg.train.checkpoint import (
 from medseg.train.config import TrainConfig
 from medseg.train.planned import PLAN_NAME
 
-__all__ = ["EpochLog", "TrainResult", "predict_slices", "train", "validation_dice"]
+__all__ = [
+    "EpochLog",
+    "TrainResult",
+    "check_run_dir",
+    "predict_slices",
+    "train",
+    "validation_dice",
+]
 
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "training_curve.png"
@@ -146,6 +153,9 @@ def _check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) 
             f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
             "to continue it"
         )
+
+
+check_run_dir = _check_run_dir  # public: the CLI checks before planning
 
 
 def _clear_run_dir(run_dir: Path) -> None:
