@@ -21,7 +21,7 @@ from medseg.data.preprocessing import Recipe, normalize_volume
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError
 
-__all__ = ["PreparedCase", "load_prepared_cases", "prepare_volume"]
+__all__ = ["PreparedCase", "centred_start", "crop_patch", "load_prepared_cases", "prepare_volume"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,38 @@ class PreparedCase:
         """Spacing of the ``(N, H, W)`` slice stack: slice axis first, then H and W."""
         a, b = (i for i in range(3) if i != self.slice_axis)
         return self.spacing[self.slice_axis], self.spacing[a], self.spacing[b]
+
+
+def crop_patch(
+    image: np.ndarray, label: np.ndarray | None, patch: tuple[int, int], top: int, left: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``patch`` window at ``(top, left)`` of a ``(C, H, W)`` slice, zero-padded outside.
+
+    ``top``/``left`` may be negative or run past the slice (padding: image 0, label 0).
+    Returns float32 ``(C, h, w)`` and uint8 ``(h, w)`` (or ``None``).
+    """
+    h, w = image.shape[1:]
+    ph, pw = patch
+    out = np.zeros((image.shape[0], ph, pw), dtype=np.float32)
+    out_label = None if label is None else np.zeros((ph, pw), dtype=np.uint8)
+    sy = slice(max(top, 0), min(top + ph, h))
+    sx = slice(max(left, 0), min(left + pw, w))
+    if sy.start < sy.stop and sx.start < sx.stop:
+        dy = slice(sy.start - top, sy.stop - top)
+        dx = slice(sx.start - left, sx.stop - left)
+        out[:, dy, dx] = image[:, sy, sx]
+        if out_label is not None and label is not None:
+            out_label[dy, dx] = label[sy, sx]
+    return out, out_label
+
+
+def centred_start(size: int, patch: int, centre: float) -> int:
+    """Start of a ``patch`` window centred on ``centre``, kept inside ``size`` when it fits
+    (or covering it, centred, when the slice is smaller than the patch)."""
+    lo, hi = min(0, size - patch), max(0, size - patch)
+    if size < patch:
+        return (size - patch) // 2
+    return int(np.clip(round(centre - patch / 2), lo, hi))
 
 
 def _check_window_recipe(recipe: Recipe) -> tuple[float, float]:

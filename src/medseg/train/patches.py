@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.plan_cases import crop_patch
 from medseg.errors import ConfigError, DatasetError
 
 __all__ = ["Patch", "PatchDataset", "PatchSampler", "PatchSource"]
@@ -139,14 +140,8 @@ class PatchSampler:
         ph, pw = self.patch_size
         top = self._start(h, ph, centre[0], rng)
         left = self._start(w, pw, centre[1], rng)
-        image = np.zeros((src.images.shape[1], ph, pw), dtype=np.float32)
-        label = np.zeros((ph, pw), dtype=np.uint8)
-        sy = slice(max(top, 0), min(top + ph, h))
-        sx = slice(max(left, 0), min(left + pw, w))
-        dy = slice(sy.start - top, sy.stop - top)
-        dx = slice(sx.start - left, sx.stop - left)
-        image[:, dy, dx] = src.images[n, :, sy, sx]
-        label[dy, dx] = src.labels[n, sy, sx]
+        image, label = crop_patch(src.images[n], src.labels[n], (ph, pw), top, left)
+        assert label is not None
         return Patch(image, label, src.case_id, n, fg)
 
 
