@@ -67,7 +67,7 @@ def test_unknown_schema_and_bad_postprocess_are_named(demo_bundle: Path) -> None
     raw = json.loads((demo_bundle / "medseg.json").read_text())
     with pytest.raises(ConfigError, match="reads versions 1, 2"):
         Manifest.from_dict({**raw, "schema_version": 3})
-    with pytest.raises(ConfigError, match="postprocess.classes has unknown classes"):
+    with pytest.raises(ConfigError, match=r"postprocess\.classes has unknown classes"):
         Manifest.from_dict({**raw, "schema_version": 2, "postprocess": {"classes": {"x": {}}}})
     with pytest.raises(ConfigError, match="plan must be an object"):
         Manifest.from_dict({**raw, "schema_version": 2, "plan": [1, 2]})
