@@ -29,6 +29,7 @@ from medseg.calibration.sensitivity import LayerSensitivity, layer_sensitivity
 from medseg.calibration.slices import (
     MIN_CALIBRATION_SLICES,
     CalibrationSet,
+    select_calibration_patches,
     select_calibration_slices,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "layer_sensitivity",
     "quantize_int8",
     "quantized_nodes",
+    "select_calibration_patches",
     "select_calibration_slices",
 ]

@@ -24,9 +24,15 @@ from medseg.data.slicing import SliceRef
 from medseg.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
+    from medseg.data.plan_cases import PreparedCase
     from medseg.data.samples import SliceSet
 
-__all__ = ["MIN_CALIBRATION_SLICES", "CalibrationSet", "select_calibration_slices"]
+__all__ = [
+    "MIN_CALIBRATION_SLICES",
+    "CalibrationSet",
+    "select_calibration_patches",
+    "select_calibration_slices",
+]
 
 #: Fewer slices than this cannot give trustworthy INT8 ranges: selection refuses.
 MIN_CALIBRATION_SLICES = 8
@@ -173,10 +179,7 @@ def select_calibration_slices(
             that do not match the images, or fewer than :data:`MIN_CALIBRATION_SLICES`
             usable slices.
     """
-    if isinstance(num_slices, bool) or not isinstance(num_slices, int) or num_slices < 1:
-        raise ConfigError(f"num_slices must be a positive integer, got {num_slices!r}")
-    if not 0.0 <= max_background_share <= 1.0:
-        raise ConfigError(f"max_background_share {max_background_share} must be in [0, 1]")
+    _check_request(num_slices, max_background_share)
     images, labels, refs = train.images, train.labels, tuple(train.refs)
     if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
         raise DatasetError(
@@ -184,6 +187,102 @@ def select_calibration_slices(
             "accepted: images (N, C, H, W) with labels (N, H, W)"
         )
     _check_finite(images, refs)
+    order, coverage, n_bg, method = _choose(
+        labels, refs, class_values, num_slices, max_background_share, seed, "slices"
+    )
+    return CalibrationSet(
+        images=np.ascontiguousarray(images[order], dtype=np.float32),
+        refs=tuple(refs[i] for i in order),
+        method=method,
+        class_coverage=coverage,
+        requested=num_slices,
+        available=len(refs),
+        background_only=n_bg,
+    )
+
+
+def select_calibration_patches(
+    cases: Sequence[PreparedCase],
+    class_values: Mapping[str, int],
+    patch_size: tuple[int, int],
+    num_slices: int = 64,
+    max_background_share: float = 0.1,
+    seed: int = 0,
+) -> CalibrationSet:
+    """Calibration samples for a ``"window"`` recipe: patches of the network's patch size.
+
+    Every training slice of ``cases`` (reoriented, resampled and normalised like the runtime
+    does: :func:`medseg.data.plan_cases.load_prepared_cases`) gives one candidate patch,
+    centred on the centre of the slice's foreground bounding box (the slice centre when it
+    has none), kept inside the slice, zero-padded where the slice is smaller. The patches are
+    then chosen exactly as :func:`select_calibration_slices` chooses slices (stratified over
+    cases and depth, background-only capped, every class covered); only the chosen patches'
+    images are materialised.
+
+    Returns:
+        ``images (N, C, h, w)`` with ``(h, w) = patch_size``; refs name each patch's slice.
+    """
+    from medseg.data.plan_cases import centred_start, crop_patch
+
+    _check_request(num_slices, max_background_share)
+    ph, pw = int(patch_size[0]), int(patch_size[1])
+    refs: list[SliceRef] = []
+    labels: list[np.ndarray] = []
+    where: list[tuple[int, int, int, int]] = []
+    for k, case in enumerate(cases):
+        slice_labels = case.slice_labels()
+        h, w = slice_labels.shape[1:]
+        for n in range(slice_labels.shape[0]):
+            fg = np.argwhere(slice_labels[n] > 0)
+            cy, cx = ((fg.min(0) + fg.max(0)) / 2.0) if len(fg) else (h / 2.0, w / 2.0)
+            top, left = centred_start(h, ph, float(cy)), centred_start(w, pw, float(cx))
+            _, label = crop_patch(slice_labels[n][None], slice_labels[n], (ph, pw), top, left)
+            assert label is not None
+            refs.append(SliceRef(case.case_id, case.slice_axis, n))
+            labels.append(label)
+            where.append((k, n, top, left))
+    if not refs:
+        raise DatasetError("no training slices to draw calibration patches from")
+    order, coverage, n_bg, method = _choose(
+        np.stack(labels), tuple(refs), class_values, num_slices, max_background_share, seed,
+        "slices",
+    )
+    images = []
+    for i in order:
+        k, n, top, left = where[i]
+        image, _ = crop_patch(cases[k].slice_images()[n], None, (ph, pw), top, left)
+        images.append(image)
+    stacked = np.ascontiguousarray(np.stack(images), dtype=np.float32)
+    chosen = tuple(refs[i] for i in order)
+    _check_finite(stacked, chosen)
+    return CalibrationSet(
+        images=stacked,
+        refs=chosen,
+        method=f"{method}; one {ph}x{pw} patch per slice centred on its foreground",
+        class_coverage=coverage,
+        requested=num_slices,
+        available=len(refs),
+        background_only=n_bg,
+    )
+
+
+def _check_request(num_slices: int, max_background_share: float) -> None:
+    if isinstance(num_slices, bool) or not isinstance(num_slices, int) or num_slices < 1:
+        raise ConfigError(f"num_slices must be a positive integer, got {num_slices!r}")
+    if not 0.0 <= max_background_share <= 1.0:
+        raise ConfigError(f"max_background_share {max_background_share} must be in [0, 1]")
+
+
+def _choose(
+    labels: np.ndarray,
+    refs: tuple[SliceRef, ...],
+    class_values: Mapping[str, int],
+    num_slices: int,
+    max_background_share: float,
+    seed: int,
+    what: str,
+) -> tuple[list[int], dict[str, int], int, str]:
+    """The stratified choice (indices in slice order), its class coverage and description."""
     values = {name: int(v) for name, v in class_values.items()}
     present = [set(np.unique(label).tolist()) for label in labels]
     foreground = [bool(p - {0}) for p in present]
@@ -205,7 +304,7 @@ def select_calibration_slices(
             f"({len(fg_idx)} with foreground, {len(bg_idx)} background-only, of "
             f"{len(refs)} training slices); calibrating on all {total}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     rng = np.random.default_rng(seed)
     chosen = set(_stratified(fg_idx, refs, fg_take, rng))
@@ -219,26 +318,18 @@ def select_calibration_slices(
         warnings.warn(
             f"class(es) {missing} appear in no training slice: calibration cannot cover them",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     n_bg = sum(not foreground[i] for i in order)
     cases = sorted({refs[i].case_id for i in order})
     axes = "".join(sorted({"xyz"[refs[i].axis] for i in order}))
     method = (
-        f"stratified selection (seed {seed}) of {len(order)} of {len(refs)} training slices "
+        f"stratified selection (seed {seed}) of {len(order)} of {len(refs)} training {what} "
         f"from {len(cases)} case(s): spread over quantile bins of the slice index along "
         f"{axes}, background-only slices capped at {max_background_share:.0%} "
         f"({n_bg} kept), every foreground class present in at least one slice"
     )
-    return CalibrationSet(
-        images=np.ascontiguousarray(images[order], dtype=np.float32),
-        refs=tuple(refs[i] for i in order),
-        method=method,
-        class_coverage=coverage,
-        requested=num_slices,
-        available=len(refs),
-        background_only=n_bg,
-    )
+    return order, coverage, n_bg, method
 
 
 def _budget(n_fg: int, n_bg: int, wanted: int, share: float) -> tuple[int, int]:

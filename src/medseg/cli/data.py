@@ -16,7 +16,7 @@ __all__ = ["app"]
 app = typer.Typer(
     name="data",
     help="Dataset folders in the nnU-Net raw layout: check them, preview them, or write the "
-    "embedded MNI152 brain dataset.",
+    "embedded MNI152 brain dataset (one case, or a multi-case cohort of acquisitions).",
     no_args_is_help=True,
 )
 
@@ -83,6 +83,42 @@ def mni152(
         if preview is not None:
             _preview(out_dir, None, preview)
         console.print(f"next: [bold]medseg data check {out_dir}[/]", highlight=False)
+
+
+@app.command("mni152-cohort")
+def mni152_cohort(
+    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
+    cases: int = typer.Option(12, "--cases", help="Number of cases (1..500)."),
+    seed: int = typer.Option(0, "--seed", help="The same seed writes the same files."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Write a multi-case dataset derived from the embedded MNI152 template.
+
+    Each case is the SAME template brain acquired differently: its own in-plane spacing
+    (0.7-1.6 mm), slice thickness (1-6 mm, resampled from the 1 mm template with a slice
+    profile), field of view, voxel order (RAS, LPS, LAS, RPI, ... and permuted axes), bias
+    field, contrast curve and Rician noise; labels follow the same geometry. cohort.json
+    lists each case's parameters. Results on it test geometry and contrast handling, not
+    anatomical variation between patients.
+
+    Examples:
+        medseg data mni152-cohort /tmp/cohort --cases 12
+        medseg data mni152-cohort /tmp/cohort --cases 40 --seed 3 --force
+    """
+    with handle_errors(debug):
+        from medseg.data.mni152_cohort import write_mni152_cohort
+
+        started = time.perf_counter()
+        records = write_mni152_cohort(out_dir, cases=cases, seed=seed, force=force)
+        orientations = sorted({r.orientation for r in records})
+        report_written(
+            f"MNI152 cohort ({cases} cases of one template brain; voxel orders "
+            f"{', '.join(orientations)})",
+            out_dir,
+            started,
+        )
+        console.print(f"next: [bold]medseg plan {out_dir}[/]", highlight=False)
 
 
 @app.command("preview")

@@ -38,22 +38,43 @@ def train(
     ),
     variant: str = typer.Option("small", "--variant", help="Width preset: tiny | small | paper."),
     epochs: int = typer.Option(50, "--epochs", help="Passes over the training slices."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Slices per step."),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="plans.json from medseg plan (default: plan the dataset now)."
+    ),
+    fold: int = typer.Option(0, "--fold", help="Cross-validation fold 0..folds-1."),
+    folds: int | None = typer.Option(
+        None, "--folds", help="Number of folds (default 5, or one per case below 5 cases)."
+    ),
+    max_patch: str = typer.Option(
+        "256", "--max-patch", help="Cap of the planned patch, N or HxW (multiples of 32)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Patches per step (default: the plan's)."
+    ),
     lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate."),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine | poly"),
     patch: str | None = typer.Option(
-        None, "--patch", help="Train on random crops, N or HxW (multiples of 16)."
+        None, "--patch", help="Training patch N or HxW, multiples of 32 (default: the plan's)."
     ),
-    slice_axis: int = typer.Option(2, "--slice-axis", help="Volume axis to slice along (0, 1, 2)."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Validation share."),
-    flip_axes: str = typer.Option(
-        "", "--flip-axes", help="Slice axes that may be flipped, e.g. '0' (left-right in axial)."
+    slice_axis: int | None = typer.Option(
+        None, "--slice-axis", help="Volume axis to slice along (default: the plan's)."
+    ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", help="Validation share of slice blocks (single-case datasets)."
+    ),
+    flip_axes: str | None = typer.Option(
+        None, "--flip-axes", help="Slice axes that may be flipped, e.g. '0' (default: the plan's)."
+    ),
+    whole_slice: bool = typer.Option(
+        False, "--whole-slice", help="Old geometry: whole slices padded to a multiple of 16."
     ),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch augmentation off."),
     seed: int = typer.Option(0, "--seed", help="Seed of split, weights, order, augmentation."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a non-empty --out; accept a --plan of another dataset."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Train a segmentation network; keep the best checkpoint by validation mean Dice.
@@ -79,14 +100,24 @@ def train(
         from medseg.train import EpochLog, TrainConfig
         from medseg.train import train as run_training
 
-        try:
-            axes = tuple(int(a) for a in flip_axes.split(",") if a.strip())
-        except ValueError:
-            raise ConfigError(f"--flip-axes {flip_axes!r} must be comma-separated 0/1") from None
+        axes: tuple[int, ...] | None = None
+        if flip_axes is not None:
+            try:
+                axes = tuple(int(a) for a in flip_axes.split(",") if a.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"--flip-axes {flip_axes!r} must be comma-separated 0/1"
+                ) from None
+        cap = parse_size(max_patch)
+        assert cap is not None
         config = TrainConfig(
             arch=arch,
             variant=variant,
+            geometry="whole-slice" if whole_slice else "plan",
             epochs=epochs,
+            fold=fold,
+            folds=folds,
+            max_patch=cap,
             batch_size=batch_size,
             lr=lr,
             schedule=schedule,  # type: ignore[arg-type]  # validated by TrainConfig
@@ -101,6 +132,24 @@ def train(
         from medseg.models import get_model_entry
 
         get_model_entry(arch).variant_config(variant)  # unknown arch/variant: fail before data
+        from medseg.train.loop import check_run_dir
+
+        check_run_dir(out, dataset, resume, force)  # before planning reads the dataset
+        plan = None
+        if config.geometry == "plan" and not resume:
+            from medseg.cli.plan import print_plan
+            from medseg.data.plan import load_plan, plan_dataset
+
+            if plan_file is not None:
+                plan = load_plan(plan_file)
+            else:
+                if not dataset.is_dir():
+                    raise ConfigError(f"dataset folder {dataset} does not exist")
+                console.print(f"planning {dataset} (no --plan given) ...", highlight=False)
+                plan = plan_dataset(dataset, cap)
+            print_plan(plan)
+        elif plan_file is not None:
+            raise ConfigError("--plan is not used with --whole-slice or --resume (the run keeps its plan)")
 
         def on_epoch(log: EpochLog) -> None:
             dice = "  ".join(f"{k} {v:.3f}" for k, v in log.val_dice.items())
@@ -123,6 +172,7 @@ def train(
                 dataset,
                 out,
                 config,
+                plan=plan,
                 resume=resume,
                 force=force,
                 on_epoch=on_epoch,

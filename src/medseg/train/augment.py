@@ -18,8 +18,14 @@ from medseg.train.config import TrainConfig
 __all__ = ["SliceDataset", "build_augmentation"]
 
 
-def build_augmentation(config: TrainConfig) -> Any:
-    """A seeded MONAI ``Compose`` over ``{"image": (C, H, W), "label": (1, H, W)}`` samples."""
+def build_augmentation(config: TrainConfig, crop: bool = True) -> Any:
+    """A seeded MONAI ``Compose`` over ``{"image": (C, H, W), "label": (1, H, W)}`` samples.
+
+    Args:
+        config: the (resolved) training options.
+        crop: end with a random crop to ``config.patch_size`` (whole-slice training);
+            planned training draws patches of that size already.
+    """
     from monai.transforms import (
         Compose,
         RandAffined,
@@ -43,13 +49,14 @@ def build_augmentation(config: TrainConfig) -> Any:
                 padding_mode="zeros",
             )
         )
-        transforms += [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in config.flip_axes]
+        flips = config.flip_axes or ()
+        transforms += [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in flips]
         transforms += [
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
             RandGaussianNoised(keys="image", prob=0.3, std=0.05),
         ]
-    if config.patch_size is not None:
+    if crop and config.patch_size is not None:
         transforms.append(
             RandSpatialCropd(keys=keys, roi_size=config.patch_size, random_size=False)
         )

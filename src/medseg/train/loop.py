@@ -1,8 +1,10 @@
 """The training loop: Dice + cross-entropy, AdamW with a cosine or poly schedule.
 
-``train(dataset_dir, run_dir, config)`` trains one model on the slices of a dataset folder,
-validates every epoch (Dice per class on whole validation slices, at their original size)
-and keeps the best checkpoint by validation mean Dice. CUDA with FP16 mixed precision when
+``train(dataset_dir, run_dir, config)`` trains one model on a dataset folder: by default
+planned (``plans.json``: RAS, target spacing, random patches of a fixed size, fold split;
+see :mod:`medseg.train.sources`), validates every epoch (Dice per class on whole validation
+slices: through the sliding window for a planned run, at their original size for a
+whole-slice run) and keeps the best checkpoint by validation mean Dice. CUDA with FP16 mixed precision when
 present, CPU otherwise. Deterministic for a given seed on a given machine and thread count.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -20,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from medseg import __version__
 from medseg.atomic import atomic_file, check_parent_exists
+from medseg.data.plan import Plan, load_plan, save_plan
 from medseg.data.preprocessing import restore_size
-from medseg.data.samples import SliceSet, TrainingData, load_training_data
+from medseg.data.samples import SliceSet
 from medseg.deps import require
-from medseg.errors import ConfigError, DatasetError
+from medseg.errors import ConfigError
 from medseg.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -34,8 +35,16 @@ from medseg.train.checkpoint import (
     write_run_config,
 )
 from medseg.train.config import TrainConfig
+from medseg.train.planned import PLAN_NAME
 
-__all__ = ["EpochLog", "TrainResult", "predict_slices", "train", "validation_dice"]
+__all__ = [
+    "EpochLog",
+    "TrainResult",
+    "check_run_dir",
+    "predict_slices",
+    "train",
+    "validation_dice",
+]
 
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "training_curve.png"
@@ -146,6 +155,9 @@ def _check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) 
         )
 
 
+check_run_dir = _check_run_dir  # public: the CLI checks before planning
+
+
 def _clear_run_dir(run_dir: Path) -> None:
     """Start a new run: remove an earlier run (allowed by --force) once the inputs are valid."""
     if run_dir.is_dir():
@@ -181,6 +193,7 @@ def train(
     run_dir: Path,
     config: TrainConfig,
     *,
+    plan: Plan | None = None,
     resume: bool = False,
     force: bool = False,
     on_epoch: Callable[[EpochLog], None] | None = None,
@@ -191,9 +204,12 @@ def train(
     Args:
         dataset_dir: nnU-Net raw dataset folder.
         run_dir: output folder (see :mod:`medseg.train.checkpoint` for its files).
-        config: training options.
+        config: training options (``geometry="plan"``: the plan decides what is ``None``).
+        plan: the plan to train with (``medseg train --plan``); ``None`` plans the dataset
+            (planned geometry) or is ignored (whole-slice geometry).
         resume: continue the run in ``run_dir`` from its ``last.pt`` up to ``config.epochs``.
-        force: replace a non-empty ``run_dir``.
+        force: replace a non-empty ``run_dir``; accept a ``plan`` made for another version of
+            the dataset (its channels and labels must still match).
         on_epoch: called after every epoch (the CLI prints a line).
         progress: a ``rich.progress.Progress`` to show batches in, or ``None``.
     """
@@ -201,34 +217,29 @@ def train(
     DiceCELoss = require("monai.losses", "training").DiceCELoss
 
     from medseg.models import create_model
-    from medseg.train.augment import SliceDataset, build_augmentation
+    from medseg.train.sources import planned_source, whole_slice_source
 
     started = time.perf_counter()
     _check_run_dir(run_dir, dataset_dir, resume, force)
     state: dict[str, Any] | None = None
     if resume:
         config, state = _resume_state(run_dir, config)
-    data = load_training_data(dataset_dir, config.slice_axis, config.val_fraction, config.seed)
-    classes = {k: v for k, v in data.spec.labels.items() if v > 0}
-    if len(data.train) < config.batch_size:
-        raise DatasetError(
-            f"{dataset_dir} gives {len(data.train)} training slices, fewer than the batch size "
-            f"{config.batch_size}; lower --batch-size"
-        )
+        if config.geometry == "plan":
+            plan = load_plan(run_dir / PLAN_NAME)
     device, amp = _select_device(config)
+    if config.geometry == "plan":
+        source = planned_source(dataset_dir, config, device, plan, force and not resume)
+    else:
+        source = whole_slice_source(dataset_dir, config, device)
+    config = source.config
     if not resume:
         _clear_run_dir(run_dir)  # the inputs are valid: now an earlier run may go
+    if source.plan is not None:
+        save_plan(source.plan, run_dir / PLAN_NAME)
     torch.manual_seed(config.seed)
-    model = create_model(config.arch, data.spec.num_channels, len(data.spec.labels), config.variant)
+    model = create_model(config.arch, source.num_channels, source.num_classes, config.variant)
     model.to(device)
-    train_set: Any = SliceDataset(data.train.images, data.train.labels, build_augmentation(config))
-    loader: Any = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    loader = source.loader
     steps_per_epoch = len(loader)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -248,7 +259,7 @@ def train(
         history = [EpochLog(**e) for e in _read_metrics(run_dir) if e["epoch"] < start_epoch]
         with atomic_file(run_dir / METRICS_NAME) as tmp:  # drop rows of epochs to be rerun
             tmp.write_text("".join(json.dumps(e.__dict__) + "\n" for e in history))
-    meta = _run_meta(data, config, device)
+    meta = source.meta
     best = max(history, key=lambda e: e.val_mean_dice) if history else None
     write_run_config(
         run_dir, {**meta, "train": config.to_dict(), **({"best": best.__dict__} if best else {})}
@@ -261,6 +272,7 @@ def train(
         )
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
+        source.set_epoch(epoch)
         model.train()
         losses = []
         for images, labels in loader:
@@ -275,7 +287,7 @@ def train(
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress.update(task, advance=1, description=f"epoch {epoch}/{config.epochs}")
-        dice = validation_dice(predict_slices(model, data.val.images, device), data.val, classes)
+        dice = source.validate(model, device, amp)
         mean_dice = float(np.mean(list(dice.values())))
         is_best = best is None or mean_dice > best.val_mean_dice
         log = EpochLog(
@@ -307,6 +319,10 @@ def train(
         if on_epoch is not None:
             on_epoch(log)
     assert best is not None  # at least one epoch ran (epochs >= 1, checked in TrainConfig)
+    if source.finish is not None:
+        weights = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        model.load_state_dict(weights["state_dict"])
+        source.finish(model.to(device), device, amp, best.epoch, run_dir)
     return TrainResult(
         run_dir,
         best.epoch,
@@ -315,39 +331,6 @@ def train(
         tuple(history),
         time.perf_counter() - started,
     )
-
-
-def _run_meta(data: TrainingData, config: TrainConfig, device: Any) -> dict[str, Any]:
-    import monai
-    import torch
-
-    return {
-        "medseg_version": __version__,
-        "dataset": {
-            "name": data.spec.name,
-            "path": str(Path(data.spec.root).resolve()),
-            "fingerprint": data.fingerprint,
-            "channel_names": list(data.spec.channel_names),
-        },
-        "classes": dict(data.spec.labels),
-        "in_channels": data.spec.num_channels,
-        "recipe": data.recipe.to_dict(),
-        "split": {
-            "kind": data.split.kind,
-            "description": data.split.description,
-            "train_slices": len(data.train),
-            "val_slices": [str(r) for r in data.split.val],
-        },
-        "seed": config.seed,
-        "network_input_hw": list(data.train.images.shape[2:]),
-        "environment": {
-            "torch": str(torch.__version__),
-            "monai": str(monai.__version__),
-            "python": platform.python_version(),
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
-    }
 
 
 def _append_metrics(run_dir: Path, log: EpochLog) -> None:

@@ -87,8 +87,9 @@ def test_too_few_labels_and_too_small_dataset(
         train(one_label, tmp_path / "r1", TrainConfig(epochs=1, **FAST))
     assert not (tmp_path / "r1" / "model.pt").exists()
     small = make_toy_dataset(tmp_path / "small", num_cases=2, shape=(32, 32, 3))
+    whole = {**FAST, "batch_size": 8, "geometry": "whole-slice"}
     with pytest.raises(DatasetError, match="fewer than the batch size 8"):
-        train(small, tmp_path / "r2", TrainConfig(epochs=1, **{**FAST, "batch_size": 8}))
+        train(small, tmp_path / "r2", TrainConfig(epochs=1, **whole))
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,13 @@ def test_too_few_labels_and_too_small_dataset(
     [
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"batch_size": 0}, "batch size"),
-        ({"patch_size": (100, 128)}, "multiples of 16"),
+        ({"patch_size": (100, 128), "geometry": "whole-slice"}, "multiples of 16"),
+        ({"patch_size": (48, 64)}, "multiples of 32"),
+        ({"patch_size": (512, 512)}, "exceeds the cap 256x256"),
+        ({"max_patch": (100, 100)}, "--max-patch 100x100 must be two multiples of 32"),
+        ({"fold": 5, "folds": 5}, r"--fold 5 is outside 0..4"),
+        ({"folds": 1}, "--folds 1 must be"),
+        ({"geometry": "volume"}, "geometry"),
         ({"flip_axes": (2,)}, "flip axes"),
         ({"schedule": "step"}, "schedule"),
     ],

@@ -42,7 +42,9 @@ def test_train_attention_fusion_one_epoch_on_mni(mni_dataset: Path, tmp_path: Pa
     [
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--arch", "segformer"], "unknown architecture 'segformer'"),
-        (["--patch", "100"], "multiples of 16"),
+        (["--patch", "100"], "multiples of 32"),
+        (["--patch", "512"], "exceeds the cap 256x256"),
+        (["--fold", "3", "--folds", "2"], "--fold 3 is outside 0..1"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(
