@@ -3,7 +3,8 @@
 Supported annotations (as strings, ``from __future__ import annotations``): ``int``,
 ``float``, ``str``, ``bool``, ``dict[...]``, ``dict[str, float]`` / ``dict[str, float | None]``,
 ``tuple[X, ...]`` and dataclasses of the same module, each optionally ``| None``. Every field
-is required in the JSON, unknown keys are refused, and each error names the source (file)
+is required in the JSON, except fields added later whose default is ``None`` (results written
+before them still load), unknown keys are refused, and each error names the source (file)
 and the key path. NaN/Inf are written as ``null``; ``null`` in a ``float`` field reads as NaN.
 """
 
@@ -70,14 +71,17 @@ def dataclass_from_json(cls: type[_T], data: Any, source: str, where: str) -> _T
     if not isinstance(data, dict):
         raise _fail(source, where or "the top level", "an object", data)
     kinds = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
-    missing = [k for k in kinds if k not in data]
+    later = {f.name for f in fields(cls) if f.default is None}  # type: ignore[arg-type]
+    missing = [k for k in kinds if k not in data and k not in later]
     if missing:
         raise ConfigError(f"{source}: missing key {path(missing[0])}")
     unknown = sorted(set(data) - set(kinds))
     if unknown:
         raise ConfigError(f"{source}: unknown key {path(unknown[0])}; known: {', '.join(kinds)}")
     values = {
-        k: _value(data[k], kind, source, path(k), cls.__module__) for k, kind in kinds.items()
+        k: _value(data[k], kind, source, path(k), cls.__module__)
+        for k, kind in kinds.items()
+        if k in data
     }
     try:
         return cls(**values)

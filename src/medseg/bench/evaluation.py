@@ -14,7 +14,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +66,21 @@ def evaluation_cases(
             f"classes are {dict(manifest.classes)}; benchmark on a dataset with the same labels"
         )
     if split == "val":
-        ids = manifest.source.get("validation", {}).get("slice_ids")
+        validation = manifest.source.get("validation", {})
+        case_ids = validation.get("case_ids")
+        if case_ids:  # sliding-window bundles are validated on whole cases
+            missing = sorted(set(case_ids) - set(dataset.case_ids("train")))
+            if missing:
+                raise ConfigError(
+                    f"the bundle's validation cases {missing} are not in dataset "
+                    f"{dataset.root}; use --split test (imagesTs/labelsTs) or --split all"
+                )
+            whole = [
+                EvalCase(c, dataset.case(c).images, _label(dataset, c), None)
+                for c in sorted(case_ids)
+            ]
+            return whole, f"validation split recorded in the bundle: {len(whole)} whole case(s)"
+        ids = validation.get("slice_ids")
         if not ids:
             raise ConfigError(
                 "this bundle records no validation slice ids (exported by an older medseg); "
@@ -131,11 +145,13 @@ class VariantEvaluation:
         accuracy: the scores (drop and agreement filled when ``reference`` was given).
         labels: case id -> evaluated predicted labels ``(n_voxels,)`` uint8 (for agreement).
         volume_seconds: end-to-end seconds per case: read, segment, write the mask.
+        prepost_shares: per case, pre- plus post-processing time over backend time.
     """
 
     accuracy: AccuracyResult
     labels: dict[str, np.ndarray]
     volume_seconds: list[float]
+    prepost_shares: list[float] = field(default_factory=list)
 
 
 def _blocks(indices: Sequence[int]) -> list[list[int]]:
@@ -172,15 +188,19 @@ def evaluate_variant(
     hd95: dict[str, list[float]] = {n: [] for n in classes}
     labels: dict[str, np.ndarray] = {}
     seconds: list[float] = []
+    shares: list[float] = []
     worst: dict[str, Any] | None = None
     worst_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
         for case in cases:
             start = time.perf_counter()
             scan = load_scan(case.images)
-            result = segmenter.segment(scan.image, source=scan.source, affine=scan.affine)
+            result = segmenter.segment(
+                scan.image, source=scan.source, affine=scan.affine, spacing=scan.spacing
+            )
             save_nifti(Path(tmp) / "mask.nii.gz", result.labels, scan.affine, dtype=np.uint8)
             seconds.append(time.perf_counter() - start)
+            shares.append(result.timing.overhead_share)
             ref_image = load_nifti(case.label)
             ref = _label_map(ref_image.data, case.label)
             if ref.shape != result.labels.shape:
@@ -225,7 +245,7 @@ def evaluate_variant(
         save_prediction_png(*worst_arrays, overlay_path, manifest.classes, title=title)
         worst["png"] = overlay_path.name
     accuracy = _accuracy(counts, hd95, labels, reference, worst)
-    return VariantEvaluation(accuracy, labels, seconds)
+    return VariantEvaluation(accuracy, labels, seconds, shares)
 
 
 def _worst_slice(

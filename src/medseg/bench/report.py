@@ -47,6 +47,7 @@ COLUMNS = (
     "p95 ms",
     "slices/s",
     "volume s",
+    "pre/post %",
 )
 _TEXT_COLUMNS = 4  # the first four are text; the rest are right-aligned numbers
 #: key -> file name of everything :func:`write_report` writes.
@@ -86,6 +87,7 @@ def _cells(row: VariantResult) -> list[str]:
         _fmt(p95, ".2f"),
         _fmt(row.slices_per_s, ".1f"),
         _fmt(row.volume_s, ".2f"),
+        _fmt(row.prepost_pct, ".1f"),
     ]
 
 

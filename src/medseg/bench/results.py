@@ -111,6 +111,9 @@ class VariantResult(JsonMixin):
         slices_per_s: throughput (slices/s).
         volume_s: median end-to-end seconds per volume (pre/post-processing and I/O included).
         peak_host_mb: peak resident host memory (MB); gpu_mem_mb: peak GPU memory (MB).
+        prepost_pct: median per volume of the pre- plus post-processing time (normalising,
+            resampling, windowing, blending, argmax, connected components) as a percentage of
+            the backend time of that volume; ``None`` when not measured.
     """
 
     backend: str
@@ -127,6 +130,7 @@ class VariantResult(JsonMixin):
     threads: int | None = None
     peak_host_mb: float | None = None
     gpu_mem_mb: float | None = None
+    prepost_pct: float | None = None
 
     def __post_init__(self) -> None:
         for name, value, accepted in (

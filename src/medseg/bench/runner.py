@@ -57,6 +57,8 @@ class BenchOptions:
         threads: CPU threads of ONNX Runtime and torch (``None``: library defaults).
         max_cases: evaluate at most this many cases (``None``: all).
         device: torch reference device, ``"cpu"`` or ``"cuda"`` (``None``: CUDA if present).
+        tta: mirroring test-time augmentation (sliding-window bundles).
+        postprocess: apply the bundle's per-class post-processing.
     """
 
     backends: tuple[str, ...] = ("auto",)
@@ -70,6 +72,8 @@ class BenchOptions:
     max_cases: int | None = None
     device: str | None = None
     overlays: bool = True
+    tta: bool = False
+    postprocess: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -234,6 +238,12 @@ def run_bench(
                 f"--batch {b} is outside the bundle's batch range {manifest.input.batch} "
                 "(min:opt:max)"
             )
+    recipe = manifest.preprocessing
+    if options.tta and (recipe.size_policy != "window" or not recipe.mirror_axes):
+        raise ConfigError(
+            "--tta needs a sliding-window bundle whose recipe records mirror_axes; this one "
+            f"uses size_policy {recipe.size_policy!r}"
+        )
     data = NnUNetDataset.open(dataset)
     cases, described = evaluation_cases(data, manifest, options.split)
     cases = cases[: options.max_cases] if options.max_cases else cases
@@ -285,6 +295,8 @@ def run_bench(
             "batches": list(options.batches),
             "threads": options.threads,
             "accuracy_batch": accuracy_batch,
+            "tta": options.tta,
+            "postprocess": options.postprocess,
             **options.extra,
         },
         rows=tuple(rows),
@@ -323,7 +335,14 @@ def _run_variant(
     backend, why, size = _make_backend(backend_name, bundle, manifest, precision, options)
     if backend is None:
         return skipped("skipped", why), None
-    segmenter = Segmenter(backend, manifest, precision, batch_size=accuracy_batch)
+    segmenter = Segmenter(
+        backend,
+        manifest,
+        precision,
+        batch_size=accuracy_batch,
+        tta=options.tta,
+        postprocess=options.postprocess,
+    )
     name = f"{backend_name} {precision}"
     try:
         with segmenter, PeakRss() as memory:
@@ -351,6 +370,7 @@ def _run_variant(
     except EngineBuildError as exc:  # the engine failed on this device: a row, not a crash
         return skipped("error", str(exc)), None
     volume_s = float(np.median(evaluation.volume_seconds))
+    prepost = 100.0 * float(np.median(evaluation.prepost_shares))
     threads = getattr(backend, "threads", None)
     rows = [
         VariantResult(
@@ -365,6 +385,7 @@ def _run_variant(
             repeat_p50_ms=repeat_p50,
             slices_per_s=1e3 * batch / stats.p50_ms,
             volume_s=volume_s if batch == accuracy_batch else None,
+            prepost_pct=prepost if batch == accuracy_batch else None,
             threads=threads if isinstance(threads, int) else None,
             peak_host_mb=memory.peak_mb,
             gpu_mem_mb=gpu_bytes / 1e6 if isinstance(gpu_bytes, int) else None,

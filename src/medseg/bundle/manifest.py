@@ -7,6 +7,11 @@ it checks every key and type and says which key is wrong and what is accepted.
 A bundle directory holds ``medseg.json``, ``model.onnx`` (FP32), optionally
 ``model.fp16.onnx`` and ``model.int8.onnx`` (+ ``calibration.npz``), and, once built on the
 target, ``engines/<device-key>/<precision>.plan`` with a sidecar JSON.
+
+Schema version 2 (issue 12) adds the ``"window"`` recipe (a static network patch slid over
+slices resampled to a target spacing), the dataset ``plan`` the model was trained with (stored
+verbatim) and the per-class ``postprocess`` rules decided on validation. Version-1 manifests
+still load (they have neither, and their recipes default the new fields).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from medseg.atomic import atomic_file
 from medseg.data.orientation import reorient_plan
+from medseg.data.postprocess import Postprocess
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 
@@ -28,6 +34,7 @@ __all__ = [
     "ONNX_FILES",
     "PRECISIONS",
     "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
     "DimRange",
     "InputSpec",
     "Manifest",
@@ -35,9 +42,13 @@ __all__ = [
     "file_sha256",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this medseg reads (1: before plans, windows and post-processing).
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "medseg.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Recipe fields added with schema 2 (left out of a version-1 manifest when at their defaults).
+_RECIPE_V2_KEYS = ("patch_size", "target_spacing", "mirror_axes", "ct_zscore", "overlap")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
@@ -191,6 +202,11 @@ class Manifest:
     ``orientation`` is the voxel order the model was trained in, as axis codes (``"RAS"``:
     voxel axes point Right, Anterior, Superior); the runtime reorients inputs to it. ``None``
     (bundles exported before it was recorded): unknown, inputs are used as they are.
+
+    ``plan`` is the dataset plan (fingerprint summary, ``plans.json`` content) the model was
+    trained with, verbatim; ``postprocess`` the per-class rules decided on validation at
+    export (``None``: none). A ``"window"`` recipe requires a static input height x width
+    equal to its ``patch_size`` (only the batch axis varies).
     """
 
     model: dict[str, Any]
@@ -205,6 +221,20 @@ class Manifest:
     created: str
     schema_version: int = SCHEMA_VERSION
     orientation: str | None = None
+    plan: dict[str, Any] | None = None
+    postprocess: Postprocess | None = None
+
+    def __post_init__(self) -> None:
+        recipe = self.preprocessing
+        if recipe.size_policy == "window":
+            assert recipe.patch_size is not None  # guaranteed by Recipe
+            ph, pw = recipe.patch_size
+            h, w = self.input.height, self.input.width
+            if not (h.is_static and w.is_static and (h.min, w.min) == (ph, pw)):
+                raise ConfigError(
+                    f"{MANIFEST_NAME}: a 'window' recipe with patch_size {ph}x{pw} needs a static "
+                    f"input of that size, got height {h} and width {w}"
+                )
 
     @property
     def num_classes(self) -> int:
@@ -214,6 +244,15 @@ class Manifest:
         """JSON-ready dict, the exact content of ``medseg.json``."""
         data = asdict(self)
         data["preprocessing"] = self.preprocessing.to_dict()
+        data["postprocess"] = None if self.postprocess is None else self.postprocess.to_dict()
+        if self.schema_version < 2:  # written back as it was read
+            for key in ("plan", "postprocess"):
+                if data[key] is None:
+                    data.pop(key)
+            defaults = Recipe().to_dict()
+            for key in _RECIPE_V2_KEYS:
+                if data["preprocessing"][key] == defaults[key]:
+                    data["preprocessing"].pop(key)
         head = {"schema_version": data.pop("schema_version")}
         orientation = data.pop("orientation")
         ordered: dict[str, Any] = {}
@@ -229,10 +268,11 @@ class Manifest:
         if not isinstance(data, dict):
             raise ConfigError(f"{MANIFEST_NAME} must hold a JSON object")
         version = _require(data, "schema_version", int, "")
-        if version != SCHEMA_VERSION:
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
             raise ConfigError(
-                f"{MANIFEST_NAME} has schema_version {version}; this medseg reads version "
-                f"{SCHEMA_VERSION}: re-export the bundle with this version"
+                f"{MANIFEST_NAME} has schema_version {version}; this medseg reads versions "
+                f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}: re-export the bundle with "
+                "this version"
             )
         classes = _require(data, "classes", dict, "")
         if not classes or not all(isinstance(v, int) for v in classes.values()):
@@ -256,6 +296,13 @@ class Manifest:
                     f"{MANIFEST_NAME}: orientation {orientation!r} must be null or axis codes: "
                     "3 letters with one of R/L, A/P and S/I each, e.g. 'RAS'"
                 ) from None
+        plan = data.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            raise ConfigError(f"{MANIFEST_NAME}: plan must be an object or null")
+        post = data.get("postprocess")
+        postprocess = (
+            None if post is None else Postprocess.from_dict(post, list(classes), "postprocess")
+        )
         return cls(
             schema_version=version,
             model=_require(data, "model", dict, ""),
@@ -269,6 +316,8 @@ class Manifest:
             tool_versions=_require(data, "tool_versions", dict, ""),
             created=_require(data, "created", str, ""),
             orientation=orientation,
+            plan=plan,
+            postprocess=postprocess,
         )
 
     @classmethod

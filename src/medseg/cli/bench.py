@@ -79,6 +79,12 @@ def bench(
     report: Path | None = typer.Option(
         None, "--report", help="Folder for results.json, report.md, junit.xml, PNGs."
     ),
+    tta: bool = typer.Option(
+        False, "--tta", help="Mirroring test-time augmentation (sliding-window bundles)."
+    ),
+    no_postprocess: bool = typer.Option(
+        False, "--no-postprocess", help="Skip the bundle's per-class post-processing."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Accuracy-versus-latency table of a bundle on a dataset, with CI gates.
@@ -116,6 +122,8 @@ def bench(
             threads=threads,
             max_cases=max_cases,
             overlays=report is not None,
+            tta=tta,
+            postprocess=not no_postprocess,
         )
         spec = GateSpec.from_toml(gate) if gate is not None else GateSpec()
         spec = spec.merge(

@@ -41,6 +41,12 @@ def infer(
     ),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime CPU threads."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay a CUDA graph."),
+    tta: bool = typer.Option(
+        False, "--tta", help="Mirroring test-time augmentation (sliding-window bundles)."
+    ),
+    no_postprocess: bool = typer.Option(
+        False, "--no-postprocess", help="Skip the bundle's per-class post-processing."
+    ),
     reference: Path | None = typer.Option(
         None, "--reference", help="Reference label map (NIfTI): print Dice per class."
     ),
@@ -73,10 +79,16 @@ def infer(
             providers=provider_list,
             threads=threads,
             cuda_graph=cuda_graph,
+            tta=tta,
+            postprocess=not no_postprocess,
         ) as segmenter:
+            recipe = segmenter.manifest.preprocessing
+            windowed = recipe.size_policy == "window"
+            what = "windows" if windowed else "slices"
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
-                f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size}",
+                f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size} "
+                f"{what}" + (" (mirroring TTA)" if tta else ""),
                 highlight=False,
             )
             with Progress(
@@ -95,8 +107,14 @@ def infer(
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     source=scan.source,
                     affine=scan.affine,
+                    spacing=scan.spacing,
                 )
             manifest = segmenter.manifest
+            post = manifest.postprocess
+            if post is not None and post.active:
+                state = "skipped (--no-postprocess)" if no_postprocess else "applied"
+                rules = ", ".join(n for n, r in post.classes.items() if r.active)
+                console.print(f"post-processing of {rules}: {state}", highlight=False)
         if result.reoriented_from is not None:
             console.print(
                 f"reoriented {result.reoriented_from} -> {manifest.orientation} for the network",
@@ -116,7 +134,8 @@ def infer(
             f"{result.num_slices} slices in {timing.total_s:.2f} s "
             f"(network {timing.inference_s:.2f} s, "
             f"{1e3 * timing.inference_s / max(result.num_slices, 1):.1f} ms/slice; "
-            f"pre {timing.preprocess_s:.2f} s, post {timing.postprocess_s:.2f} s)",
+            f"pre {timing.preprocess_s:.2f} s, post {timing.postprocess_s:.2f} s = "
+            f"{100 * timing.overhead_share:.0f} % of network time)",
             highlight=False,
         )
         for path in written:

@@ -197,6 +197,10 @@ def export_bundle(
         raise ConfigError(
             f"no dataset at {data_path} for the parity and accuracy checks; pass --data DATASET"
         )
+    if Recipe.from_dict(meta["recipe"]).size_policy == "window":  # a planned run (issue 12)
+        from medseg.export.windowed import export_windowed
+
+        return export_windowed(loaded, ckpt_path, out, options, data_path, log, started)
     data = _load_data(data_path, meta, train_config)
     if data.fingerprint != meta["dataset"]["fingerprint"]:
         log(

@@ -7,6 +7,12 @@ recipe's axis, pad or resize them to network size, run them in batches within th
 model's batch range, take the argmax, undo the padding/resizing, and stack the slices
 back. Everything around the backend is numpy; the labels do not depend on the batch size.
 
+Bundles with a ``"window"`` recipe (schema 2) take the sliding-window path of
+:mod:`medseg.runtime.volume` instead: resample in-plane to the recipe's spacing, windows of
+the static patch batched up to the engine's maximum, probabilities resampled back to the
+scan's grid, argmax; then the manifest's per-class post-processing (``postprocess=False``
+switches it off).
+
 Given the volume's affine and a manifest that records the training orientation (e.g. RAS),
 a volume in another voxel order (a standard axial DICOM series is LPS) is transposed and
 flipped to the training order for the network, and the outputs are turned back, so they stay
@@ -24,10 +30,13 @@ from types import TracebackType
 import numpy as np
 
 from medseg.bundle.manifest import Manifest
-from medseg.data.orientation import axis_codes, from_orientation, to_orientation
+from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
+from medseg.data.postprocess import apply_postprocess
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
 from medseg.errors import ConfigError, DatasetError
 from medseg.runtime.backends import BACKENDS, Backend, create_backend
+from medseg.runtime.sliding_window import pad_to_patch
+from medseg.runtime.volume import segment_windowed
 
 __all__ = ["SegmentTiming", "Segmentation", "Segmenter", "softmax"]
 
@@ -39,10 +48,13 @@ class SegmentTiming:
     """Where one volume's time went, in seconds.
 
     Attributes:
-        preprocess_s: normalisation, slicing, padding/resizing.
+        preprocess_s: normalisation, slicing, padding/resizing (window recipes: also the
+            in-plane resampling to the target spacing and back, and the argmax).
         inference_s: the backend calls (host<->device copies included).
         compute_s: the network itself (CUDA events on a GPU; equals inference on CPU).
-        postprocess_s: argmax/softmax, undoing the padding, stacking the volume.
+        postprocess_s: argmax/softmax, undoing the padding, stacking the volume (window
+            recipes: gathering and Gaussian blending of windows, and the connected-component
+            post-processing).
         batches: number of backend calls.
     """
 
@@ -55,6 +67,11 @@ class SegmentTiming:
     @property
     def total_s(self) -> float:
         return self.preprocess_s + self.inference_s + self.postprocess_s
+
+    @property
+    def overhead_share(self) -> float:
+        """Pre- plus post-processing time as a share of the backend time (0.15 = 15 %)."""
+        return (self.preprocess_s + self.postprocess_s) / max(self.inference_s, 1e-12)
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,11 @@ class Segmenter:
         backend: a (not necessarily loaded) :class:`~medseg.runtime.backends.Backend`.
         manifest: the bundle's manifest (recipe, classes, input ranges).
         precision: which of the bundle's precisions the backend runs (for reports).
-        batch_size: slices per backend call; ``None``: the manifest's optimal batch size.
+        batch_size: slices (window recipes: windows) per backend call; ``None``: the
+            manifest's optimal batch size (window recipes: the profile's maximum).
+        tta: window recipes: mirroring test-time augmentation along the recipe's
+            ``mirror_axes``.
+        postprocess: apply the manifest's per-class post-processing (when it has any).
     """
 
     def __init__(
@@ -101,9 +122,20 @@ class Segmenter:
         manifest: Manifest,
         precision: str = "fp32",
         batch_size: int | None = None,
+        tta: bool = False,
+        postprocess: bool = True,
     ) -> None:
         batch = manifest.input.batch
-        size = batch.opt if batch_size is None else batch_size
+        windowed = manifest.preprocessing.size_policy == "window"
+        if tta and not windowed:
+            raise ConfigError(
+                "--tta needs a bundle with a sliding-window recipe (size_policy 'window'); "
+                f"this one uses {manifest.preprocessing.size_policy!r}"
+            )
+        if tta and not manifest.preprocessing.mirror_axes:
+            raise ConfigError("--tta: this bundle's recipe records no mirror_axes to flip")
+        default = batch.max if windowed else batch.opt
+        size = default if batch_size is None else batch_size
         if not batch.contains(size):
             raise ConfigError(
                 f"batch size {size} is outside the model's batch range {batch} (min:opt:max)"
@@ -114,6 +146,8 @@ class Segmenter:
         self.manifest = manifest
         self.precision = precision
         self.batch_size = size
+        self.tta = tta
+        self.postprocess = postprocess
 
     @classmethod
     def from_bundle(
@@ -126,6 +160,8 @@ class Segmenter:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         cuda_graph: bool = False,
+        tta: bool = False,
+        postprocess: bool = True,
     ) -> Segmenter:
         """Open a bundle with a backend.
 
@@ -139,6 +175,8 @@ class Segmenter:
             providers: ONNX Runtime providers (``"cuda"``, ``"cpu"``, ``"tensorrt"``).
             threads: ONNX Runtime intra-op threads.
             cuda_graph: TensorRT: replay a captured CUDA graph for full batches.
+            tta: mirroring test-time augmentation (window recipes).
+            postprocess: apply the manifest's post-processing rules.
 
         Raises:
             ConfigError / EngineBuildError: no such precision, a file whose sha256 does not
@@ -161,7 +199,7 @@ class Segmenter:
             threads=threads,
             cuda_graph=cuda_graph,
         )
-        return cls(runner, manifest, precision, batch_size)
+        return cls(runner, manifest, precision, batch_size, tta=tta, postprocess=postprocess)
 
     # -- the pipeline -----------------------------------------------------------------------
     def check_volume(self, image: np.ndarray, source: str = "input") -> np.ndarray:
@@ -201,7 +239,11 @@ class Segmenter:
         return image
 
     def preprocess(self, image: np.ndarray, source: str = "input") -> tuple[np.ndarray, Geometry]:
-        """``(C, X, Y, Z)`` volume -> network-size slices ``(N, C, H, W)`` and their geometry."""
+        """``(C, X, Y, Z)`` volume -> network-size slices ``(N, C, H, W)`` and their geometry.
+
+        For a window recipe: the centre window of every normalised slice (zero-padded when the
+        slice is smaller), at the scan's own spacing: real network inputs for timing.
+        """
         return self._slices(self.check_volume(image, source), source)
 
     def _slices(self, image: np.ndarray, source: str) -> tuple[np.ndarray, Geometry]:
@@ -211,6 +253,13 @@ class Segmenter:
         axis = recipe.slice_axis
         stack = np.moveaxis(volume, axis + 1, 0)  # (N, C, H, W)
         n, c, h, w = stack.shape
+        if recipe.size_policy == "window":
+            assert recipe.patch_size is not None  # guaranteed by Recipe
+            ph, pw = recipe.patch_size
+            padded, _ = pad_to_patch(stack, (ph, pw))
+            top, left = (padded.shape[2] - ph) // 2, (padded.shape[3] - pw) // 2
+            windows = padded[:, :, top : top + ph, left : left + pw]
+            return np.ascontiguousarray(windows), Geometry((h, w), (ph, pw), (0, 0), "window")
         flat, _, geometry = bring_to_size(stack.reshape(n * c, h, w), recipe)
         slices = np.ascontiguousarray(flat.reshape(n, c, *geometry.padded), dtype=np.float32)
         spec = self.manifest.input
@@ -278,19 +327,25 @@ class Segmenter:
         progress: ProgressCallback | None = None,
         source: str = "input",
         affine: np.ndarray | None = None,
+        spacing: Sequence[float] | None = None,
     ) -> Segmentation:
         """Segment one volume.
 
         Args:
             image: ``(C, X, Y, Z)`` (or ``(X, Y, Z)`` for one channel) raw intensities.
-            probabilities: also return ``(K, X, Y, Z)`` softmax probabilities.
-            progress: called with ``(slices done, total slices)`` after every batch.
+            probabilities: also return ``(K, X, Y, Z)`` softmax probabilities (before any
+                post-processing, which changes the labels only).
+            progress: called with ``(slices done, total slices)`` after every batch (window
+                recipes: every block of slices).
             source: name of the input for error messages (the file or folder).
             affine: ``(4, 4)`` voxel-to-world matrix of ``image`` (RAS+ mm). When given and
                 the manifest records an orientation, an image in another voxel order is
                 transposed/flipped to it for the network and the outputs back (exact, no
                 interpolation). ``None``: the image is taken as it is, in the training
                 data's voxel order.
+            spacing: voxel sizes of ``image`` in mm along its own axes; ``None``: the column
+                norms of ``affine``. Window recipes with a target spacing need one of them;
+                post-processing uses it for island volumes (1 mm voxels without).
 
         Returns:
             Labels (and probabilities) on the input's grid; ``reoriented_from`` says whether
@@ -298,15 +353,62 @@ class Segmenter:
 
         Raises:
             DatasetError: a bad volume (see :meth:`check_volume` and :meth:`preprocess`).
-            ConfigError: a degenerate ``affine``.
+            ConfigError: a degenerate ``affine``; a window recipe without spacing.
         """
         self.backend.load()
         t0 = time.perf_counter()
         volume = self.check_volume(image, source)
         change = self.reorientation(affine)
+        if spacing is None and affine is not None:
+            spacing = tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
         if change is not None:
             # contiguous: same memory layout, hence same float sums, as a training-order input
             volume = np.ascontiguousarray(to_orientation(volume, *change, leading=1))
+        net_spacing = None
+        if spacing is not None:
+            if len(spacing) != 3:
+                raise ConfigError(f"{source}: spacing {tuple(spacing)} must be 3 values (mm)")
+            perm = reorient_plan(*change)[0] if change is not None else (0, 1, 2)
+            net_spacing = tuple(float(spacing[p]) for p in perm)
+        if self.manifest.preprocessing.size_policy == "window":
+            labels, probs, num, timing = self._segment_windowed(
+                volume, net_spacing, probabilities, progress, t0
+            )
+        else:
+            labels, probs, num, timing = self._segment_slices(
+                volume, probabilities, progress, source, t0
+            )
+        if change is not None:
+            labels = from_orientation(labels, *change)
+            if probs is not None:
+                probs = from_orientation(probs, *change, leading=1)
+        labels = np.ascontiguousarray(labels)
+        if probs is not None:
+            probs = np.ascontiguousarray(probs, dtype=np.float32)
+        post = self.manifest.postprocess
+        if self.postprocess and post is not None and post.active:
+            t = time.perf_counter()
+            labels = apply_postprocess(labels, post, self.manifest.classes, spacing)
+            extra = time.perf_counter() - t
+            timing = SegmentTiming(
+                timing.preprocess_s,
+                timing.inference_s,
+                timing.compute_s,
+                timing.postprocess_s + extra,
+                timing.batches,
+            )
+        reoriented_from = change[0] if change is not None else None
+        return Segmentation(labels, probs, num, timing, reoriented_from)
+
+    def _segment_slices(
+        self,
+        volume: np.ndarray,
+        probabilities: bool,
+        progress: ProgressCallback | None,
+        source: str,
+        t0: float,
+    ) -> tuple[np.ndarray, np.ndarray | None, int, SegmentTiming]:
+        """The pad/resize path: every slice whole through the network, in batches."""
         slices, geometry = self._slices(volume, source)
         t1 = time.perf_counter()
         logits, inference_s, compute_s, calls = self.predict_logits(slices, progress)
@@ -314,20 +416,61 @@ class Segmenter:
         axis = self.manifest.preprocessing.slice_axis
         labels = restore_size(logits.argmax(axis=1).astype(np.uint8), geometry, is_label=True)
         labels = np.moveaxis(labels, 0, axis)
-        if change is not None:
-            labels = from_orientation(labels, *change)
-        labels = np.ascontiguousarray(labels)
         probs = None
         if probabilities:
             restored = restore_size(softmax(logits), geometry)  # (N, K, h, w)
             probs = np.moveaxis(restored, 0, axis + 1)
-            if change is not None:
-                probs = from_orientation(probs, *change, leading=1)
-            probs = np.ascontiguousarray(probs, dtype=np.float32)
-        postprocess_s = time.perf_counter() - t2
-        timing = SegmentTiming(t1 - t0, inference_s, compute_s, postprocess_s, calls)
-        reoriented_from = change[0] if change is not None else None
-        return Segmentation(labels, probs, len(slices), timing, reoriented_from)
+        timing = SegmentTiming(t1 - t0, inference_s, compute_s, time.perf_counter() - t2, calls)
+        return labels, probs, len(slices), timing
+
+    def _segment_windowed(
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, ...] | None,
+        probabilities: bool,
+        progress: ProgressCallback | None,
+        t0: float,
+    ) -> tuple[np.ndarray, np.ndarray | None, int, SegmentTiming]:
+        """The window path (:func:`~medseg.runtime.volume.segment_windowed`)."""
+        minimum = self.manifest.input.batch.min
+        stats = {"inference": 0.0, "compute": 0.0, "calls": 0}
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            real = len(batch)
+            if real < minimum:  # a static-batch engine: pad with empty windows
+                pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, pad])
+            logits = self.backend.infer(np.ascontiguousarray(batch))[:real]
+            timing = self.backend.last_timing
+            assert timing is not None  # set by every infer() call
+            stats["inference"] += timing.total_ms / 1e3
+            stats["compute"] += timing.compute_ms / 1e3
+            stats["calls"] += 1
+            return logits
+
+        start = time.perf_counter()
+        result = segment_windowed(
+            volume,
+            spacing,
+            self.manifest.preprocessing,
+            predict,
+            self.batch_size,
+            self.manifest.num_classes,
+            tta=self.tta,
+            probabilities=probabilities,
+            progress=progress,
+        )
+        wall = time.perf_counter() - start
+        # time inside predict() beyond the backend's own calls counts as windowing overhead
+        outside = max(wall - result.resample_s - stats["inference"], 0.0)
+        timing = SegmentTiming(
+            (start - t0) + result.resample_s,
+            stats["inference"],
+            stats["compute"],
+            outside,
+            int(stats["calls"]),
+        )
+        return result.labels, result.probabilities, result.num_slices, timing
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,0 +1,395 @@
+"""Export of a planned run (``"window"`` recipe): static patch input, whole-case validation.
+
+The ONNX input is static ``patch_size`` H x W (one TensorRT profile, the fastest
+configuration); only the batch axis varies. Every precision is scored on the run's
+validation cases through the runtime's own sliding-window path
+(:func:`medseg.runtime.volume.segment_windowed`, ONNX Runtime CPU): each case reoriented to
+the training orientation by exact flips, resampled to the target spacing, windowed, its
+probabilities resampled back to the case's own grid and compared there with the case's label
+file, so resampling errors count. The per-class post-processing is decided on the FP32
+predictions (:mod:`medseg.export.postprocess`); the precisions' recorded Dice are the raw
+network's (post-processing off), so they compare precisions, not rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.atomic import atomic_dir
+from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.nnunet import NnUNetDataset
+from medseg.data.plan_fingerprint import to_training_orientation
+from medseg.data.preprocessing import Recipe, normalize_volume
+from medseg.data.resample import resample_inplane
+from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.export.accuracy import Accuracy
+from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
+from medseg.export.ort import compare_logits, run_onnx
+from medseg.export.postprocess import ValidationCase, decide_postprocess
+from medseg.runtime.sliding_window import pad_to_patch
+from medseg.runtime.volume import segment_windowed
+
+__all__ = ["export_windowed", "window_input_spec"]
+
+Log = Callable[[str], None]
+
+
+def window_input_spec(options: Any, channels: int, recipe: Recipe, name: str) -> InputSpec:
+    """Static ``patch_size`` H x W, the options' batch range; conflicting sizes refused."""
+    assert recipe.patch_size is not None  # a window recipe
+    ph, pw = recipe.patch_size
+    if options.dynamic_hw:
+        raise ConfigError(
+            "--dynamic-hw does not apply to a sliding-window run: its network input is the "
+            f"static patch {ph}x{pw} (slices of any size are covered by windows)"
+        )
+    if options.height is not None and (options.height, options.width) != (ph, pw):
+        raise ConfigError(
+            f"--height/--width {options.height}x{options.width} differ from the run's patch "
+            f"{ph}x{pw}; a sliding-window bundle's input is its training patch"
+        )
+    static = (DimRange(ph, ph, ph), DimRange(pw, pw, pw))
+    return InputSpec(name, channels, DimRange(*options.batch), *static)
+
+
+@dataclass(frozen=True)
+class _Case:
+    """A validation case in the training orientation: image, labels, spacing, evaluated mask."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float]
+    mask: np.ndarray | None
+
+
+def _validation_cases(
+    dataset: NnUNetDataset, split: dict[str, Any] | None, recipe: Recipe
+) -> tuple[list[_Case], dict[str, Any]]:
+    """The run's validation cases (contract E ``split``) and the manifest's validation record."""
+    if not isinstance(split, dict) or not split.get("val"):
+        raise ConfigError(
+            "the checkpoint records no validation split (key 'split'); re-train it with this "
+            "medseg to export a sliding-window bundle"
+        )
+    ids = [str(c) for c in split["val"]]
+    missing = sorted(set(ids) - set(dataset.case_ids("train")))
+    if missing:
+        raise DatasetError(
+            f"the run's validation cases {missing} are not in dataset {dataset.root}; pass "
+            "--data with the dataset the run was trained on"
+        )
+    slices: dict[str, list[int]] = {}
+    if split.get("kind") == "slice-level":
+        axis = "xyz"[recipe.slice_axis]
+        for text in split.get("val_slices", []):
+            case_id, _, where = str(text).rpartition(":")
+            if not where.startswith(f"{axis}="):
+                raise ConfigError(f"validation slice id {text!r} is not along axis {axis}")
+            slices.setdefault(case_id, []).append(int(where[2:]))
+    cases = []
+    for case_id in ids:
+        volume, _ = to_training_orientation(dataset.load_case(case_id))
+        if volume.label is None:
+            raise DatasetError(f"validation case {case_id} of {dataset.root} has no label map")
+        mask = None
+        if case_id in slices:
+            mask = np.zeros(volume.shape, dtype=bool)
+            index = [slice(None)] * 3
+            index[recipe.slice_axis] = sorted(slices[case_id])  # type: ignore[call-overload]
+            mask[tuple(index)] = True
+        cases.append(_Case(case_id, volume.image, volume.label, volume.spacing, mask))
+    record: dict[str, Any] = {"dataset": str(dataset.root), "split": split.get("description")}
+    if slices:
+        record.update(slices=sum(map(len, slices.values())), slice_ids=split["val_slices"])
+    else:
+        record.update(cases=len(ids), case_ids=ids)
+    return cases, record
+
+
+def _sample_windows(cases: Sequence[_Case], recipe: Recipe, count: int = 16) -> np.ndarray:
+    """``(N, C, h, w)`` real network inputs: centre windows of slices spread over the cases."""
+    assert recipe.patch_size is not None
+    ph, pw = recipe.patch_size
+    axis = recipe.slice_axis
+    per_case = max(1, -(-count // len(cases)))
+    windows = []
+    for case in cases:
+        n = case.image.shape[axis + 1]
+        picks = np.unique(np.linspace(0, n - 1, min(per_case, n)).astype(int))
+        block = np.take(case.image, picks, axis=axis + 1)
+        block = normalize_volume(block, recipe)
+        if recipe.target_spacing is not None:
+            block = resample_inplane(block, case.spacing, recipe.target_spacing, axis)
+        stack, _ = pad_to_patch(np.moveaxis(block, axis + 1, 0), (ph, pw))
+        top, left = (stack.shape[2] - ph) // 2, (stack.shape[3] - pw) // 2
+        windows.append(stack[:, :, top : top + ph, left : left + pw])
+    return np.ascontiguousarray(np.concatenate(windows)[:count], dtype=np.float32)
+
+
+def _score(
+    path: Path,
+    cases: Sequence[_Case],
+    recipe: Recipe,
+    classes: dict[str, int],
+    max_batch: int,
+    reference: Accuracy | None = None,
+) -> tuple[Accuracy, list[np.ndarray]]:
+    """Sliding-window labels of every case with ONNX Runtime, Dice pooled over the cases."""
+    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
+    session: Any = SessionFromOnnx(path, providers=["cpu"])()
+    name = session.get_inputs()[0].name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([OUTPUT_NAME], {name: batch})[0], dtype=np.float32)
+
+    counts = {n: [0, 0] for n in classes}  # 2 * tp, |pred| + |ref|
+    labels_out, flat = [], []
+    for case in cases:
+        labels = segment_windowed(
+            case.image, case.spacing, recipe, predict, max_batch, len(classes) + 1
+        ).labels
+        labels_out.append(labels)
+        pred, ref = (
+            (labels, case.label)
+            if case.mask is None
+            else (
+                labels[case.mask],
+                case.label[case.mask],
+            )
+        )
+        flat.append(pred.ravel())
+        for n, v in classes.items():
+            p, r = pred == v, ref == v
+            counts[n][0] += 2 * int(np.count_nonzero(p & r))
+            counts[n][1] += int(np.count_nonzero(p)) + int(np.count_nonzero(r))
+    dice = {n: (c[0] / c[1] if c[1] else float("nan")) for n, c in counts.items()}
+    mean = float(np.nanmean(list(dice.values())))
+    predictions = np.concatenate(flat).astype(np.uint8)
+    if reference is None:
+        return Accuracy(dice, mean, 0.0, 1.0, predictions), labels_out
+    agreement = float(np.mean(predictions == reference.predictions))
+    drop = 100.0 * (reference.dice_mean - mean)
+    return Accuracy(dice, mean, drop, agreement, predictions), labels_out
+
+
+def export_windowed(
+    loaded: Any,
+    ckpt_path: Path,
+    out: Path,
+    options: Any,
+    data_path: Path,
+    log: Log,
+    started: float,
+) -> Manifest:
+    """The body of :func:`~medseg.export.pipeline.export_bundle` for a window recipe."""
+    from medseg.export.pipeline import (
+        CALIBRATION_NAME,
+        INPUT_NAME,
+        PARITY_MAX_ABS_DIFF,
+        PARITY_MIN_ARGMAX,
+        _entry,
+        _step,
+        _tool_versions,
+    )
+
+    meta = loaded.meta
+    recipe = Recipe.from_dict(meta["recipe"])
+    spec = window_input_spec(options, meta["in_channels"], recipe, INPUT_NAME)
+    dataset = NnUNetDataset.open(data_path)
+    if dict(dataset.spec.labels) != dict(meta["classes"]):
+        raise DatasetError(
+            f"{data_path} has labels {dict(dataset.spec.labels)} but the model was trained on "
+            f"{meta['classes']}"
+        )
+    if dataset.spec.num_channels != meta["in_channels"]:
+        raise DatasetError(
+            f"{data_path} has {dataset.spec.num_channels} channel(s) but the model takes "
+            f"{meta['in_channels']}"
+        )
+    classes = {k: v for k, v in dataset.spec.labels.items() if v > 0}
+    split = meta.get("split")
+    cases, validation = _validation_cases(dataset, split, recipe)
+    max_batch = spec.batch.max
+    metadata = {
+        "medseg.input": {"name": spec.name, "layout": "NCHW", "channels": spec.channels},
+        "medseg.output": {"name": OUTPUT_NAME, "classes": meta["classes"]},
+        "medseg.model": loaded.record["arch"],
+        "medseg.recipe": meta["recipe"],
+    }
+    precisions: dict[str, PrecisionEntry] = {}
+    calibration_info: dict[str, Any] | None = None
+    with atomic_dir(out) as tmp:
+        t = time.perf_counter()
+        fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
+        import torch
+
+        sample = _sample_windows(cases, recipe)
+        with torch.no_grad():
+            reference = loaded.model(torch.from_numpy(sample)).numpy()
+        fp32_sample = run_onnx(fp32, sample)
+        parity = compare_logits(reference, fp32_sample)
+        if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.argmax_agreement < PARITY_MIN_ARGMAX:
+            raise ExportError(
+                f"ONNX Runtime disagrees with PyTorch on {len(sample)} real windows: max |logit "
+                f"diff| {parity.max_abs_diff:.2e} (limit {PARITY_MAX_ABS_DIFF:g}), argmax "
+                f"agreement {parity.argmax_agreement:.4%} (limit {PARITY_MIN_ARGMAX:.1%})"
+            )
+        fp32_acc, fp32_labels = _score(fp32, cases, recipe, classes, max_batch)
+        precisions["fp32"] = _entry(fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"})
+        where = f"{len(cases)} validation case(s) on their own grids, sliding window"
+        log(
+            _step(
+                "ONNX FP32",
+                fp32,
+                t,
+                f"input {spec.height}x{spec.width} static, batch {spec.batch}; parity max|Δ| "
+                f"{parity.max_abs_diff:.1e}; val Dice {fp32_acc.dice_mean:.4f} ({where})",
+            )
+        )
+
+        def evaluate(path: Path) -> Accuracy:
+            return _score(path, cases, recipe, classes, max_batch, fp32_acc)[0]
+
+        t = time.perf_counter()
+        log("post-processing decided on the FP32 validation predictions:")
+        post = decide_postprocess(
+            [
+                ValidationCase(c.case_id, lab, c.label, c.spacing, c.mask)
+                for c, lab in zip(cases, fp32_labels, strict=True)
+            ],
+            classes,
+            log,
+        )
+        log(f"[green]✓[/] post-processing rules ({time.perf_counter() - t:.1f} s)")
+        if options.fp16:
+            from medseg.calibration import convert_fp16
+
+            t = time.perf_counter()
+            path16 = tmp / ONNX_FILES["fp16"]
+            result = convert_fp16(fp32, path16, reference_inputs=sample[:8])
+            acc = evaluate(path16)
+            p16 = compare_logits(fp32_sample, run_onnx(path16, sample))
+            precisions["fp16"] = _entry(path16, p16.to_dict(), acc, result.to_manifest())
+            log(
+                _step(
+                    "ONNX FP16",
+                    path16,
+                    t,
+                    f"val Dice {acc.dice_mean:.4f} (drop {acc.dice_drop_pts:+.3f} pts)",
+                )
+            )
+        if options.int8:
+            calibration_info = _int8(
+                options,
+                meta,
+                recipe,
+                classes,
+                fp32,
+                fp32_sample,
+                sample,
+                tmp,
+                evaluate,
+                precisions,
+                log,
+                CALIBRATION_NAME,
+            )
+        manifest = Manifest(
+            model={**loaded.record, "name": f"{dataset.spec.name}-{loaded.record['arch']}"},
+            classes=dict(meta["classes"]),
+            input=spec,
+            output_name=OUTPUT_NAME,
+            preprocessing=recipe,
+            precisions=precisions,
+            calibration=calibration_info,
+            source={
+                "checkpoint": str(ckpt_path),
+                "checkpoint_sha256": file_sha256(ckpt_path),
+                "dataset": meta["dataset"],
+                "validation": validation,
+            },
+            tool_versions=_tool_versions(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            orientation=meta.get("orientation") or "RAS",
+            plan=meta.get("plan"),
+            postprocess=post,
+        )
+        manifest.save(tmp)
+    log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
+    return manifest
+
+
+def _int8(
+    options: Any,
+    meta: dict[str, Any],
+    recipe: Recipe,
+    classes: dict[str, int],
+    fp32: Path,
+    fp32_sample: np.ndarray,
+    sample: np.ndarray,
+    tmp: Path,
+    evaluate: Callable[[Path], Accuracy],
+    precisions: dict[str, PrecisionEntry],
+    log: Log,
+    calibration_name: str,
+) -> dict[str, Any]:
+    """INT8: calibration patches from the training cases of the split, Q/DQ, guard, score."""
+    from medseg.calibration.slices import select_calibration_patches
+    from medseg.data.plan_cases import load_prepared_cases
+    from medseg.export.guard import guard_int8
+    from medseg.export.pipeline import _entry, _step
+
+    assert recipe.patch_size is not None
+    t = time.perf_counter()
+    calib_root = NnUNetDataset.open(options.calib_data)
+    split = meta.get("split") or {}
+    train_ids = [c for c in split.get("train", []) if c in set(calib_root.case_ids("train"))]
+    if not train_ids:  # another dataset than the run's: its training cases
+        train_ids = list(calib_root.case_ids("train"))
+    prepared = load_prepared_cases(calib_root, train_ids, recipe)
+    with warnings.catch_warnings(record=True) as caught:  # shown as log lines
+        warnings.simplefilter("always")
+        calib = select_calibration_patches(
+            prepared, classes, recipe.patch_size, options.calib_slices, seed=0
+        )
+    for warning in caught:
+        log(f"[yellow]![/] {warning.message}")
+    calib.save_npz(tmp / calibration_name)
+    info = {
+        "dataset": str(options.calib_data),
+        "file": calibration_name,
+        **calib.to_manifest(),
+    }
+    log(_step("calibration patches", tmp / calibration_name, t, f"{len(calib.refs)} patches"))
+    t = time.perf_counter()
+    budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
+    path8 = tmp / ONNX_FILES["int8"]
+    outcome = guard_int8(fp32, path8, calib.images, options.calib_method, budget, evaluate, log)
+    parity = compare_logits(fp32_sample, run_onnx(path8, sample))
+    details = {
+        "calibration_method": options.calib_method,
+        "quantized_nodes": list(outcome.result.quantized_nodes),
+        "kept_in_higher_precision": list(outcome.result.excluded_nodes),
+        "max_dice_drop_pts": options.max_dice_drop,
+        "guard_attempts": [a.to_dict() for a in outcome.attempts],
+    }
+    precisions["int8"] = _entry(path8, parity.to_dict(), outcome.accuracy, details)
+    log(
+        _step(
+            "ONNX INT8",
+            path8,
+            t,
+            f"Q/DQ on {len(outcome.result.quantized_nodes)} layers; val Dice "
+            f"{outcome.accuracy.dice_mean:.4f} (drop {outcome.accuracy.dice_drop_pts:+.3f} pts)",
+        )
+    )
+    return info

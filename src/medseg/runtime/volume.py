@@ -1,0 +1,161 @@
+"""Sliding-window segmentation of a whole volume, streamed slice block by slice block.
+
+The ``"window"`` recipe's path (nnU-Net's 2D inference): normalise the whole volume (the
+statistics are per volume), then for each block of slices along the slice axis: resample
+in-plane to the recipe's target spacing (cubic), run the sliding window
+(:func:`~medseg.runtime.sliding_window.predict_slices`), resample the probabilities back to
+the scan's own in-plane grid (linear) and take the argmax. Only one block of windows and
+probabilities is ever in memory, so a 512x512x300 CT needs its volume, its normalised copy
+and its label map, not ``(N, K, H, W)`` for every slice.
+
+Blocks hold whole numbers of backend batches where possible (the smallest number of slices
+whose windows fill batches exactly, within a memory budget), so few calls are partial; the
+labels do not depend on the block size or the batch size (each slice's windows are blended
+in the same order whatever the batching).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.data.preprocessing import Recipe, normalize_volume
+from medseg.data.resample import inplane_axes, resampled_shape, resize_slice
+from medseg.errors import ConfigError
+from medseg.runtime.sliding_window import (
+    PredictBatch,
+    mirror_combinations,
+    predict_slices,
+    window_starts,
+)
+
+__all__ = ["BLOCK_BUDGET_BYTES", "WindowedVolume", "segment_windowed"]
+
+#: Most bytes the probabilities of one block of slices may take (network and scan grids).
+BLOCK_BUDGET_BYTES = 256 * 1024 * 1024
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class WindowedVolume:
+    """The outcome of :func:`segment_windowed`.
+
+    Attributes:
+        labels: ``(X, Y, Z)`` uint8 on the input grid.
+        probabilities: ``(K, X, Y, Z)`` float32 on the input grid, or ``None``.
+        num_slices: slices along the slice axis.
+        network_shape: ``(X', Y', Z')``: the volume at the target spacing.
+        resample_s: seconds spent normalising and resampling in and out (argmax included).
+        window_s: seconds in the sliding window outside ``predict_batch`` (gathering windows,
+            Gaussian blending, softmax).
+        predict_s: seconds inside ``predict_batch``.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    num_slices: int
+    network_shape: tuple[int, int, int]
+    resample_s: float
+    window_s: float
+    predict_s: float
+
+
+def _block_slices(windows_per_slice: int, max_batch: int, bytes_per_slice: int, total: int) -> int:
+    """Slices per block: whole batches of windows where the memory budget allows."""
+    exact = math.lcm(windows_per_slice, max_batch) // windows_per_slice
+    budget = max(1, BLOCK_BUDGET_BYTES // max(bytes_per_slice, 1))
+    if exact <= budget:
+        return min(total, exact * max(1, budget // exact))
+    return min(total, budget)
+
+
+def segment_windowed(
+    volume: np.ndarray,
+    spacing: Sequence[float] | None,
+    recipe: Recipe,
+    predict_batch: PredictBatch,
+    max_batch: int,
+    num_classes: int,
+    tta: bool = False,
+    probabilities: bool = False,
+    progress: ProgressCallback | None = None,
+) -> WindowedVolume:
+    """Segment a ``(C, X, Y, Z)`` volume (in training orientation) with a ``"window"`` recipe.
+
+    Args:
+        volume: raw intensities ``(C, X, Y, Z)``, already in the training voxel order.
+        spacing: voxel sizes ``(sx, sy, sz)`` in mm in that order; may be ``None`` only
+            when the recipe has no ``target_spacing``.
+        recipe: the bundle's recipe (``size_policy="window"``).
+        predict_batch: ``(B, C, h, w)`` -> ``(B, K, h, w)`` logits, ``B <= max_batch``.
+        max_batch: windows per call.
+        num_classes: ``K``.
+        tta: mirror along the recipe's ``mirror_axes`` and average.
+        probabilities: also return ``(K, X, Y, Z)`` probabilities on the input grid.
+        progress: called with ``(slices done, total slices)`` after every block.
+    """
+    if recipe.size_policy != "window" or recipe.patch_size is None:
+        raise ConfigError("segment_windowed needs a recipe with size_policy 'window'")
+    if volume.ndim != 4:
+        raise ConfigError(f"segment_windowed expects (C, X, Y, Z), got shape {volume.shape}")
+    axis = recipe.slice_axis
+    grid = (int(volume.shape[1]), int(volume.shape[2]), int(volume.shape[3]))
+    if recipe.target_spacing is None:
+        net_shape = grid
+    else:
+        if spacing is None:
+            raise ConfigError(
+                "this bundle resamples to a target spacing: pass the scan's affine or spacing"
+            )
+        net_shape = resampled_shape(grid, spacing, recipe.target_spacing, axis)
+    a, b = inplane_axes(axis)
+    in_hw, net_hw = (grid[a], grid[b]), (net_shape[a], net_shape[b])
+    patch = recipe.patch_size
+    mirror = recipe.mirror_axes if tta else ()
+    t0 = time.perf_counter()
+    normalised = normalize_volume(volume, recipe)
+    stack = np.moveaxis(normalised, axis + 1, 0)  # (N, C, A, B) view
+    total = stack.shape[0]
+    labels = np.zeros(grid, dtype=np.uint8)
+    label_stack = np.moveaxis(labels, axis, 0)  # (N, A, B) view
+    probs = np.zeros((num_classes, *grid), dtype=np.float32) if probabilities else None
+    prob_stack = None if probs is None else np.moveaxis(probs, axis + 1, 0)  # (N, K, A, B)
+    padded = (max(net_hw[0], patch[0]), max(net_hw[1], patch[1]))
+    per_slice = len(window_starts(padded[0], patch[0], recipe.overlap)) * len(
+        window_starts(padded[1], patch[1], recipe.overlap)
+    )
+    per_slice *= len(mirror_combinations(mirror))
+    bytes_per_slice = 4 * num_classes * (padded[0] * padded[1] * 2 + in_hw[0] * in_hw[1])
+    block = _block_slices(per_slice, max_batch, bytes_per_slice, max(total, 1))
+    resample_s = time.perf_counter() - t0
+    window_s = predict_s = 0.0
+
+    def timed(batch: np.ndarray) -> np.ndarray:
+        nonlocal predict_s
+        start = time.perf_counter()
+        out = predict_batch(batch)
+        predict_s += time.perf_counter() - start
+        return out
+
+    for s0 in range(0, total, block):
+        s1 = min(s0 + block, total)
+        t = time.perf_counter()
+        net_in = resize_slice(stack[s0:s1], net_hw, order=3)  # (n, C, A', B')
+        t_window = time.perf_counter()
+        before = predict_s
+        net_prob = predict_slices(net_in, timed, patch, max_batch, recipe.overlap, mirror)
+        t_back = time.perf_counter()
+        window_s += (t_back - t_window) - (predict_s - before)
+        back = resize_slice(net_prob, in_hw, order=1)  # (n, K, A, B)
+        label_stack[s0:s1] = back.argmax(axis=1)
+        if prob_stack is not None:
+            prob_stack[s0:s1] = back
+        resample_s += (t_window - t) + (time.perf_counter() - t_back)
+        if progress is not None:
+            progress(s1, total)
+    return WindowedVolume(labels, probs, total, net_shape, resample_s, window_s, predict_s)
