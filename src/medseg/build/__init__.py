@@ -10,6 +10,22 @@ typed, no calibration happens here. ``tensorrt`` is imported only when a build r
 
 from __future__ import annotations
 
-from medseg.build.engine import BuildOptions, BuiltEngine, build_engine, build_engines, parse_size
+from medseg.build.engine import (
+    BuildOptions,
+    BuiltEngine,
+    build_engine,
+    build_engines,
+    open_runtime,
+    parse_network,
+    parse_size,
+)
 
-__all__ = ["BuildOptions", "BuiltEngine", "build_engine", "build_engines", "parse_size"]
+__all__ = [
+    "BuildOptions",
+    "BuiltEngine",
+    "build_engine",
+    "build_engines",
+    "open_runtime",
+    "parse_network",
+    "parse_size",
+]

@@ -1,11 +1,13 @@
-"""Compile a bundle's ONNX files into TensorRT engines on this device.
+"""Compile a bundle's ONNX files into TensorRT or TensorRT-RTX engines.
 
 One engine per precision: parse the ONNX file into a strongly typed network (precision is in
 the file: FP16 casts from AutoCast, INT8 Q/DQ nodes; no builder precision flags, no
-calibrator), add one optimisation profile from the manifest's shape ranges, build, and write
-``engines/<device-key>/<precision>.plan`` and its sidecar atomically. Written to the
-TensorRT 10.x (JetPack 6) and 11.x Python API; the one difference handled is that strong
-typing is an opt-in network flag on 10.x and the only mode on 11.x (the flag is deprecated).
+calibrator), report what the parser made of it, add one optimisation profile from the
+manifest's shape ranges, build, and write ``engines/<key>/<precision>.plan`` and its sidecar
+atomically. One builder for both runtimes: what differs (module, where it may build, builder
+options, device fields) is a small adapter in :mod:`medseg.build.runtimes`; parsing, profile
+and report are :mod:`medseg.build.network`. Standard TensorRT is written to the 10.x (JetPack
+6) and 11.x Python API and builds on the target GPU; TensorRT-RTX builds anywhere, no GPU.
 """
 
 from __future__ import annotations
@@ -16,24 +18,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from medseg import __version__
 from medseg.atomic import atomic_file, check_parent_exists
+from medseg.build.network import add_profile, check_io, network_report, parse_onnx, profile_record
+from medseg.build.runtimes import RtxAdapter, RuntimeAdapter, TensorRTAdapter
 from medseg.bundle.manifest import PRECISIONS, Manifest, file_sha256
 from medseg.errors import ConfigError, EngineBuildError
-from medseg.runtime.cuda import GpuInfo, device_key, gpu_available, gpu_info
 from medseg.runtime.engines import (
     HARDWARE_COMPAT,
+    RUNTIMES,
     EngineSidecar,
     engine_path,
     sidecar_path,
-    tensorrt_module,
-    version_tuple,
 )
+from medseg.runtime.engines_rtx import ACCEPTED_CAPABILITIES, DEFAULT_CAPABILITIES
+from medseg.runtime.network_report import NetworkReport
 
-__all__ = ["BuildOptions", "BuiltEngine", "build_engine", "build_engines", "parse_size"]
+__all__ = [
+    "BuildOptions",
+    "BuiltEngine",
+    "build_engine",
+    "build_engines",
+    "open_runtime",
+    "parse_network",
+    "parse_size",
+]
 
 #: Size suffixes: K/M/G and KiB/MiB/GiB are binary (as in trtexec), KB/MB/GB decimal.
 _UNITS = {
@@ -84,6 +95,11 @@ class BuildOptions:
         hardware_compat: ``"none"`` (this GPU model) or ``"ampere+"`` (any sm >= 8.0 GPU; not
             on Jetson).
         dla_core: run on this DLA core of a Jetson, layers DLA cannot run falling back to GPU.
+        runtime: ``"tensorrt"`` (this device's GPU) or ``"tensorrt-rtx"`` (any machine; plans
+            for RTX GPUs); version/hardware compatibility, DLA and the timing cache are
+            options of standard TensorRT only.
+        compute_capabilities: TensorRT-RTX targets, ``"major.minor"``; None: its defaults
+            8.6, 8.9, 12.0 (see :attr:`capabilities`).
     """
 
     precisions: tuple[str, ...] = ("all",)
@@ -93,6 +109,8 @@ class BuildOptions:
     version_compatible: bool = False
     hardware_compat: str = "none"
     dla_core: int | None = None
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         accepted = ("all", *PRECISIONS)
@@ -120,6 +138,51 @@ class BuildOptions:
                 "--dla-core and --hardware-compat ampere+ exclude each other: DLA exists on "
                 "Jetson, where TensorRT has no hardware compatibility"
             )
+        self._check_runtime()
+
+    def _check_runtime(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime {self.runtime!r} must be one of {', '.join(RUNTIMES)}")
+        if self.runtime == "tensorrt":
+            if self.compute_capabilities is not None:
+                raise ConfigError(
+                    "--compute-capability is a TensorRT-RTX option (standard TensorRT builds for "
+                    "the GPU it runs on): add --runtime tensorrt-rtx, or drop it"
+                )
+            return
+        others = [
+            name
+            for name, given in (
+                ("--dla-core", self.dla_core is not None),
+                ("--version-compatible", self.version_compatible),
+                ("--hardware-compat", self.hardware_compat != "none"),
+                ("--timing-cache", self.timing_cache is not None),
+            )
+            if given
+        ]
+        if others:
+            raise ConfigError(
+                f"{', '.join(others)}: option(s) of the standard TensorRT runtime, not of "
+                "--runtime tensorrt-rtx (TensorRT-RTX has no DLA, no version or hardware "
+                "compatibility, and no timing cache: its plans target a --compute-capability "
+                "list and run on that exact TensorRT-RTX version)"
+            )
+        caps = self.compute_capabilities
+        if caps is not None:
+            bad = [c for c in caps if c not in ACCEPTED_CAPABILITIES]
+            if not caps or bad or len(set(caps)) != len(caps):
+                raise ConfigError(
+                    f"--compute-capability {','.join(caps)!r} must be a comma list without "
+                    f"repeats of {', '.join(c.replace('.', '') for c in ACCEPTED_CAPABILITIES)}"
+                )
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """The TensorRT-RTX targets, sorted; () for standard TensorRT."""
+        if self.runtime != "tensorrt-rtx":
+            return ()
+        caps = self.compute_capabilities or DEFAULT_CAPABILITIES
+        return tuple(sorted(caps, key=lambda c: tuple(int(v) for v in c.split("."))))
 
     def resolve(self, manifest: Manifest, bundle: Path) -> list[str]:
         """The precisions to build, in fp32, fp16, int8 order; ConfigError if one is missing."""
@@ -148,7 +211,8 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class BuiltEngine:
-    """One engine written by :func:`build_engine`: plan and sidecar paths, size, build time."""
+    """One engine written by :func:`build_engine`: plan and sidecar paths, size, build time,
+    and the network report of its ONNX file (also in the sidecar)."""
 
     precision: str
     path: Path
@@ -157,42 +221,30 @@ class BuiltEngine:
     build_seconds: float
     sidecar: EngineSidecar
 
+    @property
+    def network(self) -> NetworkReport | None:
+        return self.sidecar.network
+
 
 def _quiet(line: str) -> None:
     """The default ``log``: say nothing."""
 
 
-def _environment(options: BuildOptions) -> tuple[ModuleType, GpuInfo]:
-    """The full TensorRT and this GPU, checked in that order; one-line errors otherwise."""
-    trt = tensorrt_module(builder=True)
-    if not gpu_available():
-        raise EngineBuildError(
-            "no NVIDIA GPU visible: medseg build runs on the target device (Jetson or a "
-            "workstation with an NVIDIA GPU and TensorRT)"
-        )
-    gpu = gpu_info()
-    if options.hardware_compat == "ampere+" and (gpu.compute_capability < (8, 0) or gpu.integrated):
-        raise ConfigError(
-            f"--hardware-compat ampere+ needs a discrete Ampere or newer GPU (sm >= 80) to build "
-            f"on; this one is {gpu.name} ({gpu.sm}{', Jetson' if gpu.integrated else ''})"
-        )
-    if options.dla_core is not None:
-        cores = int(trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores)
-        if options.dla_core >= cores:
-            raise EngineBuildError(
-                f"--dla-core {options.dla_core}: this device has {cores} DLA core(s) (DLA is on "
-                "Jetson AGX/NX Orin); build without --dla-core or pick an existing core"
-            )
-    return trt, gpu
+def open_runtime(options: BuildOptions) -> RuntimeAdapter:
+    """The adapter of ``options.runtime``, its module imported and its environment checked."""
+    if options.runtime == "tensorrt-rtx":
+        return RtxAdapter.open(options.capabilities)
+    return TensorRTAdapter.open(options)
 
 
 def build_engines(
     bundle: Path, options: BuildOptions, log: Callable[[str], None] = _quiet
 ) -> list[BuiltEngine]:
-    """Build every requested precision of ``bundle`` for this device.
+    """Build every requested precision of ``bundle`` with ``options.runtime``.
 
-    Options and bundle files are checked first, then TensorRT, then the GPU; nothing is written
-    unless all three are fine.
+    Options and bundle files are checked first, then the runtime (module, GPU for standard
+    TensorRT); nothing is written unless all are fine. ``log`` gets one line per step: the
+    runtime, then per precision the network report, any warning of it, and the plan written.
     """
     bundle = Path(bundle)
     manifest = Manifest.load(bundle)
@@ -200,73 +252,57 @@ def build_engines(
     sources = {p: manifest.onnx_path(bundle, p, verify=True) for p in precisions}
     if options.timing_cache is not None:
         check_parent_exists(options.timing_cache)
-    trt, gpu = _environment(options)
-    key = device_key(gpu)
-    log(f"TensorRT {trt.__version__} on {gpu.name} ({gpu.sm}): engines go to engines/{key}/")
+    adapter = open_runtime(options)
+    key = adapter.key()
+    log(f"{adapter.describe()}: engines go to engines/{key}/")
     built = []
     for precision in precisions:
         log(f"building {precision} from {sources[precision].name}...")
         result = build_engine(
-            sources[precision], manifest, precision, options, engine_path(bundle, key, precision)
+            sources[precision],
+            manifest,
+            precision,
+            options,
+            engine_path(bundle, key, precision),
+            adapter=adapter,
         )
+        if result.network is not None:
+            log(f"  network {precision}: {result.network.summary()}")
+            for warning in result.network.warnings:
+                log(f"[yellow]![/] {warning}")
         log(f"[green]✓[/] {precision}: {result.path} ({result.build_seconds:.1f} s)")
         built.append(result)
     return built
 
 
-def _network_flags(trt: ModuleType) -> int:
-    """Strong typing: opt-in flag on TensorRT 10, the only mode on 11 (flag deprecated there)."""
-    if version_tuple(trt.__version__)[0] >= 11:
-        return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-
-
-def _parse(trt: ModuleType, network: Any, logger: Any, onnx_path: Path) -> Any:
-    parser = trt.OnnxParser(network, logger)
-    native = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
-    if native is not None:  # TensorRT's own InstanceNorm layer, needed by compatible builds
-        parser.set_flag(native)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
-        raise EngineBuildError(
-            f"TensorRT cannot parse {onnx_path}: {'; '.join(errors) or 'no parser error given'}"
-        )
-    return parser
-
-
-def _configure(trt: ModuleType, config: Any, options: BuildOptions) -> None:
-    config.builder_optimization_level = options.opt_level
-    if options.workspace_bytes is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
-    if options.version_compatible:
-        # The plan embeds its lean runtime, so later TensorRT versions load it as it is.
-        # EXCLUDE_LEAN_RUNTIME is not set: it is for plans run through a separately shipped
-        # lean runtime library loaded with Runtime.load_runtime(), which medseg does not do.
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if options.hardware_compat == "ampere+":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if options.dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = options.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
-
-def _use_timing_cache(config: Any, path: Path | None) -> None:
-    if path is None:
-        return
-    cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise EngineBuildError(
-            f"timing cache {path} was written by another TensorRT version or GPU: delete it or "
-            "pass another --timing-cache"
-        )
+def parse_network(
+    adapter: RuntimeAdapter, onnx_path: Path, manifest: Manifest, precision: str
+) -> tuple[Any, Any, Any, Any, NetworkReport]:
+    """Parse one ONNX file with the adapter's runtime: ``(builder, network, parser, logger,
+    report)``; the parser must stay alive until the build ends."""
+    trt = adapter.trt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(adapter.network_flags())
+    parser = parse_onnx(trt, network, logger, Path(onnx_path), adapter.label)
+    check_io(network, manifest, Path(onnx_path))
+    report = network_report(trt, network, precision, Path(onnx_path).name)
+    return builder, network, parser, logger, report
 
 
 def build_engine(
-    onnx_path: Path, manifest: Manifest, precision: str, options: BuildOptions, out_path: Path
+    onnx_path: Path,
+    manifest: Manifest,
+    precision: str,
+    options: BuildOptions,
+    out_path: Path,
+    adapter: RuntimeAdapter | None = None,
 ) -> BuiltEngine:
-    """Compile one ONNX file into ``out_path`` (a ``.plan``) and write its sidecar beside it."""
-    trt, gpu = _environment(options)
+    """Compile one ONNX file into ``out_path`` (a ``.plan``) and write its sidecar beside it.
+
+    ``adapter``: an opened runtime (:func:`open_runtime`); None opens ``options.runtime``.
+    """
+    adapter = adapter or open_runtime(options)
     started = time.perf_counter()
     source_sha = file_sha256(Path(onnx_path))
     if source_sha != manifest.precisions[precision].sha256:
@@ -274,35 +310,17 @@ def build_engine(
             f"{onnx_path} does not match the {precision} sha256 in the manifest (truncated, "
             "tampered or from another export): re-export the bundle"
         )
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
-    _parser = _parse(trt, network, logger, Path(onnx_path))  # keep alive until the build ends
-    spec = manifest.input
-    names = (
-        [network.get_input(i).name for i in range(network.num_inputs)],
-        [network.get_output(i).name for i in range(network.num_outputs)],
+    builder, network, _parser, _logger, report = parse_network(
+        adapter, onnx_path, manifest, precision
     )
-    if names != ([spec.name], [manifest.output_name]):
-        raise EngineBuildError(
-            f"{onnx_path} has inputs/outputs {names[0]}/{names[1]}; the manifest says "
-            f"[{spec.name!r}]/[{manifest.output_name!r}]: re-export the bundle"
-        )
     config = builder.create_builder_config()
-    _configure(trt, config, options)
-    profile = builder.create_optimization_profile()
-    shapes = [
-        (getattr(spec.batch, k), spec.channels, getattr(spec.height, k), getattr(spec.width, k))
-        for k in ("min", "opt", "max")
-    ]
-    profile.set_shape(spec.name, *shapes)
-    config.add_optimization_profile(profile)
-    _use_timing_cache(config, options.timing_cache)
+    adapter.configure(config, options)
+    add_profile(builder, config, manifest.input)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(
-            f"TensorRT could not build the {precision} engine from {onnx_path} (see the TensorRT "
-            "log above)"
+            f"{adapter.label} could not build the {precision} engine from {onnx_path} (see the "
+            f"{adapter.label} log above)"
         )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,27 +328,22 @@ def build_engine(
         with tmp.open("wb") as f:
             f.write(plan)
         engine_sha = file_sha256(tmp)
-    if options.timing_cache is not None:
-        with atomic_file(options.timing_cache) as tmp, tmp.open("wb") as f:
-            f.write(config.get_timing_cache().serialize())
+    adapter.after_build(config, options)
     seconds = time.perf_counter() - started
     sidecar = EngineSidecar(
-        tensorrt_version=str(trt.__version__),
-        gpu_name=gpu.name,
-        compute_capability=f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}",
+        tensorrt_version=str(adapter.trt.__version__),
         device_key=out_path.parent.name,
         precision=precision,
         flags=options.flags(),
         source_onnx=Path(onnx_path).name,
         source_onnx_sha256=source_sha,
         engine_sha256=engine_sha,
-        profile={
-            axis: {"min": r.min, "opt": r.opt, "max": r.max}
-            for axis, r in (("batch", spec.batch), ("height", spec.height), ("width", spec.width))
-        },
+        profile=profile_record(manifest.input),
         build_seconds=round(seconds, 3),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         medseg_version=__version__,
+        network=report,
+        **adapter.sidecar_fields(),
     )
     side = sidecar.save(sidecar_path(out_path))
     return BuiltEngine(precision, out_path, side, out_path.stat().st_size, seconds, sidecar)
