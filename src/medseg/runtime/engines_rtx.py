@@ -33,6 +33,7 @@ __all__ = [
     "ACCEPTED_CAPABILITIES",
     "DEFAULT_CAPABILITIES",
     "check_rtx_engine",
+    "find_rtx_engine",
     "own_engine_path",
     "parse_capabilities",
     "rtx_key",
@@ -181,3 +182,19 @@ def _check_one(
 def own_engine_path(bundle: Path, capabilities: tuple[str, ...], precision: str) -> Path:
     """``bundle/engines/rtx-<sm list>/<precision>.plan``."""
     return engine_path(bundle, rtx_key(capabilities), precision)
+
+
+def find_rtx_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None:
+    """The TensorRT-RTX plan to use for ``precision`` here, or None (no plan, no GPU, no
+    TensorRT-RTX, or no plan that may run here). For backend auto-selection: never raises."""
+    from medseg.runtime.cuda import gpu_available, gpu_info
+
+    try:
+        if not any((Path(bundle) / ENGINES_DIR).glob(f"{RTX_KEY_PREFIX}*/{precision}.plan")):
+            return None
+        if not gpu_available():
+            return None
+        version = str(tensorrt_rtx_module().__version__)
+        return check_rtx_engine(bundle, manifest, precision, gpu_info(), version)
+    except Exception:  # auto-selection falls back to ONNX Runtime whatever went wrong
+        return None
