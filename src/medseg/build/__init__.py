@@ -1,6 +1,7 @@
-"""TensorRT engine build (runs on the target device: Jetson or a workstation with a GPU).
+"""TensorRT engine build (standard TensorRT on the target device: Jetson or a workstation with
+a GPU; TensorRT-RTX anywhere, for RTX GPUs).
 
-Compiles a bundle's ONNX files into ``engines/<device-key>/<precision>.plan`` + sidecar.
+Compiles a bundle's ONNX files into ``engines/<key>/<precision>.plan`` + sidecar.
 Precision comes from the ONNX file (AutoCast FP16, Q/DQ INT8): every network is strongly
 typed, no calibration happens here. ``tensorrt`` is imported only when a build runs.
 
@@ -15,6 +16,8 @@ from medseg.build.engine import (
     BuiltEngine,
     build_engine,
     build_engines,
+    check_onnx_builds,
+    compile_plan,
     open_runtime,
     parse_network,
     parse_size,
@@ -25,6 +28,8 @@ __all__ = [
     "BuiltEngine",
     "build_engine",
     "build_engines",
+    "check_onnx_builds",
+    "compile_plan",
     "open_runtime",
     "parse_network",
     "parse_size",

@@ -29,7 +29,8 @@ class NetworkReport:
     Attributes:
         layer_count: layers of the TensorRT network (constants and Q/DQ layers included).
         layer_types: layer count per TensorRT ``LayerType`` name, e.g. ``{"CONVOLUTION": 88}``.
-        convolutions: convolution count per precision it runs in (:data:`CONV_PRECISIONS`).
+        convolutions: convolution count per precision it runs in, every key of
+            :data:`CONV_PRECISIONS` present (missing ones are filled with 0).
         partial_qdq: convolutions with Q/DQ on one side only, each ``"name: side"`` where
             side is ``"input"`` or ``"weights"`` (the side that lacks it).
         fp32_convolutions: names of the convolutions that run in FP32 in an FP16/INT8 file
@@ -56,6 +57,8 @@ class NetworkReport:
             raise ConfigError(
                 f"network report: convolution precisions {unknown} are not {CONV_PRECISIONS}"
             )
+        counts = {p: int(self.convolutions.get(p, 0)) for p in CONV_PRECISIONS}
+        object.__setattr__(self, "convolutions", counts)  # every precision, in one order
 
     @property
     def num_convolutions(self) -> int:
@@ -73,7 +76,7 @@ class NetworkReport:
         return {
             "layer_count": self.layer_count,
             "layer_types": dict(self.layer_types),
-            "convolutions": {p: self.convolutions.get(p, 0) for p in CONV_PRECISIONS},
+            "convolutions": dict(self.convolutions),
             "partial_qdq": list(self.partial_qdq),
             "fp32_convolutions": list(self.fp32_convolutions),
             "fp32_tensors": list(self.fp32_tensors),
