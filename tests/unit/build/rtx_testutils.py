@@ -30,13 +30,17 @@ def conv_graph(path: Path, qdq_input: bool, qdq_weights: bool, bad_op: str | Non
     if qdq_input:
         nodes += [
             helper.make_node("QuantizeLinear", [x, "scale", "zero"], ["x_q"], name="image_q"),
-            helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"], name="image_dq"),
+            helper.make_node(
+                "DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"], name="image_dq"
+            ),
         ]
         x = "x_dq"
     if qdq_weights:
         nodes += [
             helper.make_node("QuantizeLinear", [w, "scale", "zero"], ["w_q"], name="weight_q"),
-            helper.make_node("DequantizeLinear", ["w_q", "scale", "zero"], ["w_dq"], name="weight_dq"),
+            helper.make_node(
+                "DequantizeLinear", ["w_q", "scale", "zero"], ["w_dq"], name="weight_dq"
+            ),
         ]
         w = "w_dq"
     conv_out = "conv_out" if bad_op else "logits"

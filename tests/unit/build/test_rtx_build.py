@@ -112,7 +112,9 @@ def test_plans_run_only_on_listed_gpus_and_same_version(built: dict) -> None:
     with pytest.raises(EngineBuildError) as info:
         check_rtx_engine(bundle, manifest, "int8", RTX_4090, "1.6.0.50")
     message = str(info.value)
-    assert f"built with TensorRT-RTX {trt.__version__}; this machine has TensorRT-RTX 1.6" in message
+    assert (
+        f"built with TensorRT-RTX {trt.__version__}; this machine has TensorRT-RTX 1.6" in message
+    )
     rebuild = f"medseg build {bundle} --precision int8 --runtime tensorrt-rtx"
     assert f"`{rebuild} --compute-capability 86,89,120`" in message
     with pytest.raises(EngineBuildError, match="--compute-capability 75,86,89,120`"):
@@ -121,20 +123,18 @@ def test_plans_run_only_on_listed_gpus_and_same_version(built: dict) -> None:
         check_rtx_engine(bundle, manifest, "int8", H200, trt.__version__)
 
 
-def test_plan_from_another_tensorrt_rtx_version_is_refused(
-    built: dict, tmp_path: Path
-) -> None:
+def test_plan_from_another_tensorrt_rtx_version_is_refused(built: dict, tmp_path: Path) -> None:
     """A plan whose sidecar says TensorRT-RTX 1.6 (the plan itself untouched) is refused."""
     bundle, manifest, _, _ = built["attention-fusion"]
     copy = Path(shutil.copytree(bundle, tmp_path / "b"))
     side = copy / "engines" / KEY / "fp16.json"
     data = json.loads(side.read_text())
     side.write_text(json.dumps({**data, "tensorrt_version": "1.6.0.50"}))
-    with pytest.raises(EngineBuildError, match="built with TensorRT-RTX 1.6.0.50; this machine"):
+    with pytest.raises(EngineBuildError, match=r"TensorRT-RTX 1\.6\.0\.50; this machine"):
         check_rtx_engine(copy, manifest, "fp16", RTX_4090, trt.__version__)
     plan = copy / "engines" / KEY / "fp32.plan"
     plan.write_bytes(plan.read_bytes()[:-10])
-    with pytest.raises(EngineBuildError, match="does not match the sha256.*--runtime tensorrt-rtx"):
+    with pytest.raises(EngineBuildError, match=r"not match the sha256.*--runtime tensorrt-rtx"):
         check_rtx_engine(copy, manifest, "fp32", RTX_4090, trt.__version__)
 
 
