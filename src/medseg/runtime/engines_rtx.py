@@ -120,7 +120,8 @@ def check_rtx_engine(
     here = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
     plans = sorted((bundle / ENGINES_DIR).glob(f"{RTX_KEY_PREFIX}*/{precision}.plan"))
     plans.sort(key=lambda p: f"sm{here.replace('.', '')}" not in p.parent.name.split("-"))
-    fresh_caps = (*DEFAULT_CAPABILITIES, here) if here not in DEFAULT_CAPABILITIES else ()
+    extra = here in ACCEPTED_CAPABILITIES and here not in DEFAULT_CAPABILITIES
+    fresh_caps = (*DEFAULT_CAPABILITIES, here) if extra else ()
     fresh = rebuild_command(
         bundle,
         precision,
