@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-gate bench-baseline clean
+.PHONY: install demo test lint bench-gate bench-baseline trt-compile clean
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ $(BENCH_DATA): | install
 bench-gate: install $(BENCH_DATA)
 	$(VENV)/bin/medseg bench $(BENCH_ARGS) --gate benchmarks/gates/ci-cpu.toml \
 		--baseline benchmarks/baselines/ci-cpu.json --report demo-output/ci-bench
+
+# A real TensorRT builder on every CI run: TensorRT-RTX (no GPU needed) parses and builds the
+# committed demo bundle's three precisions; any parse or build error (the refused ONNX node is
+# named) fails the target. Plans go to the bundle's engines/rtx-*/ (git-ignored).
+trt-compile: install
+	$(VENV)/bin/medseg build models/mni152-tissue/bundle --runtime tensorrt-rtx --precision all
 
 # Re-record the baseline (on an idle machine like CI's), then commit the JSON.
 bench-baseline: install $(BENCH_DATA)

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medseg.atomic import atomic_file, check_parent_exists
+from medseg.bench.networks import network_lines
 from medseg.bench.results import BenchResults, GateResult, VariantResult, row_sort_key
 from medseg.deps import require
 from medseg.errors import ConfigError
@@ -266,6 +267,7 @@ def _markdown(results: BenchResults, out_dir: Path) -> str:
         "",
         f"![accuracy vs latency]({REPORT_FILES['plot']})",
         "",
+        *network_lines(b.get("networks") or {}),
     ]
     worst = [
         (r, r.accuracy.worst_slice)

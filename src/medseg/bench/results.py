@@ -205,7 +205,8 @@ class BenchResults(JsonMixin):
 
     Attributes:
         created: ISO-8601 time of the run.
-        bundle: ``{"path", "name", "fingerprint"}``.
+        bundle: ``{"path", "name", "fingerprint", "networks"}`` (networks: the network
+            reports of the built engines, :func:`medseg.bench.networks.engine_networks`).
         dataset: ``{"path", "name", "split", "cases"}``.
         machine: ``{"cpu", "cores", "gpu", "driver", "python", "libraries", "load_1min", ...}``.
         settings: ``{"warmup", "iters", "repeats", ...}``.

@@ -29,6 +29,7 @@ from medseg.bench.evaluation import (
 )
 from medseg.bench.latency import PeakRss, time_batches, timing_slices
 from medseg.bench.machine import describe_machine
+from medseg.bench.networks import engine_networks
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bundle.manifest import PRECISIONS, Manifest
 from medseg.data.nnunet import NnUNetDataset
@@ -279,6 +280,7 @@ def run_bench(
             "path": str(bundle),
             "name": manifest.model.get("name", bundle.name),
             "fingerprint": bundle_fingerprint(manifest),
+            "networks": engine_networks(bundle),
         },
         dataset={
             "path": str(dataset),

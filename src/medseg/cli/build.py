@@ -1,4 +1,5 @@
-"""``medseg build`` / ``medseg-build``: a bundle's ONNX files -> TensorRT engines on this device."""
+"""``medseg build`` / ``medseg-build``: a bundle's ONNX files -> TensorRT engines on this device,
+or TensorRT-RTX engines for RTX GPUs on any machine (``--runtime tensorrt-rtx``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def build(
     dla_core: int | None = typer.Option(
         None, "--dla-core", help="Run on this Jetson DLA core (GPU fallback for the rest)."
     ),
+    runtime: str = typer.Option(
+        "tensorrt",
+        "--runtime",
+        help="tensorrt (this device's GPU) | tensorrt-rtx (RTX GPUs; builds anywhere, no GPU).",
+    ),
+    compute_capability: str | None = typer.Option(
+        None,
+        "--compute-capability",
+        help="TensorRT-RTX targets, e.g. 86,89,120 (default); also 75, 80, 121.",
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Compile TensorRT engines for a bundle, on the device that will run them.
@@ -43,15 +54,20 @@ def build(
     Each precision's ONNX file (FP16 and INT8 carry their precision inside the graph) becomes
     BUNDLE/engines/<device-key>/<precision>.plan with a JSON sidecar recording the TensorRT
     version, GPU, flags and source ONNX sha256, which the runtime checks before loading.
-    Needs TensorRT and an NVIDIA GPU (Jetson with JetPack, or a workstation).
+    Needs TensorRT and an NVIDIA GPU (Jetson with JetPack, or a workstation). With
+    --runtime tensorrt-rtx, TensorRT-RTX builds on any machine, without a GPU, plans for RTX
+    GPUs into BUNDLE/engines/rtx-<sm list>/. Each precision's network report (layers,
+    convolution precisions, FP32 tensors, Q/DQ warnings) is printed and kept in the sidecar.
 
     Examples:
         medseg build bundles/af
         medseg-build bundles/af --precision fp16,int8 --timing-cache ~/.cache/medseg/trt.cache
         medseg build bundles/af --precision int8 --dla-core 0
+        medseg build bundles/af --runtime tensorrt-rtx --compute-capability 86,89,120
     """
     with handle_errors(debug):
         from medseg.build import BuildOptions, build_engines, parse_size
+        from medseg.runtime.engines_rtx import parse_capabilities
 
         options = BuildOptions(
             precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
@@ -61,9 +77,14 @@ def build(
             version_compatible=version_compatible,
             hardware_compat=hardware_compat,
             dla_core=dla_core,
+            runtime=runtime,
+            compute_capabilities=(
+                parse_capabilities(compute_capability) if compute_capability is not None else None
+            ),
         )
         started = time.perf_counter()
-        with console.status("building TensorRT engines...") as status:
+        label = "TensorRT-RTX" if runtime == "tensorrt-rtx" else "TensorRT"
+        with console.status(f"building {label} engines...") as status:
 
             def log(line: str) -> None:
                 console.print(line, highlight=False)
@@ -71,13 +92,27 @@ def build(
                     status.update(line)
 
             built = build_engines(bundle, options, log)
-        table = Table("precision", "engine", "size", "build s")
+        table = Table(
+            "precision",
+            "engine",
+            "size",
+            "build s",
+            "layers",
+            "conv int8/fp16/fp32",
+            "FP32 tensors",
+        )
         for engine in built:
+            net = engine.network
             table.add_row(
                 engine.precision,
                 str(engine.path),
                 format_size(engine.size_bytes),
                 f"{engine.build_seconds:.1f}",
+                str(net.layer_count) if net else "-",
+                "/".join(str(net.convolutions.get(p, 0)) for p in ("int8", "fp16", "fp32"))
+                if net
+                else "-",
+                str(len(net.fp32_tensors)) if net else "-",
             )
         console.print(table)
         console.print(
@@ -88,7 +123,7 @@ def build(
         choice = "" if fastest == "fp32" else f" --precision {fastest}"
         console.print("next:", highlight=False)
         console.print(
-            f"  [bold]medseg infer {bundle} scan.nii.gz --out mask.nii.gz --backend tensorrt"
-            f"{choice}[/]",
+            f"  [bold]medseg infer {bundle} scan.nii.gz --out mask.nii.gz --backend {runtime}"
+            f"{choice}[/]" + ("  (on an RTX GPU)" if runtime == "tensorrt-rtx" else ""),
             highlight=False,
         )

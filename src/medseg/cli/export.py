@@ -46,18 +46,26 @@ def export(
         None, "--data", help="Dataset for parity and validation Dice (default: --calib-data)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    check_tensorrt: bool = typer.Option(
+        False,
+        "--check-tensorrt",
+        help="Build every ONNX file with TensorRT-RTX (no GPU needed) before writing the bundle.",
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Export a trained model to a bundle: ONNX FP32 (+ FP16, INT8) and medseg.json.
 
     Every precision is scored on the validation split with ONNX Runtime and its Dice drop
     against FP32 is recorded. With --max-dice-drop, INT8 layers that measure as most
-    sensitive are kept in FP32, the fewest that meet the budget.
+    sensitive are kept in FP32, the fewest that meet the budget. With --check-tensorrt every
+    ONNX file is also built with TensorRT-RTX (the same check as CI's make trt-compile): a
+    node TensorRT refuses fails the export and nothing is written.
 
     Examples:
         medseg-export models/mni152-tissue --out /tmp/b --fp16 --int8 --calib-data /tmp/mni
         medseg export runs/af --out b/af --int8 --calib-data /data/Ds001 --max-dice-drop 0.5
         medseg export runs/af --out bundles/af-dyn --dynamic-hw --batch 1:4:16
+        medseg-export runs/af --out b/af --fp16 --int8 --calib-data /data/Ds001 --check-tensorrt
     """
     with handle_errors(debug):
         from medseg.export import ExportOptions, export_bundle
@@ -74,6 +82,7 @@ def export(
             width=width,
             dynamic_hw=dynamic_hw,
             data=data,
+            check_tensorrt=check_tensorrt,
         )
 
         def log(line: str) -> None:

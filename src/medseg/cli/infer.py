@@ -25,7 +25,9 @@ def infer(
         ..., help="A NIfTI file (one per channel), or a DICOM series folder or file."
     ),
     out: Path = typer.Option(..., "--out", help="Mask to write (.nii.gz or .nii)."),
-    backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime"),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto | tensorrt | onnxruntime | tensorrt-rtx"
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8"),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <out>_probabilities.nii.gz (X, Y, Z, K)."

@@ -4,6 +4,8 @@ Every ``bundle/engines/<device-key>/<precision>.plan`` is checked against its si
 is exported: the sidecar must exist, name the same precision, match the plan's sha256, and have
 been built from the ONNX file the bundle holds now. A plan that fails is an error naming it (a
 repository must not serve an engine of another model), with the command that rebuilds it.
+TensorRT-RTX plans (``engines/rtx-*``) are left out: Triton's ``tensorrt_plan`` backend runs
+standard TensorRT plans only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest
 from medseg.errors import ConfigError
 from medseg.runtime.engines import (
     ENGINES_DIR,
+    RTX_KEY_PREFIX,
     EngineSidecar,
     check_plan_files,
     sidecar_path,
@@ -76,6 +79,8 @@ def find_plans(bundle: Path, manifest: Manifest) -> list[BundlePlan]:
     spec, found = manifest.input, []
     for precision in PRECISIONS:
         for plan in sorted((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")):
+            if plan.parent.name.startswith(RTX_KEY_PREFIX):
+                continue  # TensorRT-RTX plans: Triton's tensorrt_plan backend cannot run them
             sidecar = _check(plan, precision, Path(bundle), manifest)
             side = sidecar_path(plan)
             found.append(

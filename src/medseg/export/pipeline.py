@@ -62,6 +62,9 @@ class ExportOptions:
         dynamic_hw: accept any H, W (multiples of 16) from 16 to 4x the training size.
         data: dataset for parity and validation accuracy; ``None``: ``calib_data``, else
             the dataset recorded in the checkpoint.
+        check_tensorrt: before the bundle is written, build every ONNX file with TensorRT-RTX
+            (in memory, no GPU needed): a node TensorRT refuses fails the export, and the
+            network report (and any partial-Q/DQ warning) is logged.
     """
 
     fp16: bool = False
@@ -75,6 +78,7 @@ class ExportOptions:
     width: int | None = None
     dynamic_hw: bool = False
     data: Path | None = None
+    check_tensorrt: bool = False
 
     def __post_init__(self) -> None:
         if self.int8 and self.calib_data is None:
@@ -178,6 +182,10 @@ def export_bundle(
     from medseg.train.checkpoint import CONFIG_NAME, load_checkpoint, resolve_checkpoint
 
     check_output_dir(out, force)
+    if options.check_tensorrt:  # missing TensorRT-RTX is said before any export work
+        from medseg.runtime.engines_rtx import tensorrt_rtx_module
+
+        tensorrt_rtx_module()
     started = time.perf_counter()
     loaded = load_checkpoint(checkpoint)
     ckpt_path = resolve_checkpoint(checkpoint)
@@ -369,6 +377,10 @@ def export_bundle(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             orientation=_training_orientation(data.spec.root, log),
         )
+        if options.check_tensorrt:
+            from medseg.build import check_onnx_builds
+
+            check_onnx_builds(tmp, manifest, log)
         manifest.save(tmp)
     log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
     return manifest

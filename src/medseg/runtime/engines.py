@@ -31,16 +31,20 @@ from medseg.atomic import atomic_file
 from medseg.bundle.manifest import Manifest, file_sha256
 from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key
+from medseg.runtime.network_report import NetworkReport
 
 __all__ = [
     "ENGINES_DIR",
     "HARDWARE_COMPAT",
+    "RTX_KEY_PREFIX",
+    "RUNTIMES",
     "SIDECAR_SCHEMA_VERSION",
     "EngineSidecar",
     "check_engine",
     "check_plan_files",
     "engine_path",
     "find_engine",
+    "key_flags",
     "rebuild_command",
     "sidecar_path",
     "tensorrt_module",
@@ -48,7 +52,14 @@ __all__ = [
 ]
 
 ENGINES_DIR = "engines"
-SIDECAR_SCHEMA_VERSION = 1
+#: 2 added ``runtime``, ``compute_capabilities`` and ``network``; version 1 sidecars (standard
+#: TensorRT, no network report) are still read.
+SIDECAR_SCHEMA_VERSION = 2
+#: What can build and run a plan: the standard TensorRT, or TensorRT for RTX.
+RUNTIMES = ("tensorrt", "tensorrt-rtx")
+#: ``engines/`` folders of TensorRT-RTX plans start with this (``rtx-sm86-sm89-sm120``); the
+#: standard TensorRT runtime never looks into them.
+RTX_KEY_PREFIX = "rtx-"
 #: Accepted hardware-compatibility levels: this GPU model only, or any GPU with sm >= 8.0.
 HARDWARE_COMPAT = ("none", "ampere+")
 FLAG_KEYS = (
@@ -114,6 +125,11 @@ def rebuild_command(bundle: Path, precision: str, flags: dict[str, Any] | None =
     """``medseg build BUNDLE --precision P`` plus the non-default flags an engine was built with."""
     words = ["medseg", "build", str(bundle), "--precision", precision]
     flags = flags or {}
+    if flags.get("runtime", "tensorrt") != "tensorrt":
+        words += ["--runtime", str(flags["runtime"])]
+    if flags.get("compute_capabilities"):
+        caps = ",".join(c.replace(".", "") for c in flags["compute_capabilities"])
+        words += ["--compute-capability", caps]
     if flags.get("opt_level", 3) != 3:
         words += ["--opt-level", str(flags["opt_level"])]
     if flags.get("workspace_bytes"):
@@ -127,6 +143,18 @@ def rebuild_command(bundle: Path, precision: str, flags: dict[str, Any] | None =
     if flags.get("dla_core") is not None:
         words += ["--dla-core", str(flags["dla_core"])]
     return " ".join(words)
+
+
+def key_flags(key: str) -> dict[str, Any]:
+    """Rebuild flags implied by an ``engines/`` folder name: ``rtx-sm86-sm120`` is TensorRT-RTX
+    for 8.6 and 12.0; any other folder is the standard TensorRT (no flags)."""
+    if not key.startswith(RTX_KEY_PREFIX):
+        return {}
+    sms = re.findall(r"sm(\d+)", key)
+    return {
+        "runtime": "tensorrt-rtx",
+        "compute_capabilities": [f"{int(v) // 10}.{int(v) % 10}" for v in sms],
+    }
 
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -157,6 +185,12 @@ class EngineSidecar:
         engine_sha256: sha256 of the plan file.
         profile: the optimisation profile, ``{"batch"|"height"|"width": {min, opt, max}}``.
         build_seconds: build wall time; ``created``: ISO time; ``medseg_version``.
+        runtime: ``"tensorrt"`` or ``"tensorrt-rtx"`` (then ``tensorrt_version`` is the
+            TensorRT-RTX version, ``gpu_name`` and ``compute_capability`` are empty: no GPU
+            was used).
+        compute_capabilities: TensorRT-RTX only: the ``"major.minor"`` GPUs the plan runs on.
+        network: the network report of the parsed ONNX file (layer count, layer types,
+            convolution precisions, FP32 tensors, warnings); None in version 1 sidecars.
     """
 
     tensorrt_version: str
@@ -172,9 +206,23 @@ class EngineSidecar:
     build_seconds: float
     created: str
     medseg_version: str
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()
+    network: NetworkReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SIDECAR_SCHEMA_VERSION, **asdict(self)}
+        data = asdict(self)
+        data["compute_capabilities"] = list(self.compute_capabilities)
+        data["network"] = self.network.to_dict() if self.network else None
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **data}
+
+    def rebuild_flags(self) -> dict[str, Any]:
+        """The flags :func:`rebuild_command` needs to build this plan again."""
+        return {
+            **self.flags,
+            "runtime": self.runtime,
+            "compute_capabilities": list(self.compute_capabilities),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> EngineSidecar:
@@ -182,11 +230,25 @@ class EngineSidecar:
         if not isinstance(data, dict):
             raise ConfigError(f"engine sidecar {where} must hold a JSON object")
         version = _field(data, "schema_version", int, where)
-        if version != SIDECAR_SCHEMA_VERSION:
+        if version not in (1, SIDECAR_SCHEMA_VERSION):
             raise ConfigError(
                 f"engine sidecar {where} has schema_version {version}; this medseg reads "
-                f"{SIDECAR_SCHEMA_VERSION}"
+                f"1 and {SIDECAR_SCHEMA_VERSION}"
             )
+        runtime = _field(data, "runtime", str, where) if version > 1 else "tensorrt"
+        if runtime not in RUNTIMES:
+            raise ConfigError(
+                f"engine sidecar {where}: runtime {runtime!r} must be one of {list(RUNTIMES)}"
+            )
+        caps = _field(data, "compute_capabilities", list, where) if version > 1 else []
+        if runtime == "tensorrt-rtx" and (
+            not caps or not all(isinstance(c, str) and re.fullmatch(r"\d+\.\d+", c) for c in caps)
+        ):
+            raise ConfigError(
+                f"engine sidecar {where}: compute_capabilities {caps!r} must be a non-empty "
+                "list of 'major.minor', e.g. ['8.6', '8.9']"
+            )
+        network = data.get("network") if version > 1 else None
         flags = _field(data, "flags", dict, where)
         for key in FLAG_KEYS:
             if key not in flags:
@@ -197,7 +259,7 @@ class EngineSidecar:
                 f"must be one of {list(HARDWARE_COMPAT)}"
             )
         text = {k: _field(data, k, str, where) for k in _TEXT_KEYS}
-        if not re.fullmatch(r"\d+\.\d+", text["compute_capability"]):
+        if runtime == "tensorrt" and not re.fullmatch(r"\d+\.\d+", text["compute_capability"]):
             raise ConfigError(
                 f"engine sidecar {where}: compute_capability {text['compute_capability']!r} "
                 "must be 'major.minor', e.g. '8.7'"
@@ -206,6 +268,9 @@ class EngineSidecar:
             flags=flags,
             profile=_field(data, "profile", dict, where),
             build_seconds=float(_field(data, "build_seconds", (int, float), where)),
+            runtime=runtime,
+            compute_capabilities=tuple(caps),
+            network=NetworkReport.from_dict(network, where) if network is not None else None,
             **text,
         )
 
@@ -251,7 +316,7 @@ def check_plan_files(plan: Path, bundle: Path, manifest: Manifest, precision: st
     Raises:
         EngineBuildError: one line naming the plan, the problem and the rebuild command.
     """
-    fresh = rebuild_command(bundle, precision)
+    fresh = rebuild_command(bundle, precision, key_flags(Path(plan).parent.name))
     side = sidecar_path(plan)
     if not side.is_file():
         raise EngineBuildError(
@@ -262,7 +327,7 @@ def check_plan_files(plan: Path, bundle: Path, manifest: Manifest, precision: st
         sidecar = EngineSidecar.load(side)
     except ConfigError as exc:
         raise EngineBuildError(f"{exc}: rebuild the engine with `{fresh}`") from exc
-    again = rebuild_command(bundle, precision, sidecar.flags)
+    again = rebuild_command(bundle, precision, sidecar.rebuild_flags())
     if sidecar.precision != precision:
         raise EngineBuildError(
             f"engine {plan} says it is {sidecar.precision}, not {precision}: rebuild with `{again}`"
@@ -297,7 +362,13 @@ def _check_one(
     """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
     sidecar = check_plan_files(plan, bundle, manifest, precision)
     fresh = rebuild_command(bundle, precision)
-    again = rebuild_command(bundle, precision, sidecar.flags)
+    again = rebuild_command(bundle, precision, sidecar.rebuild_flags())
+    if sidecar.runtime != "tensorrt":
+        raise EngineBuildError(
+            f"engine {plan} was built by {sidecar.runtime} {sidecar.tensorrt_version}, which the "
+            f"standard TensorRT cannot run: use --backend {sidecar.runtime}, or build a TensorRT "
+            f"engine on this device with `{fresh}`"
+        )
     built_for = f"{sidecar.gpu_name} (sm{sidecar.compute_capability.replace('.', '')})"
     here = f"{gpu.name} ({gpu.sm})"
     if lean and not sidecar.flags["version_compatible"]:
@@ -368,7 +439,11 @@ def check_engine(
             f"bundle {bundle} has no {precision} model; it has {sorted(manifest.precisions)}"
         )
     own = engine_path(bundle, device_key(gpu), precision)
-    others = sorted(p for p in (bundle / ENGINES_DIR).glob(f"*/{precision}.plan") if p != own)
+    others = sorted(
+        p
+        for p in (bundle / ENGINES_DIR).glob(f"*/{precision}.plan")
+        if p != own and not p.parent.name.startswith(RTX_KEY_PREFIX)
+    )
     candidates = ([own] if own.is_file() else []) + others
     if not candidates:
         raise EngineBuildError(
@@ -394,7 +469,8 @@ def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None
     from medseg.runtime.cuda import gpu_available, gpu_info
 
     try:
-        if not any((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")):
+        plans = (Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")
+        if not any(not p.parent.name.startswith(RTX_KEY_PREFIX) for p in plans):
             return None
         if not gpu_available():
             return None

@@ -208,8 +208,19 @@ def test_sidecar_round_trip(bundle: tuple[Path, Manifest], tmp_path: Path) -> No
     sidecar = _sidecar(manifest, "fp16", ORIN, engine_sha256="ab" * 32)
     path = sidecar.save(tmp_path / "fp16.json")
     assert EngineSidecar.load(path) == sidecar
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
     assert sidecar.capability == (8, 7)
+
+
+def test_sidecar_schema_1_still_reads(bundle: tuple[Path, Manifest], tmp_path: Path) -> None:
+    """Sidecars written before the network report (schema 1) load as standard TensorRT ones."""
+    sidecar = _sidecar(bundle[1], "fp16", ORIN, engine_sha256="ab" * 32)
+    data = sidecar.to_dict()
+    for key in ("runtime", "compute_capabilities", "network"):
+        data.pop(key)
+    path = tmp_path / "fp16.json"
+    path.write_text(json.dumps({**data, "schema_version": 1}))
+    assert EngineSidecar.load(path) == sidecar
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Inference backends behind one interface, and the choice between them.
 
 ``onnxruntime`` runs the bundle's ONNX files (CPU everywhere; CUDA when present);
-``tensorrt`` runs an engine that ``medseg build`` compiled on this device. Each backend
+``tensorrt`` runs an engine that ``medseg build`` compiled on this device; ``tensorrt-rtx`` a
+TensorRT-RTX plan (``medseg build --runtime tensorrt-rtx``) on an RTX GPU. Each backend
 module imports its heavy library only when a backend is loaded.
 """
 
@@ -17,7 +18,7 @@ from medseg.runtime.backends.base import Backend, InferTiming
 __all__ = ["BACKENDS", "Backend", "InferTiming", "create_backend"]
 
 #: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``).
-BACKENDS = ("tensorrt", "onnxruntime")
+BACKENDS = ("tensorrt", "onnxruntime", "tensorrt-rtx")
 
 
 def create_backend(
@@ -42,6 +43,11 @@ def create_backend(
 
         engine = find_engine(bundle, manifest, precision)  # already checked for this device
         backend = "tensorrt" if engine else "onnxruntime"
+        if engine is None:
+            from medseg.runtime.engines_rtx import find_rtx_engine
+
+            engine = find_rtx_engine(bundle, manifest, precision)
+            backend = "tensorrt-rtx" if engine else "onnxruntime"
     _check_options(backend, providers, threads, cuda_graph)
     if backend == "onnxruntime":
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -70,6 +76,21 @@ def create_backend(
             manifest.num_classes,
             cuda_graph=cuda_graph,
         )
+    if backend == "tensorrt-rtx":
+        from medseg.runtime.backends.tensorrt_rtx import TensorRTRTXBackend
+        from medseg.runtime.cuda import gpu_info
+        from medseg.runtime.engines_rtx import check_rtx_engine, tensorrt_rtx_module
+
+        if engine is None:
+            version = str(tensorrt_rtx_module().__version__)
+            engine = check_rtx_engine(bundle, manifest, precision, gpu_info(), version)
+        return TensorRTRTXBackend(
+            engine,
+            manifest.input,
+            manifest.output_name,
+            manifest.num_classes,
+            cuda_graph=cuda_graph,
+        )
     raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
 
 
@@ -77,9 +98,10 @@ def _check_options(
     backend: str, providers: Sequence[str] | None, threads: int | None, cuda_graph: bool
 ) -> None:
     """Options of one backend given to the other are errors, not silently ignored."""
-    if backend == "tensorrt" and (providers or threads is not None):
+    if backend in ("tensorrt", "tensorrt-rtx") and (providers or threads is not None):
+        label = "TensorRT-RTX" if backend == "tensorrt-rtx" else "TensorRT"
         raise ConfigError(
-            "--providers and --threads set ONNX Runtime; the backend here is TensorRT "
+            f"--providers and --threads set ONNX Runtime; the backend here is {label} "
             "(pass --backend onnxruntime to use them)"
         )
     if backend == "onnxruntime" and cuda_graph:

@@ -87,14 +87,19 @@ class TensorRTBackend(Backend):
         self.engine_path = Path(engine_path)
         self.cuda_graph = cuda_graph
         self.device = device
-        self.loader = EngineFromPath(self.engine_path)
-        self._description = f"tensorrt ({self.engine_path})"
+        self.loader: Any = self._make_loader(self.engine_path)
+        self._description = f"{self.name} ({self.engine_path})"
         self._graphs: dict[tuple[int, ...], Any] = {}
         self._shape: tuple[int, ...] | None = None
         self.engine: Any = None
         self.context: Any = None
         self._stream: Any = None
         self._buffers: list[Any] = []  # device in/out, pinned in/out, start/end events
+
+    @staticmethod
+    def _make_loader(path: Path) -> Any:
+        """The plan loader (hook for the TensorRT-RTX backend)."""
+        return EngineFromPath(path)
 
     def describe(self) -> str:
         """E.g. ``"tensorrt 10.3.0 (Orin, sm87)"`` once loaded."""
@@ -110,23 +115,32 @@ class TensorRTBackend(Backend):
             size = self.engine.device_memory_size
         return int(size) + self._d_in.nbytes + self._d_out.nbytes
 
-    def _load_impl(self) -> None:
-        from medseg.runtime import cuda
+    def _module(self) -> Any:
+        """The TensorRT module this backend runs with (the TensorRT-RTX backend overrides it)."""
         from medseg.runtime.engines import tensorrt_module
 
-        trt = tensorrt_module()
+        return tensorrt_module()
+
+    def _create_context(self, gpu: Any) -> Any:
+        """An execution context of the loaded engine (hook for the TensorRT-RTX backend)."""
+        return self.engine.create_execution_context()
+
+    def _load_impl(self) -> None:
+        from medseg.runtime import cuda
+
+        trt = self._module()
         cuda.check(cuda.cudart().cudaSetDevice(self.device))
         gpu = cuda.gpu_info(self.device)
-        self._description = f"tensorrt {trt.__version__} ({gpu.name}, {gpu.sm})"
+        self._description = f"{self.name} {trt.__version__} ({gpu.name}, {gpu.sm})"
         try:
-            self._open(trt, cuda)
+            self._open(trt, cuda, gpu)
         except BaseException:
             self._close_impl()
             raise
 
-    def _open(self, trt: Any, cuda: Any) -> None:
+    def _open(self, trt: Any, cuda: Any, gpu: Any) -> None:
         self.engine = self.loader()
-        self.context = self.engine.create_execution_context()
+        self.context = self._create_context(gpu)
         if self.context is None:
             raise EngineBuildError(f"cannot create an execution context for {self.engine_path}")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
