@@ -27,11 +27,13 @@ __all__ = [
     "MANIFEST_NAME",
     "ONNX_FILES",
     "PRECISIONS",
+    "RUNTIME_PRECISIONS",
     "SCHEMA_VERSION",
     "DimRange",
     "InputSpec",
     "Manifest",
     "PrecisionEntry",
+    "file_precision",
     "file_sha256",
 ]
 
@@ -39,6 +41,14 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "medseg.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+#: Precisions the runtime runs: the files' plus ``bf16``, the FP32 file run with BF16
+#: arithmetic (OpenVINO on a CPU with native BF16); it has no file of its own.
+RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def file_precision(precision: str) -> str:
+    """The bundle file a runtime precision runs: ``bf16`` runs the FP32 file."""
+    return "fp32" if precision == "bf16" else precision
 
 
 def file_sha256(path: Path) -> str:
