@@ -94,7 +94,9 @@ class CompiledModelFromOnnx:
                     if not had_blob:
                         raise
                     shutil.rmtree(cache, ignore_errors=True)
-                    _warn_once(str(cache), f"{cache}: OpenVINO cannot read its model cache; rebuilt")
+                    _warn_once(
+                        str(cache), f"{cache}: OpenVINO cannot read its model cache; rebuilt"
+                    )
                     compiled = core.compile_model(
                         str(self.path), "CPU", {**config, "CACHE_DIR": str(cache)}
                     )
