@@ -135,10 +135,12 @@ def test_corrupt_cache_is_rebuilt_with_one_warning(bundle: Path) -> None:
     data = blob.read_bytes()
     blob.chmod(0o644)
     blob.write_bytes(data[: len(data) // 2] + b"\0garbage" * 64)
-    with pytest.warns(RuntimeWarning, match="corrupt"):
-        with create_backend(bundle, manifest, "openvino", "fp32", threads=1) as rebuilt:
-            assert not rebuilt.loader.loaded_from_cache  # type: ignore[attr-defined]
-            np.testing.assert_array_equal(rebuilt.infer(_slices(manifest)), expected)
+    with (
+        pytest.warns(RuntimeWarning, match="corrupt"),
+        create_backend(bundle, manifest, "openvino", "fp32", threads=1) as rebuilt,
+    ):
+        assert not rebuilt.loader.loaded_from_cache  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(rebuilt.infer(_slices(manifest)), expected)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # rebuilt: loads cleanly, no second warning
         with create_backend(bundle, manifest, "openvino", "fp32", threads=1) as again:
