@@ -25,8 +25,12 @@ def infer(
         ..., help="A NIfTI file (one per channel), or a DICOM series folder or file."
     ),
     out: Path = typer.Option(..., "--out", help="Mask to write (.nii.gz or .nii)."),
-    backend: str = typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8"),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto | tensorrt | onnxruntime | openvino"
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | fp16 | bf16 (OpenVINO) | int8"
+    ),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <out>_probabilities.nii.gz (X, Y, Z, K)."
     ),
@@ -39,7 +43,9 @@ def infer(
     providers: str | None = typer.Option(
         None, "--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu."
     ),
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime CPU threads."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads (ONNX Runtime, OpenVINO)."
+    ),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay a CUDA graph."),
     reference: Path | None = typer.Option(
         None, "--reference", help="Reference label map (NIfTI): print Dice per class."
