@@ -201,6 +201,12 @@ class Manifest:
     ``orientation`` is the voxel order the model was trained in, as axis codes (``"RAS"``:
     voxel axes point Right, Anterior, Superior); the runtime reorients inputs to it. ``None``
     (bundles exported before it was recorded): unknown, inputs are used as they are.
+
+    ``backend_accuracy`` is the validation accuracy of each precision measured on each CPU
+    backend installed at export: ``{backend: {precision: {dice_mean, dice_per_class,
+    dice_drop_pts, argmax_agreement, reference}}}``, the drop and agreement against FP32 of
+    the same backend (OpenVINO's INT8 and BF16 numerics differ from ONNX Runtime's). Empty
+    for bundles exported before it was recorded.
     """
 
     model: dict[str, Any]
@@ -215,6 +221,7 @@ class Manifest:
     created: str
     schema_version: int = SCHEMA_VERSION
     orientation: str | None = None
+    backend_accuracy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -266,8 +273,21 @@ class Manifest:
                     f"{MANIFEST_NAME}: orientation {orientation!r} must be null or axis codes: "
                     "3 letters with one of R/L, A/P and S/I each, e.g. 'RAS'"
                 ) from None
+        backend_accuracy = data.get("backend_accuracy", {})
+        if not isinstance(backend_accuracy, dict) or not all(
+            isinstance(by_precision, dict)
+            and all(
+                p in RUNTIME_PRECISIONS and isinstance(v, dict) for p, v in by_precision.items()
+            )
+            for by_precision in backend_accuracy.values()
+        ):
+            raise ConfigError(
+                f"{MANIFEST_NAME}: backend_accuracy must map backend -> precision (one of "
+                f"{', '.join(RUNTIME_PRECISIONS)}) -> accuracy object"
+            )
         return cls(
             schema_version=version,
+            backend_accuracy=backend_accuracy,
             model=_require(data, "model", dict, ""),
             classes=classes,
             input=InputSpec.from_dict(_require(data, "input", dict, "")),

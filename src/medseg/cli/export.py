@@ -38,6 +38,12 @@ def export(
     max_dice_drop: float | None = typer.Option(
         None, "--max-dice-drop", help="INT8 budget in Dice points; keeps sensitive layers in FP32."
     ),
+    guard_backend: str | None = typer.Option(
+        None,
+        "--guard-backend",
+        help="CPU backend the INT8 budget is met on: onnxruntime | openvino "
+        "(default: openvino when installed).",
+    ),
     batch: str = typer.Option("1:8:32", "--batch", help="Batch range MIN:OPT:MAX."),
     height: int | None = typer.Option(None, "--height", help="Fixed input height (x16)."),
     width: int | None = typer.Option(None, "--width", help="Fixed input width (x16)."),
@@ -50,9 +56,10 @@ def export(
 ) -> None:
     """Export a trained model to a bundle: ONNX FP32 (+ FP16, INT8) and medseg.json.
 
-    Every precision is scored on the validation split with ONNX Runtime and its Dice drop
-    against FP32 is recorded. With --max-dice-drop, INT8 layers that measure as most
-    sensitive are kept in FP32, the fewest that meet the budget.
+    Every precision is scored on the validation split on every installed CPU backend (ONNX
+    Runtime, OpenVINO) and its Dice drop against that backend's FP32 is recorded. With
+    --max-dice-drop, INT8 layers that measure as most sensitive on --guard-backend are kept
+    in FP32, the fewest that meet the budget on that backend.
 
     Examples:
         medseg-export models/mni152-tissue --out /tmp/b --fp16 --int8 --calib-data /tmp/mni
@@ -74,6 +81,7 @@ def export(
             width=width,
             dynamic_hw=dynamic_hw,
             data=data,
+            guard_backend=guard_backend,
         )
 
         def log(line: str) -> None:
