@@ -26,6 +26,7 @@ EXTRA_OF: dict[str, str] = {
     "onnxsim": "export",
     "modelopt": "export",
     "onnxruntime": "runtime",
+    "openvino": "openvino",
     "pydicom": "runtime",
     "highdicom": "runtime",
     "tensorrt": "trt",

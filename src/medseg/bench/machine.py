@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on: CPU, cores, GPU, driver, library versions, load.
+"""The machine a benchmark ran on: CPU, its BF16/INT8 capability, cores, GPU, driver, library
+versions, load.
 
 Every result carries it, so a number is never quoted without its machine, and a baseline
 from another machine is recognised (its relative latency gates are then skipped).
@@ -21,6 +22,7 @@ LIBRARIES = (
     "numpy",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "tensorrt",
     "tensorrt-lean",
     "cuda-python",
@@ -68,6 +70,13 @@ def _gpu() -> dict[str, Any]:
     }
 
 
+def _cpu_features() -> dict[str, Any]:
+    """Native BF16 / INT8 instruction sets and where they were read (see medseg.runtime.cpu)."""
+    from medseg.runtime.cpu import cpu_features
+
+    return cpu_features().to_dict()
+
+
 def describe_machine() -> dict[str, Any]:
     """JSON-ready description of this machine (``cpu`` and ``gpu`` identify it)."""
     try:
@@ -81,6 +90,7 @@ def describe_machine() -> dict[str, Any]:
         "gpu": None,
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
+        "cpu_features": _cpu_features(),
         "libraries": _versions(),
         "load_1min": load,
     }

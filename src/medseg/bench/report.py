@@ -173,8 +173,13 @@ def _plot(results: BenchResults, path: Path) -> None:
         and math.isfinite(r.accuracy.dice_mean)
     ]
     pts = [(r.latency.p50_ms / r.batch, r.accuracy.dice_mean) for r in rows]  # type: ignore[union-attr]
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    colors = {"torch": "tab:gray", "onnxruntime": "tab:blue", "tensorrt": "tab:green"}
+    markers = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
+    colors = {
+        "torch": "tab:gray",
+        "onnxruntime": "tab:blue",
+        "openvino": "tab:purple",
+        "tensorrt": "tab:green",
+    }
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (row, (x, y)) in enumerate(zip(rows, pts, strict=True)):
         ax.scatter(x, y, marker=markers[row.precision], color=colors[row.backend], s=40, zorder=3)

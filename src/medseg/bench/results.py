@@ -39,8 +39,9 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 #: Backend names in pipeline order (``torch`` is the eager reference).
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: ``bf16``: the FP32 file with BF16 arithmetic (OpenVINO on a CPU with native BF16).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 STATUSES = ("ok", "skipped", "error")
 #: Keys of :attr:`AccuracyResult.worst_slice`.
 WORST_SLICE_KEYS = ("case_id", "axis", "index", "dice", "png")

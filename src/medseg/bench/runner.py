@@ -31,14 +31,14 @@ from medseg.bench.latency import PeakRss, time_batches, timing_slices
 from medseg.bench.machine import describe_machine
 from medseg.bench.networks import engine_networks
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
-from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.bundle.manifest import PRECISIONS, RUNTIME_PRECISIONS, Manifest, file_precision
 from medseg.data.nnunet import NnUNetDataset
 from medseg.errors import ConfigError, EngineBuildError, MedsegError
 from medseg.runtime import Backend, Segmenter, create_backend
 
 __all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
 
-BENCH_BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BENCH_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 Log = Callable[[str], None]
 
 
@@ -47,9 +47,10 @@ class BenchOptions:
     """What to measure.
 
     Attributes:
-        backends: ``("auto",)`` (ONNX Runtime, TensorRT when usable, torch when installed)
-            or names from :data:`BENCH_BACKENDS`.
-        precisions: subset of fp32/fp16/int8; every one must be in the bundle.
+        backends: ``("auto",)`` (ONNX Runtime, OpenVINO when installed, TensorRT when usable,
+            torch when installed) or names from :data:`BENCH_BACKENDS`.
+        precisions: subset of fp32/fp16/bf16/int8; every file one must be in the bundle
+            (``bf16`` runs the FP32 file, on OpenVINO only: other backends have no bf16 row).
         batches: batch sizes, each within the bundle's batch range.
         warmup: untimed calls before timing.
         iters: timed calls per repeat.
@@ -84,9 +85,11 @@ class BenchOptions:
                 f"--backends {','.join(self.backends)}: accepted auto or "
                 + ", ".join(BENCH_BACKENDS)
             )
-        bad = [p for p in self.precisions if p not in PRECISIONS]
+        bad = [p for p in self.precisions if p not in RUNTIME_PRECISIONS]
         if bad or not self.precisions:
-            raise ConfigError(f"--precisions {bad or '(none)'}: accepted {', '.join(PRECISIONS)}")
+            raise ConfigError(
+                f"--precisions {bad or '(none)'}: accepted {', '.join(RUNTIME_PRECISIONS)}"
+            )
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch {self.batches}: batch sizes must be >= 1")
         for name, value, least in (
@@ -121,6 +124,12 @@ def _backend_availability(name: str, bundle: Path, manifest: Manifest) -> str | 
             import onnxruntime  # noqa: F401
         except ImportError:
             return "onnxruntime is not installed (pip install 'medseg-edge[runtime]')"
+        return None
+    if name == "openvino":
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return "openvino is not installed (pip install 'medseg-edge[openvino]')"
         return None
     if name == "tensorrt":
         try:
@@ -177,8 +186,13 @@ def _make_backend(
             return None, str(exc), None
         assert isinstance(backend, TensorRTBackend)
         return backend, "", backend.engine_path.stat().st_size
-    backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
-    return backend, "", manifest.precisions[precision].size_bytes
+    try:  # bf16 on a CPU without native BF16: a skipped row saying which instruction set
+        backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
+    except ConfigError as exc:
+        if precision != "bf16":
+            raise
+        return None, str(exc), None
+    return backend, "", manifest.precisions[file_precision(precision)].size_bytes
 
 
 def _torch_device(options: BenchOptions) -> str:
@@ -186,9 +200,10 @@ def _torch_device(options: BenchOptions) -> str:
 
 
 def _precisions_of(name: str, precisions: list[str], options: BenchOptions) -> list[str]:
-    """The precisions a backend has rows for: the torch reference runs only its native ones."""
+    """The precisions a backend has rows for: the torch reference runs only its native ones;
+    bf16 is an OpenVINO precision."""
     if name != "torch":
-        return precisions
+        return [p for p in precisions if p != "bf16" or name == "openvino"]
     from medseg.bench.torch_reference import torch_precisions
 
     return [p for p in precisions if p in torch_precisions(_torch_device(options))]
@@ -227,7 +242,7 @@ def run_bench(
     """
     bundle = Path(bundle)
     manifest = Manifest.load(bundle)
-    missing = [p for p in options.precisions if p not in manifest.precisions]
+    missing = [p for p in options.precisions if file_precision(p) not in manifest.precisions]
     if missing:
         raise ConfigError(
             f"bundle {bundle} has no {', '.join(missing)} model; it has "
@@ -248,7 +263,10 @@ def run_bench(
     data = NnUNetDataset.open(dataset)
     cases, described = evaluation_cases(data, manifest, options.split)
     cases = cases[: options.max_cases] if options.max_cases else cases
-    precisions = ["fp32", *[p for p in PRECISIONS if p in options.precisions and p != "fp32"]]
+    precisions = [
+        "fp32",
+        *[p for p in RUNTIME_PRECISIONS if p in options.precisions and p != "fp32"],
+    ]
     accuracy_batch = max(options.batches)
     rows: list[VariantResult] = []
     for backend_name, reason in _select_backends(options, bundle, manifest).items():

@@ -6,11 +6,13 @@ from medseg.bundle.manifest import (
     MANIFEST_NAME,
     ONNX_FILES,
     PRECISIONS,
+    RUNTIME_PRECISIONS,
     SCHEMA_VERSION,
     DimRange,
     InputSpec,
     Manifest,
     PrecisionEntry,
+    file_precision,
     file_sha256,
 )
 
@@ -18,10 +20,12 @@ __all__ = [
     "MANIFEST_NAME",
     "ONNX_FILES",
     "PRECISIONS",
+    "RUNTIME_PRECISIONS",
     "SCHEMA_VERSION",
     "DimRange",
     "InputSpec",
     "Manifest",
     "PrecisionEntry",
+    "file_precision",
     "file_sha256",
 ]

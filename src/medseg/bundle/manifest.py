@@ -33,12 +33,14 @@ __all__ = [
     "MANIFEST_NAME",
     "ONNX_FILES",
     "PRECISIONS",
+    "RUNTIME_PRECISIONS",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
     "DimRange",
     "InputSpec",
     "Manifest",
     "PrecisionEntry",
+    "file_precision",
     "file_sha256",
 ]
 
@@ -50,6 +52,14 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: Recipe fields added with schema 2 (left out of a version-1 manifest when at their defaults).
 _RECIPE_V2_KEYS = ("patch_size", "target_spacing", "mirror_axes", "ct_zscore", "overlap")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+#: Precisions the runtime runs: the files' plus ``bf16``, the FP32 file run with BF16
+#: arithmetic (OpenVINO on a CPU with native BF16); it has no file of its own.
+RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def file_precision(precision: str) -> str:
+    """The bundle file a runtime precision runs: ``bf16`` runs the FP32 file."""
+    return "fp32" if precision == "bf16" else precision
 
 
 def file_sha256(path: Path) -> str:
@@ -207,6 +217,12 @@ class Manifest:
     trained with, verbatim; ``postprocess`` the per-class rules decided on validation at
     export (``None``: none). A ``"window"`` recipe requires a static input height x width
     equal to its ``patch_size`` (only the batch axis varies).
+
+    ``backend_accuracy`` is the validation accuracy of each precision measured on each CPU
+    backend installed at export: ``{backend: {precision: {dice_mean, dice_per_class,
+    dice_drop_pts, argmax_agreement, reference}}}``, the drop and agreement against FP32 of
+    the same backend (OpenVINO's INT8 and BF16 numerics differ from ONNX Runtime's). Empty
+    for bundles exported before it was recorded.
     """
 
     model: dict[str, Any]
@@ -223,6 +239,7 @@ class Manifest:
     orientation: str | None = None
     plan: dict[str, Any] | None = None
     postprocess: Postprocess | None = None
+    backend_accuracy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         recipe = self.preprocessing
@@ -303,8 +320,21 @@ class Manifest:
         postprocess = (
             None if post is None else Postprocess.from_dict(post, list(classes), "postprocess")
         )
+        backend_accuracy = data.get("backend_accuracy", {})
+        if not isinstance(backend_accuracy, dict) or not all(
+            isinstance(by_precision, dict)
+            and all(
+                p in RUNTIME_PRECISIONS and isinstance(v, dict) for p, v in by_precision.items()
+            )
+            for by_precision in backend_accuracy.values()
+        ):
+            raise ConfigError(
+                f"{MANIFEST_NAME}: backend_accuracy must map backend -> precision (one of "
+                f"{', '.join(RUNTIME_PRECISIONS)}) -> accuracy object"
+            )
         return cls(
             schema_version=version,
+            backend_accuracy=backend_accuracy,
             model=_require(data, "model", dict, ""),
             classes=classes,
             input=InputSpec.from_dict(_require(data, "input", dict, "")),

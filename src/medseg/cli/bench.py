@@ -49,14 +49,18 @@ def bench(
         "val", "--split", help="val (the bundle's validation slices) | test | all"
     ),
     backends: str = typer.Option(
-        "auto", "--backends", help="auto | comma list of onnxruntime, tensorrt, torch"
+        "auto", "--backends", help="auto | comma list of onnxruntime, openvino, tensorrt, torch"
     ),
-    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma list."),
+    precisions: str = typer.Option(
+        "fp32,fp16,int8", "--precisions", help="Comma list (bf16: OpenVINO)."
+    ),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes to time, comma list."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed calls before timing."),
     iters: int = typer.Option(20, "--iters", help="Timed calls per repeat."),
     repeats: int = typer.Option(3, "--repeats", help="Timing repeats (medians compared)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads (ORT, torch)."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads (ORT, OpenVINO, torch)."
+    ),
     max_cases: int | None = typer.Option(None, "--max-cases", help="Evaluate at most N cases."),
     gate: Path | None = typer.Option(None, "--gate", help="Gates file (TOML)."),
     max_dice_drop: list[str] = typer.Option(

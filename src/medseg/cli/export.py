@@ -38,6 +38,12 @@ def export(
     max_dice_drop: float | None = typer.Option(
         None, "--max-dice-drop", help="INT8 budget in Dice points; keeps sensitive layers in FP32."
     ),
+    guard_backend: str | None = typer.Option(
+        None,
+        "--guard-backend",
+        help="CPU backend the INT8 budget is met on: onnxruntime | openvino "
+        "(default: openvino when installed).",
+    ),
     batch: str = typer.Option("1:8:32", "--batch", help="Batch range MIN:OPT:MAX."),
     height: int | None = typer.Option(None, "--height", help="Fixed input height (x16)."),
     width: int | None = typer.Option(None, "--width", help="Fixed input width (x16)."),
@@ -55,9 +61,10 @@ def export(
 ) -> None:
     """Export a trained model to a bundle: ONNX FP32 (+ FP16, INT8) and medseg.json.
 
-    Every precision is scored on the validation split with ONNX Runtime and its Dice drop
-    against FP32 is recorded. With --max-dice-drop, INT8 layers that measure as most
-    sensitive are kept in FP32, the fewest that meet the budget. With --check-tensorrt every
+    Every precision is scored on the validation split on every installed CPU backend (ONNX
+    Runtime, OpenVINO) and its Dice drop against that backend's FP32 is recorded. With
+    --max-dice-drop, INT8 layers that measure as most sensitive on --guard-backend are kept
+    in FP32, the fewest that meet the budget on that backend. With --check-tensorrt every
     ONNX file is also built with TensorRT-RTX (the same check as CI's make trt-compile): a
     node TensorRT refuses fails the export and nothing is written.
 
@@ -83,6 +90,7 @@ def export(
             dynamic_hw=dynamic_hw,
             data=data,
             check_tensorrt=check_tensorrt,
+            guard_backend=guard_backend,
         )
 
         def log(line: str) -> None:

@@ -26,9 +26,11 @@ def infer(
     ),
     out: Path = typer.Option(..., "--out", help="Mask to write (.nii.gz or .nii)."),
     backend: str = typer.Option(
-        "auto", "--backend", help="auto | tensorrt | onnxruntime | tensorrt-rtx"
+        "auto", "--backend", help="auto | tensorrt | tensorrt-rtx | onnxruntime | openvino"
     ),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8"),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | fp16 | bf16 (OpenVINO) | int8"
+    ),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <out>_probabilities.nii.gz (X, Y, Z, K)."
     ),
@@ -41,7 +43,9 @@ def infer(
     providers: str | None = typer.Option(
         None, "--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu."
     ),
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime CPU threads."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads (ONNX Runtime, OpenVINO)."
+    ),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay a CUDA graph."),
     tta: bool = typer.Option(
         False, "--tta", help="Mirroring test-time augmentation (sliding-window bundles)."

@@ -1,4 +1,5 @@
-"""Accuracy of an exported precision on the validation split, measured with ONNX Runtime.
+"""Accuracy of an exported precision on the validation split, on a CPU backend (ONNX Runtime
+by default; OpenVINO, whose INT8 and BF16 numerics differ, when asked).
 
 Dice per class on whole validation slices at their original size (padding removed),
 pooled over the split; the Dice drop against FP32 in points (x100); argmax agreement
@@ -16,7 +17,39 @@ import numpy as np
 from medseg.data.samples import SliceSet
 from medseg.export.ort import run_onnx
 
-__all__ = ["Accuracy", "evaluate_onnx"]
+__all__ = ["CPU_BACKENDS", "Accuracy", "evaluate_onnx", "installed_cpu_backends", "run_backend"]
+
+#: CPU backends the export measures accuracy on (each where installed).
+CPU_BACKENDS = ("onnxruntime", "openvino")
+
+
+def installed_cpu_backends() -> tuple[str, ...]:
+    """The :data:`CPU_BACKENDS` importable here (ONNX Runtime is an export dependency)."""
+    import importlib.util
+
+    return tuple(b for b in CPU_BACKENDS if importlib.util.find_spec(b) is not None)
+
+
+def run_backend(
+    path: Path, images: np.ndarray, backend: str, precision: str = "fp32", batch_size: int = 8
+) -> np.ndarray:
+    """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in.
+
+    ``precision`` matters to OpenVINO only (its inference-precision hint: ``bf16`` runs the
+    FP32 file with BF16 arithmetic; everything else with ``f32``).
+    """
+    if backend == "onnxruntime":
+        return run_onnx(path, images, batch_size)
+    if backend != "openvino":
+        raise ValueError(f"unknown CPU backend {backend!r}")
+    from medseg.runtime.backends.openvino import CompiledModelFromOnnx
+
+    request = CompiledModelFromOnnx(path, precision)().create_infer_request()
+    outputs = [
+        np.array(request.infer({0: images[i : i + batch_size]})[0], dtype=np.float32)
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs)
 
 
 @dataclass(frozen=True)
@@ -52,11 +85,17 @@ def evaluate_onnx(
     classes: dict[str, int],
     reference: Accuracy | None = None,
     batch_size: int = 8,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> Accuracy:
-    """Run ``path`` on the validation slices and score it (``reference``: the FP32 result)."""
+    """Run ``path`` on the validation slices with ``backend`` and score it.
+
+    ``reference``: the FP32 result of the same backend (drop and agreement are against it).
+    """
     from medseg.train.loop import validation_dice
 
-    predictions = run_onnx(path, val.images, batch_size).argmax(axis=1).astype(np.uint8)
+    logits = run_backend(path, val.images, backend, precision, batch_size)
+    predictions = logits.argmax(axis=1).astype(np.uint8)
     dice = validation_dice(predictions, val, classes)
     mean = float(np.mean(list(dice.values())))
     if reference is None:

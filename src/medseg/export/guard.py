@@ -7,6 +7,11 @@ few calibration slices), and the top ``k`` are
 excluded from quantisation for ``k = 1, 2, 4, ...`` until the budget is met; a bisection
 between the last failing and the first passing ``k`` then finds the fewest. Every attempt
 is re-quantised and re-evaluated on the validation split, and recorded.
+
+The budget is met on one backend, the one the bundle is meant for (``backend``): its
+``evaluate`` scores the attempts, and on OpenVINO the ranking is measured on OpenVINO too
+(:func:`medseg.calibration.sensitivity_openvino.layer_sensitivity_openvino`), because the
+layers OpenVINO's INT8 loses accuracy in are not the ones ONNX Runtime's are.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def guard_int8(
     budget_pts: float,
     evaluate: Callable[[Path], Accuracy],
     log: Callable[[str], None],
+    backend: str = "onnxruntime",
 ) -> GuardOutcome:
     """Quantise ``fp32_path`` to ``int8_path`` within ``budget_pts`` of Dice drop, or fail.
 
@@ -75,6 +81,8 @@ def guard_int8(
         budget_pts: largest acceptable Dice drop versus FP32, in points.
         evaluate: scores an ONNX file on the validation split (drop relative to FP32).
         log: one line per attempt, for the terminal.
+        backend: the CPU backend whose accuracy ``evaluate`` measures (``"onnxruntime"`` or
+            ``"openvino"``); the sensitivity ranking is measured on it too.
 
     Raises:
         ExportError: the budget cannot be met even with all but one quantised layer in FP32
@@ -107,7 +115,7 @@ def guard_int8(
             )
             log(
                 f"  INT8 with {len(excluded):2d} layer(s) kept in FP32: Dice drop "
-                f"{accuracy.dice_drop_pts:+.3f} pts ({verdict})"
+                f"{accuracy.dice_drop_pts:+.3f} pts on {backend} ({verdict})"
             )
             return met
 
@@ -115,10 +123,15 @@ def guard_int8(
         if attempt(()):
             chosen = 0
         else:
-            sensitivities = layer_sensitivity(fp32_path, tried[0][2], calibration)
+            if backend == "openvino":
+                from medseg.calibration.sensitivity_openvino import layer_sensitivity_openvino
+
+                sensitivities = layer_sensitivity_openvino(fp32_path, tried[0][2], calibration)
+            else:
+                sensitivities = layer_sensitivity(fp32_path, tried[0][2], calibration)
             ranking = tuple(s.node for s in sensitivities)
             log(
-                "  most sensitive layers (measured): "
+                f"  most sensitive layers (measured on {backend}): "
                 + ", ".join(f"{s.node} (+{s.gain_db:.1f} dB in FP32)" for s in sensitivities[:5])
             )
             # At most all but one layer: with every layer in FP32 the model is no longer INT8.

@@ -31,8 +31,14 @@ from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
-from medseg.errors import ConfigError, DatasetError, ExportError
-from medseg.export.accuracy import Accuracy, evaluate_onnx
+from medseg.deps import EXTRA_OF
+from medseg.errors import ConfigError, DatasetError, ExportError, MissingDependencyError
+from medseg.export.accuracy import (
+    CPU_BACKENDS,
+    Accuracy,
+    evaluate_onnx,
+    installed_cpu_backends,
+)
 from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
 from medseg.export.ort import compare_logits, run_onnx
 
@@ -65,6 +71,8 @@ class ExportOptions:
         check_tensorrt: before the bundle is written, build every ONNX file with TensorRT-RTX
             (in memory, no GPU needed): a node TensorRT refuses fails the export, and the
             network report (and any partial-Q/DQ warning) is logged.
+        guard_backend: the CPU backend the INT8 budget is met on (``"onnxruntime"`` or
+            ``"openvino"``); ``None``: OpenVINO when installed, else ONNX Runtime.
     """
 
     fp16: bool = False
@@ -79,8 +87,23 @@ class ExportOptions:
     dynamic_hw: bool = False
     data: Path | None = None
     check_tensorrt: bool = False
+    guard_backend: str | None = None
 
     def __post_init__(self) -> None:
+        if self.guard_backend is not None:
+            if self.guard_backend not in CPU_BACKENDS:
+                raise ConfigError(
+                    f"--guard-backend {self.guard_backend!r}: accepted {', '.join(CPU_BACKENDS)}"
+                )
+            if not self.int8:
+                raise ConfigError(
+                    "--guard-backend is the INT8 accuracy guard's: use it with --int8"
+                )
+            if self.guard_backend not in installed_cpu_backends():
+                raise MissingDependencyError(
+                    f"--guard-backend {self.guard_backend}: {self.guard_backend} is not installed; "
+                    f"install it with: pip install 'medseg-edge[{EXTRA_OF[self.guard_backend]}]'"
+                )
         if self.int8 and self.calib_data is None:
             raise ConfigError("--int8 needs calibration data: pass --calib-data DATASET")
         if self.calib_method not in ("max", "entropy"):
@@ -97,6 +120,13 @@ class ExportOptions:
             if value is not None and (value <= 0 or value % 16):
                 raise ConfigError(f"--{name} {value} must be a positive multiple of 16")
         DimRange(*self.batch)  # validates min <= opt <= max
+
+    @property
+    def int8_backend(self) -> str:
+        """The backend the INT8 guard measures on (see ``guard_backend``)."""
+        if self.guard_backend is not None:
+            return self.guard_backend
+        return "openvino" if "openvino" in installed_cpu_backends() else "onnxruntime"
 
 
 def _input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, int]) -> InputSpec:
@@ -266,6 +296,21 @@ def export_bundle(
         def evaluate(path: Path) -> Accuracy:
             return evaluate_onnx(path, data.val, classes, reference=fp32_acc)
 
+        backends = installed_cpu_backends()
+        fp32_by_backend = {"onnxruntime": fp32_acc}
+        for name in backends:
+            if name != "onnxruntime":
+                fp32_by_backend[name] = evaluate_onnx(fp32, data.val, classes, backend=name)
+
+        def evaluate_on(backend: str, precision: str = "int8") -> Callable[[Path], Accuracy]:
+            def run(path: Path) -> Accuracy:
+                reference = fp32_by_backend[backend]
+                return evaluate_onnx(
+                    path, data.val, classes, reference, backend=backend, precision=precision
+                )
+
+            return run
+
         if options.fp16:
             from medseg.calibration import convert_fp16
 
@@ -322,14 +367,21 @@ def export_bundle(
             )
             t = time.perf_counter()
             budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
+            guard_backend = options.int8_backend
             outcome = guard_int8(
                 fp32,
                 tmp / ONNX_FILES["int8"],
                 calib.images,
                 options.calib_method,
                 budget,
-                evaluate,
+                evaluate_on(guard_backend),
                 log,
+                backend=guard_backend,
+            )
+            int8_acc = (  # the entry's accuracy is ONNX Runtime's, like every precision's
+                outcome.accuracy
+                if guard_backend == "onnxruntime"
+                else evaluate(tmp / ONNX_FILES["int8"])
             )
             int8_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["int8"], sample))
             details = {
@@ -337,10 +389,11 @@ def export_bundle(
                 "quantized_nodes": list(outcome.result.quantized_nodes),
                 "kept_in_higher_precision": list(outcome.result.excluded_nodes),
                 "max_dice_drop_pts": options.max_dice_drop,
+                "guard_backend": guard_backend,
                 "guard_attempts": [a.to_dict() for a in outcome.attempts],
             }
             precisions["int8"] = _entry(
-                tmp / ONNX_FILES["int8"], int8_parity.to_dict(), outcome.accuracy, details
+                tmp / ONNX_FILES["int8"], int8_parity.to_dict(), int8_acc, details
             )
             log(
                 _step(
@@ -348,12 +401,24 @@ def export_bundle(
                     tmp / ONNX_FILES["int8"],
                     t,
                     f"Q/DQ on {len(outcome.result.quantized_nodes)} layers, "
-                    f"{len(outcome.result.excluded_nodes)} kept in FP32; val Dice "
-                    f"{outcome.accuracy.dice_mean:.4f} "
-                    f"(drop {outcome.accuracy.dice_drop_pts:+.3f} pts)",
+                    f"{len(outcome.result.excluded_nodes)} kept in FP32 (guard on "
+                    f"{guard_backend}); val Dice {outcome.accuracy.dice_mean:.4f} "
+                    f"(drop {outcome.accuracy.dice_drop_pts:+.3f} pts on {guard_backend})",
                 )
             )
 
+        t = time.perf_counter()
+        backend_accuracy = _backend_accuracy(
+            backends, precisions, fp32_by_backend, tmp, evaluate_on
+        )
+        log(
+            "[green]✓[/] accuracy per CPU backend ("
+            + "; ".join(
+                f"{b}: " + ", ".join(f"{p} {a['dice_drop_pts']:+.3f} pts" for p, a in by.items())
+                for b, by in backend_accuracy.items()
+            )
+            + f"; {time.perf_counter() - t:.1f} s)"
+        )
         manifest = Manifest(
             model={**loaded.record, "name": f"{data.spec.name}-{loaded.record['arch']}"},
             classes=dict(meta["classes"]),
@@ -376,6 +441,7 @@ def export_bundle(
             tool_versions=_tool_versions(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             orientation=_training_orientation(data.spec.root, log),
+            backend_accuracy=backend_accuracy,
         )
         if options.check_tensorrt:
             from medseg.build import check_onnx_builds
@@ -384,6 +450,36 @@ def export_bundle(
         manifest.save(tmp)
     log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
     return manifest
+
+
+def _backend_accuracy(
+    backends: tuple[str, ...],
+    precisions: dict[str, PrecisionEntry],
+    fp32_by_backend: dict[str, Accuracy],
+    folder: Path,
+    evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32)."""
+    from medseg.runtime.cpu import cpu_features
+
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for backend in backends:
+        runs = [p for p in ("fp32", "fp16", "bf16", "int8") if p in precisions or p == "bf16"]
+        if backend != "openvino" or cpu_features().bf16 is None:
+            runs.remove("bf16")  # bf16: the FP32 file on OpenVINO, with native BF16 only
+        by_precision: dict[str, dict[str, Any]] = {}
+        for precision in runs:
+            if precision == "fp32":
+                accuracy = fp32_by_backend[backend]
+            elif backend == "onnxruntime":
+                accuracy = None  # already measured: the precision entry's own accuracy
+            else:
+                file = precisions["fp32" if precision == "bf16" else precision].file
+                accuracy = evaluate_on(backend, precision)(folder / file)
+            record = accuracy.to_dict() if accuracy else dict(precisions[precision].accuracy)
+            by_precision[precision] = {**record, "reference": f"{backend} fp32"}
+        found[backend] = by_precision
+    return found
 
 
 def _entry(

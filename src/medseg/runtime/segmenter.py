@@ -29,7 +29,7 @@ from types import TracebackType
 
 import numpy as np
 
-from medseg.bundle.manifest import Manifest
+from medseg.bundle.manifest import Manifest, file_precision
 from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
 from medseg.data.postprocess import apply_postprocess
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
@@ -168,12 +168,14 @@ class Segmenter:
         Args:
             bundle: the bundle folder (``medseg.json`` + ONNX files + ``engines/``).
             backend: ``"auto"`` (TensorRT when this machine has TensorRT, a GPU and an engine
-                built here for ``precision``, else ONNX Runtime), ``"tensorrt"`` or
-                ``"onnxruntime"``.
-            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``; must be in the bundle.
+                built here for ``precision``; else OpenVINO on a machine without an NVIDIA GPU
+                when installed, else ONNX Runtime), ``"tensorrt"``, ``"onnxruntime"`` or
+                ``"openvino"``.
+            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``; must be in the bundle; or
+                ``"bf16"`` (OpenVINO: the FP32 file with BF16 arithmetic).
             batch_size: slices per call (within the manifest's range).
             providers: ONNX Runtime providers (``"cuda"``, ``"cpu"``, ``"tensorrt"``).
-            threads: ONNX Runtime intra-op threads.
+            threads: CPU threads (ONNX Runtime intra-op, OpenVINO inference threads).
             cuda_graph: TensorRT: replay a captured CUDA graph for full batches.
             tta: mirroring test-time augmentation (window recipes).
             postprocess: apply the manifest's post-processing rules.
@@ -184,7 +186,7 @@ class Segmenter:
         """
         bundle = Path(bundle)
         manifest = Manifest.load(bundle)
-        if precision not in manifest.precisions:
+        if file_precision(precision) not in manifest.precisions:
             raise ConfigError(
                 f"bundle {bundle} has no {precision} model; it has {sorted(manifest.precisions)}"
             )

@@ -105,7 +105,13 @@ def test_guard_fails_with_the_table_when_the_budget_is_impossible(
 def test_tiny_budget_keeps_layers_in_fp32_until_met(
     toy_runs: dict[str, Path], toy_data: Path, tmp_path: Path
 ) -> None:
-    options = ExportOptions(int8=True, calib_data=toy_data, calib_slices=16, max_dice_drop=0.0)
+    options = ExportOptions(
+        int8=True,
+        calib_data=toy_data,
+        calib_slices=16,
+        max_dice_drop=0.0,
+        guard_backend="onnxruntime",  # the entry's accuracy is ONNX Runtime's
+    )
     try:
         manifest = export_bundle(toy_runs["attention-fusion"], tmp_path / "b", options, _quiet)
     except ExportError as exc:  # the budget could not be met: the table is in the message

@@ -1,6 +1,7 @@
 """The contract every inference backend meets, run on each backend this machine has.
 
-ONNX Runtime CPU runs everywhere; TensorRT runs under the ``tensorrt`` marker where TensorRT
+ONNX Runtime CPU runs everywhere; OpenVINO (CPU) runs where it is installed, with ``bf16``
+where the CPU has native BF16; TensorRT runs under the ``tensorrt`` marker where TensorRT
 and an NVIDIA GPU exist, and skips with the reason elsewhere. Inputs are real: the toy
 dataset's volumes, preprocessed by the bundle's own recipe, and the bundle's ONNX files.
 """
@@ -37,8 +38,15 @@ def _tensorrt_skip_reason() -> str | None:
     return None
 
 
+def _openvino_skip_reason() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("openvino") else "openvino is not installed"
+
+
 BACKEND_PARAMS = [
     pytest.param("onnxruntime", id="onnxruntime"),
+    pytest.param("openvino", id="openvino"),
     pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.tensorrt),
 ]
 
@@ -62,6 +70,8 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "tensorrt":
         request.getfixturevalue("engine_bundle")
+    if name == "openvino" and (reason := _openvino_skip_reason()):
+        pytest.skip(reason)
     return name
 
 

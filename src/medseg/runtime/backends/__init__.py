@@ -2,8 +2,10 @@
 
 ``onnxruntime`` runs the bundle's ONNX files (CPU everywhere; CUDA when present);
 ``tensorrt`` runs an engine that ``medseg build`` compiled on this device; ``tensorrt-rtx`` a
-TensorRT-RTX plan (``medseg build --runtime tensorrt-rtx``) on an RTX GPU. Each backend
-module imports its heavy library only when a backend is loaded.
+TensorRT-RTX plan (``medseg build --runtime tensorrt-rtx``) on an RTX GPU; ``openvino`` runs
+the ONNX files on the CPU (FP32, FP16, INT8, and ``bf16``: the FP32 file with OpenVINO's BF16
+hint, where the CPU has native BF16). Each backend module imports its heavy library only when
+a backend is loaded.
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.runtime.backends.base import Backend, InferTiming
 
-__all__ = ["BACKENDS", "Backend", "InferTiming", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "BF16_BACKENDS",
+    "OPENVINO_CACHE_DIR",
+    "Backend",
+    "InferTiming",
+    "create_backend",
+]
 
 #: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``).
-BACKENDS = ("tensorrt", "onnxruntime", "tensorrt-rtx")
+BACKENDS = ("tensorrt", "onnxruntime", "tensorrt-rtx", "openvino")
+#: OpenVINO model cache inside the bundle (one folder per ONNX file).
+OPENVINO_CACHE_DIR = "cache/openvino"
+#: Backends that run ``bf16`` (a runtime precision: the FP32 file, BF16 arithmetic).
+BF16_BACKENDS = ("openvino",)
 
 
 def create_backend(
@@ -34,21 +47,42 @@ def create_backend(
     """A backend (not loaded yet) for one precision of a bundle.
 
     ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
-    TensorRT and a GPU are usable, ONNX Runtime otherwise. Files are checked against the
-    manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
+    TensorRT and a GPU are usable; else, on a machine without an NVIDIA GPU, OpenVINO when it
+    is installed (and always for ``bf16``); ONNX Runtime otherwise. Files are checked against
+    the manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
     """
     engine: Path | None = None
     if backend == "auto":
         from medseg.runtime.engines import find_engine
 
-        engine = find_engine(bundle, manifest, precision)  # already checked for this device
-        backend = "tensorrt" if engine else "onnxruntime"
-        if engine is None:
+        engine = None if precision == "bf16" else find_engine(bundle, manifest, precision)
+        backend = "tensorrt" if engine else _cpu_backend(precision)
+        if engine is None and precision != "bf16":
             from medseg.runtime.engines_rtx import find_rtx_engine
 
             engine = find_rtx_engine(bundle, manifest, precision)
-            backend = "tensorrt-rtx" if engine else "onnxruntime"
+            if engine is not None:
+                backend = "tensorrt-rtx"
     _check_options(backend, providers, threads, cuda_graph)
+    if precision == "bf16" and backend not in BF16_BACKENDS:
+        raise ConfigError(
+            f"--precision bf16 runs on {', '.join(BF16_BACKENDS)} (the FP32 file with BF16 "
+            f"arithmetic), not on {backend}: pass --backend openvino"
+        )
+    if backend == "openvino":
+        from medseg.runtime.backends.openvino import OpenVinoBackend
+
+        file_precision = "fp32" if precision == "bf16" else precision
+        path = manifest.onnx_path(bundle, file_precision)
+        return OpenVinoBackend(
+            path,
+            manifest.input,
+            manifest.output_name,
+            manifest.num_classes,
+            precision=precision,
+            threads=threads,
+            cache_dir=Path(bundle) / OPENVINO_CACHE_DIR / path.stem,
+        )
     if backend == "onnxruntime":
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -94,6 +128,19 @@ def create_backend(
     raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
 
 
+def _cpu_backend(precision: str) -> str:
+    """``openvino`` when installed and (for anything but bf16) no NVIDIA GPU is visible."""
+    import importlib.util
+
+    if precision == "bf16":  # only OpenVINO runs it (a missing install is reported there)
+        return "openvino"
+    if importlib.util.find_spec("openvino") is None:
+        return "onnxruntime"
+    from medseg.runtime.cuda import gpu_available
+
+    return "onnxruntime" if gpu_available() else "openvino"
+
+
 def _check_options(
     backend: str, providers: Sequence[str] | None, threads: int | None, cuda_graph: bool
 ) -> None:
@@ -104,8 +151,14 @@ def _check_options(
             f"--providers and --threads set ONNX Runtime; the backend here is {label} "
             "(pass --backend onnxruntime to use them)"
         )
-    if backend == "onnxruntime" and cuda_graph:
+    if backend in ("onnxruntime", "openvino") and cuda_graph:
+        name = "ONNX Runtime" if backend == "onnxruntime" else "OpenVINO"
         raise ConfigError(
-            "--cuda-graph is a TensorRT option; the backend here is ONNX Runtime (no TensorRT "
-            "engine for this device, or --backend onnxruntime)"
+            f"--cuda-graph is a TensorRT option; the backend here is {name} (no TensorRT "
+            f"engine for this device, or --backend {backend})"
+        )
+    if backend == "openvino" and providers:
+        raise ConfigError(
+            "--providers sets ONNX Runtime; the backend here is OpenVINO (pass --backend "
+            "onnxruntime to use them)"
         )

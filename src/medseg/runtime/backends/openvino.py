@@ -1,0 +1,188 @@
+"""OpenVINO backend: the bundle's ONNX files compiled for the CPU, precision and threads explicit.
+
+OpenVINO's default inference precision on a CPU with native BF16 is BF16, so the hint is
+always set: ``fp32``, ``fp16`` (the AutoCast file, weights upcast as in ONNX Runtime) and
+``int8`` (the Q/DQ file; its unquantised ops in FP32) run with ``INFERENCE_PRECISION_HINT=f32``;
+``bf16`` runs the FP32 file with the ``bf16`` hint, only where the CPU has AVX512_BF16 or
+AMX (:func:`medseg.runtime.cpu.require_bf16`). The compiled model is cached on disk by
+OpenVINO (``CACHE_DIR``, one folder per ONNX file, next to the bundle); the blob does not
+depend on the precision hint, and a cache OpenVINO cannot load is rebuilt with one warning.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.bundle.manifest import InputSpec
+from medseg.deps import require
+from medseg.errors import ConfigError
+from medseg.runtime.backends.base import Backend
+
+__all__ = ["PRECISION_HINTS", "CompiledModelFromOnnx", "OpenVinoBackend"]
+
+#: Runtime precision -> OpenVINO ``INFERENCE_PRECISION_HINT``.
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class CompiledModelFromOnnx:
+    """Loader: an ``openvino.CompiledModel`` of one ONNX file on the CPU device.
+
+    Args:
+        path: the ``.onnx`` file.
+        precision: ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"bf16"`` (see :data:`PRECISION_HINTS`).
+        threads: ``INFERENCE_NUM_THREADS``; ``None``: OpenVINO's default (all cores).
+        cache_dir: OpenVINO model cache folder for this file; ``None``: no cache.
+    """
+
+    def __init__(
+        self, path: Path, precision: str, threads: int | None = None, cache_dir: Path | None = None
+    ) -> None:
+        if precision not in PRECISION_HINTS:
+            raise ConfigError(
+                f"OpenVINO precision {precision!r}; accepted: {', '.join(PRECISION_HINTS)}"
+            )
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        require("openvino", "running ONNX models with OpenVINO")  # before any heavy work
+        if precision == "bf16":
+            from medseg.runtime.cpu import require_bf16
+
+            require_bf16()
+        self.path = Path(path)
+        self.precision = precision
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.loaded_from_cache = False
+
+    def config(self) -> dict[str, Any]:
+        """The compile properties (without the cache folder)."""
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    def __call__(self) -> Any:
+        ov = require("openvino", "running ONNX models with OpenVINO")
+        core = ov.Core()
+        config = self.config()
+        cache = self._usable_cache()
+        had_blob = cache is not None and any(cache.glob("*.blob"))
+        try:
+            if cache is not None:
+                try:
+                    compiled = core.compile_model(
+                        str(self.path), "CPU", {**config, "CACHE_DIR": str(cache)}
+                    )
+                except RuntimeError:  # a cache OpenVINO chokes on: drop it, compile again
+                    if not had_blob:
+                        raise
+                    shutil.rmtree(cache, ignore_errors=True)
+                    _warn_once(
+                        str(cache), f"{cache}: OpenVINO cannot read its model cache; rebuilt"
+                    )
+                    compiled = core.compile_model(
+                        str(self.path), "CPU", {**config, "CACHE_DIR": str(cache)}
+                    )
+                    had_blob = False
+                self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+                if had_blob and not self.loaded_from_cache:  # OpenVINO rewrote the blob
+                    _warn_once(
+                        str(cache),
+                        f"{cache}: the OpenVINO model cache was corrupt or from another "
+                        "OpenVINO version; rebuilt",
+                    )
+            else:
+                compiled = core.compile_model(str(self.path), "CPU", config)
+        except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable models
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{self.path}: OpenVINO cannot compile it ({first})") from exc
+        return compiled
+
+    def _usable_cache(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.cache_dir / ".write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            _warn_once(
+                str(self.cache_dir),
+                f"{self.cache_dir}: cannot write the OpenVINO model cache ({exc.strerror}); "
+                "compiling without it",
+            )
+            return None
+        return self.cache_dir
+
+
+class OpenVinoBackend(Backend):
+    """Runs an ONNX file with OpenVINO on the CPU (see :class:`CompiledModelFromOnnx`)."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_spec: InputSpec,
+        output_name: str,
+        num_classes: int,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(input_spec, output_name, num_classes)
+        self.loader = CompiledModelFromOnnx(onnx_path, precision, threads, cache_dir)
+        self.compiled: Any = None
+        self.request: Any = None
+
+    @property
+    def threads(self) -> int | None:
+        """Inference threads of the compiled model (``None`` before :meth:`load`)."""
+        if self.compiled is None:
+            return self.loader.threads
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def describe(self) -> str:
+        hint = PRECISION_HINTS[self.loader.precision]
+        cache = ", from cache" if self.loader.loaded_from_cache else ""
+        return f"openvino (CPU, {hint}; {self.threads or 'default'} threads{cache})"
+
+    def _load_impl(self) -> None:
+        self.compiled = self.loader()
+        names = {name for output in self.compiled.outputs for name in output.get_names()}
+        if self.output_name not in names:
+            raise ConfigError(
+                f"{self.loader.path} has outputs {sorted(names)}, not the manifest's "
+                f"{self.output_name!r}"
+            )
+        self.request = self.compiled.create_infer_request()
+
+    def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter_ns()
+        self.request.infer({self.input_spec.name: batch})
+        compute_ms = (time.perf_counter_ns() - start) / 1e6
+        logits = np.array(self.request.get_tensor(self.output_name).data, dtype=np.float32)
+        return logits, compute_ms
+
+    def _close_impl(self) -> None:
+        self.request = None
+        self.compiled = None

@@ -1,0 +1,97 @@
+"""What this CPU runs natively: the instruction sets behind BF16 and INT8 inference.
+
+Read from the ``flags`` line of ``/proc/cpuinfo`` (Linux); where that file does not exist,
+from OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of its CPU device (when OpenVINO is installed).
+``bf16`` inference is offered only where the CPU has AVX512_BF16 or AMX-BF16: elsewhere
+OpenVINO would emulate it, slower than FP32. The bench fingerprint records which capability
+and which source were used.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError
+
+__all__ = ["CpuFeatures", "cpu_features", "require_bf16"]
+
+#: Instruction sets that give native BF16 inference, best first (cpuinfo flag names).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Instruction sets that give fast INT8 dot products, best first.
+INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU's inference-relevant instruction sets.
+
+    Attributes:
+        flags: the cpuinfo flags among :data:`BF16_FLAGS` and :data:`INT8_FLAGS` (or, from
+            OpenVINO, its capability names such as ``"BF16"``).
+        source: ``"/proc/cpuinfo"``, ``"openvino OPTIMIZATION_CAPABILITIES"`` or ``"unknown"``.
+    """
+
+    flags: frozenset[str]
+    source: str
+
+    @property
+    def bf16(self) -> str | None:
+        """The native BF16 instruction set used (``"amx_bf16"``, ``"avx512_bf16"``), or None."""
+        for flag in (*BF16_FLAGS, "BF16"):
+            if flag in self.flags:
+                return flag
+        return None
+
+    @property
+    def int8(self) -> str | None:
+        """The INT8 dot-product instruction set (``"avx512_vnni"``...), or None."""
+        return next((f for f in INT8_FLAGS if f in self.flags), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bf16": self.bf16, "int8": self.int8, "source": self.source}
+
+
+def _from_cpuinfo(text: str) -> frozenset[str]:
+    for line in text.splitlines():
+        if line.lower().startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return frozenset(flags & {*BF16_FLAGS, *INT8_FLAGS})
+    return frozenset()
+
+
+def _from_openvino() -> frozenset[str] | None:
+    try:
+        import openvino as ov
+
+        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # not installed, or no CPU plugin: nothing known
+        return None
+    return frozenset(str(c) for c in capabilities)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """This machine's :class:`CpuFeatures` (read once per process)."""
+    try:
+        return CpuFeatures(_from_cpuinfo(CPUINFO.read_text()), str(CPUINFO))
+    except OSError:
+        pass
+    found = _from_openvino()
+    if found is not None:
+        return CpuFeatures(found, "openvino OPTIMIZATION_CAPABILITIES")
+    return CpuFeatures(frozenset(), "unknown")
+
+
+def require_bf16(features: CpuFeatures | None = None) -> str:
+    """The native BF16 instruction set, or a ConfigError naming what is missing."""
+    features = features or cpu_features()
+    if features.bf16 is None:
+        raise ConfigError(
+            "--precision bf16 needs native BF16 on the CPU (AVX512_BF16 or AMX-BF16); this "
+            f"CPU has neither (checked {features.source}): use --precision fp32 or int8"
+        )
+    return features.bf16
