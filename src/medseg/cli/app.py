@@ -17,6 +17,7 @@ from medseg.cli import data, demo
 from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
 from medseg.cli import infer as infer_cmd
+from medseg.cli import serve as serve_cmd
 from medseg.cli import train as train_cmd
 
 __all__ = [
@@ -59,6 +60,7 @@ for _name, _command in PIPELINE.items():
     _register(app, _name, _command)
 app.command("demo")(demo.demo)
 app.command("export-triton")(deploy_cmd.export_triton)
+app.command("serve")(serve_cmd.serve)
 
 
 def _version_callback(value: bool) -> None:

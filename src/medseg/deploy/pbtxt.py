@@ -2,9 +2,9 @@
 
 Only the fields medseg sets are modelled (see Triton's ``model_config.proto``): name, platform
 (or backend, for the Python backend), max batch size, inputs and outputs (optional inputs
-included), dynamic batching, the instance group and string parameters. Comments (``#``) at the top say where the model came from; Triton ignores
-them, and ``ModelConfig`` has no description field, so the facts a server needs also go into
-``parameters``.
+included), dynamic batching, the instance group and string parameters. Comments (``#``) at
+the top say where the model came from; Triton ignores them, and ``ModelConfig`` has no
+description field, so the facts a server needs also go into ``parameters``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _param(params: Mapping[str, str], key: str, where: str) -> str:
     if key not in params:
-        raise ConfigError(f"{where}: parameter {key} is missing; re-export with medseg export-triton")
+        raise ConfigError(
+            f"{where}: parameter {key} is missing; re-export with medseg export-triton"
+        )
     return params[key]
 
 
@@ -114,7 +116,9 @@ class SegmentSettings:
             try:
                 ints[key] = int(text)
             except ValueError:
-                raise ConfigError(f"{where}: parameter {key} is {text!r}; expected an integer")
+                raise ConfigError(
+                    f"{where}: parameter {key} is {text!r}; expected an integer"
+                ) from None
         return cls(
             precision=_param(params, "medseg_precision", where),
             backend=_param(params, "medseg_backend", where),
@@ -168,7 +172,9 @@ def _inflate(data: bytes, limit: int) -> bytes:
         try:
             out += inflater.decompress(rest, limit + 1 - len(out))
         except zlib.error as exc:
-            raise DatasetError(f"nifti: corrupt gzip data ({exc}); expected a .nii or .nii.gz file")
+            raise DatasetError(
+                f"nifti: corrupt gzip data ({exc}); expected a .nii or .nii.gz file"
+            ) from None
         if len(out) > limit:
             raise DatasetError(
                 f"nifti: decompresses to more than {limit} bytes, beyond this model's volume cap"
@@ -297,8 +303,10 @@ def _nifti_voxels(path: Path) -> int:
     from nibabel.spatialimages import HeaderDataError, HeaderTypeError
 
     try:
-        shape = nib.load(str(path)).shape
+        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]
     except (ImageFileError, HeaderDataError, HeaderTypeError, OSError, ValueError, EOFError) as e:
         problem = str(e).replace(str(path), INPUT_NIFTI)
-        raise DatasetError(f"{INPUT_NIFTI}: not a readable NIfTI-1/NIfTI-2 file ({problem})") from None
+        raise DatasetError(
+            f"{INPUT_NIFTI}: not a readable NIfTI-1/NIfTI-2 file ({problem})"
+        ) from None
     return int(np.prod(shape, dtype=np.int64))

@@ -9,8 +9,8 @@ The binary comes from the ``serve`` extra: the ``nvidia-pytriton`` wheel carries
 The Python backend's stub embeds the interpreter found as ``python3`` on ``PATH`` (and ignores
 ``PYTHONPATH``); the server gets this interpreter's folder first on ``PATH`` and this
 ``medseg``'s folder in ``MEDSEG_SOURCE`` (the segment model's ``model.py`` puts it first on
-``sys.path``), so the segmenter runs the same medseg, numpy 2 and ONNX Runtime as the CLI. Tensors cross the
-stub by DLPack (see :mod:`medseg.deploy.triton_model`).
+``sys.path``), so the segmenter runs the same medseg, numpy 2 and ONNX Runtime as the CLI.
+Tensors cross the stub by DLPack (see :mod:`medseg.deploy.triton_model`).
 
     with TritonServer(repository, ["medseg-x-segment"], ServerOptions(http_port=8000)) as s:
         s.wait_ready()
@@ -177,10 +177,10 @@ class TritonServer:
         else:
             cmd += [f"--grpc-address={o.host}", f"--grpc-port={o.grpc}"]
         cmd += ["--allow-metrics=false", "--exit-on-error=true", "--strict-readiness=true"]
-        return cmd + [f"--log-verbose={o.log_verbose}", "--exit-timeout-secs=10"]
+        return [*cmd, f"--log-verbose={o.log_verbose}", "--exit-timeout-secs=10"]
 
     def environment(self) -> dict[str, str]:
-        """This interpreter first on ``PATH`` (the stub's Python), this medseg in ``MEDSEG_SOURCE``."""
+        """This Python first on ``PATH`` (the stub's interpreter), this medseg in MEDSEG_SOURCE."""
         import medseg
 
         env = dict(os.environ)
@@ -233,7 +233,7 @@ class TritonServer:
         """``GET /v2/health/ready`` answers 200."""
         url = f"http://{self.options.host}:{self.options.http_port}/v2/health/ready"
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 (our own URL)
+            with urllib.request.urlopen(url, timeout=2) as reply:
                 return bool(reply.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -259,7 +259,9 @@ class TritonServer:
                 return time.perf_counter() - started
             time.sleep(0.2)
         self.stop()
-        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s: {self._load_error()}")
+        raise ServerError(
+            f"tritonserver was not ready after {timeout_s:.0f} s: {self._load_error()}"
+        )
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM the server (SIGKILL after ``timeout_s``); its exit code. Idempotent."""

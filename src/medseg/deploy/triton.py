@@ -16,8 +16,9 @@ the end-to-end segmenter ``medseg-<model>-segment`` (Python backend, see
       <model>-<precision>-trt-<device-key>/1/medseg.json
       medseg-<model>-segment/config.pbtxt, 1/model.py, 1/bundle/
 
-The raw-logits models (ONNX, plan) run the network only: the client applies the bundle's preprocessing (intensity
-normalisation, slicing, padding or resizing) and undoes it on the logits. The manifest is
+The raw-logits models (ONNX, plan) run the network only: the client applies the bundle's
+preprocessing (intensity normalisation, slicing, padding or resizing) and undoes it on the
+logits. The manifest is
 copied into every model's version folder, so a model folder moved to another server keeps its
 contract; ``config.pbtxt`` carries its sha256 and the recipe as parameters.
 
@@ -39,9 +40,9 @@ from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, DimRange, Manifest, file_sha256
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
 from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, SegmentSettings
-from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.deploy.triton_plans import BundlePlan, find_plans
 from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
+from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
 
 __all__ = [

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
+import triton_python_backend_utils as pb_utils
 
 # The stub's interpreter ignores PYTHONPATH; `medseg serve` names the medseg it runs here.
 _SOURCE = os.environ.get("MEDSEG_SOURCE", "")

@@ -133,8 +133,9 @@ with the network and a copy of the bundle's `{MANIFEST_NAME}`.
 
 {segment_section}## The preprocessing contract (raw-logits models)
 
-The ONNX and TensorRT models run only the network. Input `{spec.name}`: float32 `(N, {spec.channels}, H, W)` slices,
-H {spec.height} and W {spec.width} (a range reads min:opt:max), already preprocessed; output
+The ONNX and TensorRT models run only the network. Input `{spec.name}`: float32
+`(N, {spec.channels}, H, W)` slices, H {spec.height} and W {spec.width} (a range reads
+min:opt:max), already preprocessed; output
 `{manifest.output_name}`: float32 `(N, {manifest.num_classes}, H, W)` logits. Classes: {classes}.
 The client must apply the recipe in `1/{MANIFEST_NAME}` (`preprocessing`) exactly, or the masks
 are wrong without any error:

@@ -74,7 +74,9 @@ def segment_config(
     )
 
 
-def write_segment_model(root: Path, config: ModelConfigText, bundle: Path, manifest: Manifest) -> None:
+def write_segment_model(
+    root: Path, config: ModelConfigText, bundle: Path, manifest: Manifest
+) -> None:
     """Write the model folder: ``config.pbtxt``, ``1/model.py``, ``1/bundle/`` (a copy)."""
     from medseg.deploy.triton import VERSION
 
