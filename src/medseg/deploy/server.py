@@ -196,6 +196,8 @@ class TritonServer:
         if source is None or stub is None:
             return
         target = self._work / "backends" / "python"
+        if (target / "triton_python_backend_stub").is_file():
+            return  # a restart: prepared already (a stub still exiting keeps the file busy)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
             shutil.copyfile(source / name, target / name)
