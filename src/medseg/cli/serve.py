@@ -73,7 +73,7 @@ def serve(
         try:
             plan = plan_serving(path, work, install, precision=precision, max_voxels=max_voxels)
             for name, reason in plan.skipped:
-                console.print(f"skipping {name}: {reason}", highlight=False)
+                console.print(f"skipping {name}: {reason}", highlight=False, soft_wrap=True)
             server = TritonServer(plan.repository, plan.models, options, install, log_path=log)
             console.print(
                 f"starting {install.binary} on {plan.repository} (log: {server.log_path})",
