@@ -114,6 +114,7 @@ def plan_serving(
         from medseg.deploy.triton import export_triton
 
         repository = work / "repository"
+        work.mkdir(parents=True, exist_ok=True)
         export_triton(
             path,
             repository,
