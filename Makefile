@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-gate bench-baseline trt-compile clean
+.PHONY: install demo test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
 
 install: $(STAMP)
 
@@ -52,6 +52,22 @@ trt-compile: install
 bench-baseline: install $(BENCH_DATA)
 	$(VENV)/bin/medseg bench $(BENCH_ARGS) --baseline benchmarks/baselines/ci-cpu.json \
 		--update-baseline --report benchmarks/results/cpu-demo-bundle
+
+# Triton: the serve extra's clients, and the tritonserver binary of nvidia-pytriton installed
+# without its dependencies (it pins numpy<2; medseg's segmenter model passes tensors to the
+# Python backend's stub by DLPack, so no numpy ABI crosses it). `make triton-smoke` (.ci/run)
+# serves the demo bundle on 127.0.0.1 and checks it end to end, under load and faults.
+SERVE_STAMP := $(VENV)/.serve-installed
+
+serve-install: $(SERVE_STAMP)
+
+$(SERVE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[serve]"
+	$(PY) -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	touch $(SERVE_STAMP)
+
+triton-smoke: serve-install $(BENCH_DATA)
+	$(PY) benchmarks/triton_smoke.py --data $(BENCH_DATA) --out demo-output/triton-smoke
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ __all__ = [
     "GateFailedError",
     "MedsegError",
     "MissingDependencyError",
+    "ServerError",
 ]
 
 
@@ -49,3 +50,7 @@ class GateFailedError(MedsegError):
     """A benchmark gate failed (exit code 1: the run worked, the result is not good enough)."""
 
     exit_code = 1
+
+
+class ServerError(MedsegError):
+    """An inference server could not be started or reached, or it refused a request."""

@@ -18,6 +18,7 @@ from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
 from medseg.cli import infer as infer_cmd
 from medseg.cli import plan as plan_cmd
+from medseg.cli import serve as serve_cmd
 from medseg.cli import train as train_cmd
 
 __all__ = [
@@ -62,6 +63,7 @@ app.command("demo")(demo.demo)
 app.command("export-triton")(deploy_cmd.export_triton)
 app.command("plan")(plan_cmd.plan)
 app.command("cv-summary")(plan_cmd.cv_summary)
+app.command("serve")(serve_cmd.serve)
 
 
 def _version_callback(value: bool) -> None:

@@ -25,9 +25,19 @@ def export_triton(
     max_queue_delay_us: int = typer.Option(
         100, "--max-queue-delay-us", help="How long the dynamic batcher may wait (microseconds)."
     ),
+    segment_precision: str = typer.Option(
+        "fp32", "--segment-precision", help="Precision the end-to-end segmenter model runs."
+    ),
+    max_voxels: int = typer.Option(
+        64 * 2**20, "--max-voxels", help="The segmenter's cap on voxels per request."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Write a Triton model repository: one model per ONNX precision and per built engine.
+    """Write a Triton model repository: the end-to-end segmenter, one raw-logits model per
+    ONNX precision and per built engine.
+
+    medseg-<name>-segment (Python backend) takes a whole volume and returns its labels: it runs
+    medseg.runtime on a copy of the bundle (serve it with medseg serve).
 
     ONNX files run with Triton's ONNX Runtime backend (on the GPU); TensorRT plans already
     built into the bundle (bundle/engines/<device>/) run with its TensorRT backend, on the GPU
@@ -45,7 +55,13 @@ def export_triton(
 
         started = time.perf_counter()
         models = write_repository(
-            bundle, out, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us, force=force
+            bundle,
+            out,
+            max_batch=max_batch,
+            max_queue_delay_us=max_queue_delay_us,
+            force=force,
+            segment_precision=segment_precision,
+            max_voxels=max_voxels,
         )
         for model in models:
             size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
@@ -62,3 +78,8 @@ def export_triton(
         console.print("next: serve it, then segment a scan through it:", highlight=False)
         for command in serve_commands(shlex.quote(str(out.resolve())), models[0].name):
             console.print(f"  {command}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  medseg serve {shlex.quote(str(out))}   (the segmenter, on a local tritonserver)",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
@@ -12,9 +11,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medseg.cli.common import DEBUG_OPTION, console, handle_errors
-
-if TYPE_CHECKING:
-    from medseg.runtime import Segmentation
 
 __all__ = ["infer"]
 
@@ -57,6 +53,15 @@ def infer(
         None, "--reference", help="Reference label map (NIfTI): print Dice per class."
     ),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        help="Segment on a Triton server (http://HOST:PORT or grpc://HOST:PORT, medseg serve); "
+        "BUNDLE is then the bundle or repository the server was given.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="With --server: the model (default medseg-<name>-segment)."
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Segment a NIfTI volume or a DICOM series with a bundle.
@@ -68,9 +73,29 @@ def infer(
         medseg infer bundle scan.nii.gz --out mask.nii.gz
         medseg-infer bundle dicom/series1 --out mask.nii.gz --precision int8
         medseg infer bundle case_0000.nii.gz case_0001.nii.gz --out mask.nii.gz --backend tensorrt
+        medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
+
+        if server is not None:
+            from medseg.cli.infer_remote import infer_remote, local_only_options
+
+            local_only_options(
+                backend=backend,
+                precision=precision,
+                probabilities=probabilities,
+                batch_size=batch_size,
+                providers=providers,
+                threads=threads,
+                cuda_graph=cuda_graph,
+            )
+            scan = load_scan(inputs)
+            paths = plan_outputs(out, scan, False, dicom_seg, force)
+            ref = _load_reference(reference, scan.image.shape[1:]) if reference else None
+            labels, classes = infer_remote(bundle, scan, paths, server, model)
+            _print_summary(labels, scan.voxel_volume_ml, classes, ref)
+            return
 
         started = time.perf_counter()
         scan = load_scan(inputs)
@@ -134,7 +159,7 @@ def infer(
             result.probabilities,
             algorithm_version=str(manifest.tool_versions.get("medseg-edge", "")),
         )
-        _print_summary(result, scan.voxel_volume_ml, manifest.classes, ref_labels)
+        _print_summary(result.labels, scan.voxel_volume_ml, manifest.classes, ref_labels)
         timing = result.timing
         console.print(
             f"{result.num_slices} slices in {timing.total_s:.2f} s "
@@ -160,9 +185,8 @@ def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _print_summary(
-    result: Segmentation, voxel_ml: float, classes: dict[str, int], reference: np.ndarray | None
+    labels: np.ndarray, voxel_ml: float, classes: dict[str, int], reference: np.ndarray | None
 ) -> None:
-    labels = result.labels
     table = Table(title=None, show_edge=False, header_style="bold")
     for column in ("label", "class", "voxels", "volume ml"):
         table.add_column(column, justify="left" if column == "class" else "right")

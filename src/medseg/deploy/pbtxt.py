@@ -1,10 +1,10 @@
 """Triton ``config.pbtxt`` files: Triton's ``ModelConfig`` protobuf, written as text format.
 
-Only the fields medseg sets are modelled (see Triton's ``model_config.proto``): name, platform,
-max batch size, one FP32 input and one FP32 output, dynamic batching, the instance group and
-string parameters. Comments (``#``) at the top say where the model came from; Triton ignores
-them, and ``ModelConfig`` has no description field, so the facts a server needs also go into
-``parameters``.
+Only the fields medseg sets are modelled (see Triton's ``model_config.proto``): name, platform
+(or backend, for the Python backend), max batch size, inputs and outputs (optional inputs
+included), dynamic batching, the instance group and string parameters. Comments (``#``) at
+the top say where the model came from; Triton ignores them, and ``ModelConfig`` has no
+description field, so the facts a server needs also go into ``parameters``.
 """
 
 from __future__ import annotations
@@ -36,17 +36,22 @@ def quote(text: str) -> str:
 
 @dataclass(frozen=True)
 class TensorConfig:
-    """One ``ModelInput`` / ``ModelOutput``: name, Triton data type and dims (no batch dim)."""
+    """One ``ModelInput`` / ``ModelOutput``: name, Triton data type and dims (no batch dim).
+
+    ``optional`` (inputs only): a request may leave the input out.
+    """
 
     name: str
     dims: tuple[int, ...]
     data_type: str = "TYPE_FP32"
+    optional: bool = False
 
     def render(self) -> str:
         dims = ", ".join(str(d) for d in self.dims)
+        optional = "\n    optional: true" if self.optional else ""
         return (
             f"  {{\n    name: {quote(self.name)}\n    data_type: {self.data_type}\n"
-            f"    dims: [ {dims} ]\n  }}"
+            f"    dims: [ {dims} ]{optional}\n  }}"
         )
 
 
@@ -56,14 +61,17 @@ class ModelConfigText:
 
     Attributes:
         name: the model name (the folder name in the repository).
-        platform: ``"onnxruntime_onnx"`` or ``"tensorrt_plan"``.
+        platform: ``"onnxruntime_onnx"`` or ``"tensorrt_plan"``; ``""`` with ``backend``.
         max_batch_size: the largest batch Triton forms; dims then exclude the batch axis.
+            0: no batching (dims are the whole tensor).
         inputs, outputs: the tensors.
-        preferred_batch_size: batch sizes the dynamic batcher aims for.
+        preferred_batch_size: batch sizes the dynamic batcher aims for; empty: no
+            ``dynamic_batching`` block.
         max_queue_delay_us: how long the dynamic batcher may wait to fill a batch.
         instance_kind: ``"KIND_GPU"`` or ``"KIND_CPU"``; ``instance_count`` copies.
         parameters: string parameters (``key: value``), for the client and for operators.
         comments: ``#`` lines written above the config.
+        backend: a backend name (``"python"``) instead of a ``platform``.
     """
 
     name: str
@@ -77,24 +85,29 @@ class ModelConfigText:
     instance_count: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
     comments: Sequence[str] = ()
+    backend: str = ""
 
     def render(self) -> str:
         """The ``config.pbtxt`` text."""
         lines = [f"# {c}".rstrip() for c in self.comments]
+        lines.append(f"name: {quote(self.name)}")
+        if self.backend:
+            lines.append(f"backend: {quote(self.backend)}")
+        if self.platform:
+            lines.append(f"platform: {quote(self.platform)}")
         lines += [
-            f"name: {quote(self.name)}",
-            f"platform: {quote(self.platform)}",
             f"max_batch_size: {self.max_batch_size}",
             "input [\n" + ",\n".join(t.render() for t in self.inputs) + "\n]",
             "output [\n" + ",\n".join(t.render() for t in self.outputs) + "\n]",
         ]
-        preferred = ", ".join(str(b) for b in self.preferred_batch_size)
-        lines.append(
-            "dynamic_batching {\n"
-            f"  preferred_batch_size: [ {preferred} ]\n"
-            f"  max_queue_delay_microseconds: {self.max_queue_delay_us}\n"
-            "}"
-        )
+        if self.preferred_batch_size:
+            preferred = ", ".join(str(b) for b in self.preferred_batch_size)
+            lines.append(
+                "dynamic_batching {\n"
+                f"  preferred_batch_size: [ {preferred} ]\n"
+                f"  max_queue_delay_microseconds: {self.max_queue_delay_us}\n"
+                "}"
+            )
         lines.append(
             "instance_group [\n"
             f"  {{\n    kind: {self.instance_kind}\n    count: {self.instance_count}\n  }}\n]"

@@ -1,7 +1,9 @@
 """Export a bundle as an NVIDIA Triton Inference Server model repository.
 
-One ``onnxruntime_onnx`` model per ONNX precision of the bundle, and one ``tensorrt_plan``
-model per TensorRT engine already built into it (``bundle/engines/<device-key>/<p>.plan``)::
+One ``onnxruntime_onnx`` model per ONNX precision of the bundle, one ``tensorrt_plan``
+model per TensorRT engine already built into it (``bundle/engines/<device-key>/<p>.plan``), and
+the end-to-end segmenter ``medseg-<model>-segment`` (Python backend, see
+:mod:`medseg.deploy.triton_segment`)::
 
     OUT/
       README.md                       the preprocessing contract and the commands to serve
@@ -12,9 +14,11 @@ model per TensorRT engine already built into it (``bundle/engines/<device-key>/<
       <model>-<precision>-trt-<device-key>/config.pbtxt
       <model>-<precision>-trt-<device-key>/1/model.plan
       <model>-<precision>-trt-<device-key>/1/medseg.json
+      medseg-<model>-segment/config.pbtxt, 1/model.py, 1/bundle/
 
-Triton runs the network only: the client applies the bundle's preprocessing (intensity
-normalisation, slicing, padding or resizing) and undoes it on the logits. The manifest is
+The raw-logits models (ONNX, plan) run the network only: the client applies the bundle's
+preprocessing (intensity normalisation, slicing, padding or resizing) and undoes it on the
+logits. The manifest is
 copied into every model's version folder, so a model folder moved to another server keeps its
 contract; ``config.pbtxt`` carries its sha256 and the recipe as parameters.
 
@@ -35,13 +39,16 @@ from pathlib import Path
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, DimRange, Manifest, file_sha256
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
+from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, SegmentSettings
 from medseg.deploy.triton_plans import BundlePlan, find_plans
 from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
+from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
 
 __all__ = [
     "ONNX_PLATFORM",
     "PLAN_PLATFORM",
+    "PYTHON_BACKEND",
     "VERSION",
     "TritonModel",
     "export_triton",
@@ -60,7 +67,7 @@ class TritonModel:
 
     Attributes:
         name: Triton's model name (its folder).
-        platform: ``onnxruntime_onnx`` or ``tensorrt_plan``.
+        platform: ``onnxruntime_onnx``, ``tensorrt_plan``, or ``python`` (the segmenter).
         precision: ``fp32`` / ``fp16`` / ``int8``.
         path: the model folder (``OUT/<name>``).
         source: the bundle file its ``model.onnx`` / ``model.plan`` was copied from.
@@ -212,6 +219,9 @@ def export_triton(
     max_batch: int | None = None,
     max_queue_delay_us: int = 100,
     force: bool = False,
+    segment: bool = True,
+    segment_precision: str = "fp32",
+    max_voxels: int = DEFAULT_MAX_VOXELS,
 ) -> list[TritonModel]:
     """Write a Triton model repository for ``bundle`` into ``out`` (atomically).
 
@@ -222,9 +232,13 @@ def export_triton(
             maximum batch); must lie within the batch range of the bundle and of every plan.
         max_queue_delay_us: how long Triton's dynamic batcher may wait to fill a batch.
         force: replace an existing ``out`` (only once the new repository is complete).
+        segment: also write the end-to-end segmenter ``medseg-<model>-segment``.
+        segment_precision: the bundle precision the segmenter runs.
+        max_voxels: the segmenter's cap on voxels per request (all channels).
 
     Returns:
-        The models written: ONNX ones by precision, then plans by precision and device.
+        The models written: ONNX ones by precision, plans by precision and device, then the
+        segmenter.
 
     Raises:
         ConfigError: a bad option, a tampered ONNX file, a plan without or against its
@@ -247,6 +261,18 @@ def export_triton(
         max_queue_delay_us=max_queue_delay_us,
         origin=f"exported by medseg export-triton from bundle {bundle.resolve()}",
     )
+    if segment and segment_precision not in manifest.precisions:
+        raise ConfigError(
+            f"--segment-precision {segment_precision}: bundle {bundle} has "
+            f"{', '.join(sorted(manifest.precisions))}"
+        )
+    settings = SegmentSettings(
+        precision=segment_precision,
+        max_voxels=max_voxels,
+        manifest_sha256=common.manifest_sha,
+        source_bundle=str(bundle.resolve()),
+    )
+    seg_config = segment_config(manifest, common.slug, settings, common.origin)
     entries: list[tuple[ModelConfigText, Path, BundlePlan | None]] = [
         (_onnx_config(common, p, onnx_batch), onnx_files[p], None)
         for p in PRECISIONS
@@ -259,10 +285,12 @@ def export_triton(
     with atomic_dir(out) as tmp:
         for config, source, _ in entries:
             _write_model(tmp, config, source, bundle)
+        if segment:
+            write_segment_model(tmp, seg_config, bundle, manifest)
         shutil.copyfile(Path(__file__).with_name("triton_client.py"), tmp / CLIENT_NAME)
-        configs = [config for config, _, _ in entries]
+        configs = [config for config, _, _ in entries] + ([seg_config] if segment else [])
         (tmp / README_NAME).write_text(render_readme(manifest, bundle, configs))
-    return [
+    written = [
         TritonModel(
             name=config.name,
             platform=config.platform,
@@ -276,3 +304,15 @@ def export_triton(
         )
         for config, source, plan in entries
     ]
+    if segment:
+        written.append(
+            TritonModel(
+                name=seg_config.name,
+                platform=PYTHON_BACKEND,
+                precision=segment_precision,
+                path=out / seg_config.name,
+                source=bundle / MANIFEST_NAME,
+                max_batch_size=0,
+            )
+        )
+    return written

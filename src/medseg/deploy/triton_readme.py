@@ -67,22 +67,54 @@ def _recipe_steps(recipe: Recipe) -> list[str]:
     ]
 
 
+def _segment_section(name: str) -> str:
+    return f"""## Which model to choose
+
+`{name}` is the end-to-end segmenter: send a whole volume (float32 `volume` `(C, X, Y, Z)` with
+its float64 `affine` `(4, 4)`, or the bytes of a NIfTI file as uint8 `nifti`), get uint8
+`labels` `(X, Y, Z)` on the input's grid. It runs `medseg.runtime.Segmenter` on the bundle copy
+in `{name}/1/bundle/` (the code of `medseg infer`: same preprocessing, same mask), on TensorRT
+when the server has a GPU and an engine, else ONNX Runtime. Choose it unless you have a
+reason not to: clients cannot drift from the validated preprocessing. A bad request (wrong
+channel count, a NaN voxel, a corrupt NIfTI, a volume above `medseg_max_voxels`) gets an error
+response naming the problem. At load it checks the bundle copy against the exported sha256 and
+refuses to load, with the rebuild command, when it does not match.
+
+The raw-logits models take preprocessed `(N, C, H, W)` slices and return logits: choose them
+for a client that batches slices from many scans into one GPU queue, or to run the network
+with Triton's own ONNX Runtime / TensorRT backends (not in every Triton build), and apply the
+contract below exactly.
+
+```bash
+medseg serve "$PWD" --port 8000               # tritonserver on 127.0.0.1 (medseg-edge[serve])
+medseg infer BUNDLE scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
+```
+
+"""
+
+
 def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfigText]) -> str:
     """The repository's README: contract, models, commands."""
     spec = manifest.input
     name = str(manifest.model.get("name", "medseg model"))
-    rows = []
+    rows, segmenter = [], None
     for c in configs:
         where = "any GPU Triton (ONNX Runtime)"
-        if c.platform == "tensorrt_plan":
+        if c.backend:
+            segmenter = c.name
+            where = "any Triton with the Python backend and medseg-edge[runtime] (CPU or GPU)"
+        elif c.platform == "tensorrt_plan":
             where = (
                 f"{c.parameters['medseg_gpu']}, TensorRT {c.parameters['medseg_tensorrt_version']}"
             )
         precision = c.parameters["medseg_precision"]
-        rows.append(f"| `{c.name}` | {c.platform} | {precision} | {c.max_batch_size} | {where} |")
+        platform = c.platform or f"{c.backend} backend"
+        rows.append(f"| `{c.name}` | {platform} | {precision} | {c.max_batch_size} | {where} |")
     classes = ", ".join(f"{v} = {k}" for k, v in manifest.classes.items())
     steps = "\n".join(f"{i}. {s}" for i, s in enumerate(_recipe_steps(manifest.preprocessing), 1))
-    commands = "\n".join(serve_commands('"$PWD"', configs[0].name))
+    raw = [c for c in configs if not c.backend]
+    commands = "\n".join(serve_commands('"$PWD"', raw[0].name)) if raw else ""
+    segment_section = _segment_section(segmenter) if segmenter else ""
     min_batch = (
         f"\nThe network takes at least {spec.batch.min} slices per request: pad smaller "
         "batches with zero slices and drop their outputs (the client does).\n"
@@ -99,10 +131,11 @@ with the network and a copy of the bundle's `{MANIFEST_NAME}`.
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-## The preprocessing contract
+{segment_section}## The preprocessing contract (raw-logits models)
 
-Triton runs only the network. Input `{spec.name}`: float32 `(N, {spec.channels}, H, W)` slices,
-H {spec.height} and W {spec.width} (a range reads min:opt:max), already preprocessed; output
+The ONNX and TensorRT models run only the network. Input `{spec.name}`: float32
+`(N, {spec.channels}, H, W)` slices, H {spec.height} and W {spec.width} (a range reads
+min:opt:max), already preprocessed; output
 `{manifest.output_name}`: float32 `(N, {manifest.num_classes}, H, W)` logits. Classes: {classes}.
 The client must apply the recipe in `1/{MANIFEST_NAME}` (`preprocessing`) exactly, or the masks
 are wrong without any error:

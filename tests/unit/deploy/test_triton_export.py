@@ -163,6 +163,8 @@ def test_demo_bundle_configs_agree_with_the_manifest(repository: Path) -> None:
     spec = manifest.input
     manifest_sha = file_sha256(DEMO_BUNDLE / MANIFEST_NAME)
     names = sorted(p.name for p in repository.iterdir() if p.is_dir())
+    assert f"medseg-{SLUG}-segment" in names  # the end-to-end segmenter (test_segment_model.py)
+    names = [n for n in names if not n.endswith("-segment")]
     assert names == sorted(f"{SLUG}-{p}-onnx" for p in manifest.precisions)
     for name in names:
         precision = name.split("-")[-2]
@@ -221,7 +223,7 @@ def _parse_with_schema(path: Path) -> Any:
 
 
 def test_configs_parse_with_tritons_own_schema(repository: Path, tmp_path: Path) -> None:
-    for path in repository.glob("*/config.pbtxt"):
+    for path in repository.glob("*-onnx/config.pbtxt"):
         config = _parse_with_schema(path)
         assert config.name == path.parent.name
         assert list(config.input[0].dims) == [1, 208, 240]
@@ -232,6 +234,15 @@ def test_configs_parse_with_tritons_own_schema(repository: Path, tmp_path: Path)
     config = _parse_with_schema(plan.path / "config.pbtxt")
     assert (config.platform, config.max_batch_size) == ("tensorrt_plan", 32)
     assert config.parameters["medseg_tensorrt_version"].string_value == "10.3.0.30"
+    segment = _parse_with_schema(repository / f"medseg-{SLUG}-segment" / "config.pbtxt")
+    assert (segment.backend, segment.max_batch_size) == ("python", 0)
+    assert [(i.name, list(i.dims), i.optional) for i in segment.input] == [
+        ("volume", [-1, -1, -1, -1], True),
+        ("affine", [4, 4], True),
+        ("nifti", [-1], True),
+    ]
+    assert [(o.name, list(o.dims)) for o in segment.output] == [("labels", [-1, -1, -1])]
+    assert segment.parameters["medseg_max_voxels"].string_value == str(64 * 2**20)
 
 
 def test_a_built_engine_becomes_a_tensorrt_plan_model(tmp_path: Path) -> None:
