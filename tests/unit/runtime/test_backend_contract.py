@@ -48,7 +48,49 @@ BACKEND_PARAMS = [
     pytest.param("onnxruntime", id="onnxruntime"),
     pytest.param("openvino", id="openvino"),
     pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.tensorrt),
+    pytest.param("tensorrt-rtx", id="tensorrt-rtx", marks=pytest.mark.gpu),
 ]
+#: backends that take a thread count (TensorRT refuses the option)
+CPU_BACKEND_NAMES = ("onnxruntime", "openvino")
+#: backend -> the fixture giving its bundle (engine backends need plans built first)
+BUNDLE_FIXTURE = {"tensorrt": "engine_bundle", "tensorrt-rtx": "rtx_engine_bundle"}
+
+
+def _rtx_skip_reason() -> str | None:
+    try:
+        from medseg.runtime.engines_rtx import ACCEPTED_CAPABILITIES, tensorrt_rtx_module
+
+        tensorrt_rtx_module()
+    except Exception as exc:  # MissingDependencyError or an import problem
+        return f"TensorRT-RTX is not usable here: {exc}"
+    from medseg.runtime.cuda import gpu_available, gpu_info
+
+    if not gpu_available():
+        return "no NVIDIA GPU visible (TensorRT-RTX plans run on RTX GPUs)"
+
+    major, minor = gpu_info().compute_capability
+    if f"{major}.{minor}" not in ACCEPTED_CAPABILITIES:
+        return f"TensorRT-RTX does not target this GPU (sm{major}{minor})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def rtx_engine_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny bundle with TensorRT-RTX plans for this GPU (RTX GPUs only)."""
+    reason = _rtx_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from medseg.build import BuildOptions, build_engines
+    from medseg.runtime.cuda import gpu_info
+
+    bundle = tmp_path_factory.mktemp("rtx") / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    major, minor = gpu_info().compute_capability
+    options = BuildOptions(
+        precisions=PRECISIONS, runtime="tensorrt-rtx", compute_capabilities=(f"{major}.{minor}",)
+    )
+    build_engines(bundle, options, lambda _: None)
+    return bundle
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +110,15 @@ def engine_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    if name == "tensorrt":
-        request.getfixturevalue("engine_bundle")
+    if name in BUNDLE_FIXTURE:
+        request.getfixturevalue(BUNDLE_FIXTURE[name])
     if name == "openvino" and (reason := _openvino_skip_reason()):
         pytest.skip(reason)
     return name
 
 
 def _bundle_for(backend_name: str, request: pytest.FixtureRequest) -> Path:
-    fixture = "engine_bundle" if backend_name == "tensorrt" else "tiny_bundle"
+    fixture = BUNDLE_FIXTURE.get(backend_name, "tiny_bundle")
     path: Path = request.getfixturevalue(fixture)
     return path
 
@@ -89,7 +131,8 @@ def open_backend(backend_name: str, request: pytest.FixtureRequest) -> Iterator[
     opened: list[Backend] = []
 
     def make(precision: str) -> Backend:
-        backend = create_backend(bundle, manifest, backend_name, precision, threads=1)
+        threads = 1 if backend_name in CPU_BACKEND_NAMES else None  # a CPU-backend option
+        backend = create_backend(bundle, manifest, backend_name, precision, threads=threads)
         opened.append(backend.load())
         return backend
 
@@ -159,7 +202,11 @@ def test_volume_labels_do_not_depend_on_the_batch_size(
     results = []
     for batch_size in (1, 4, 8):
         with Segmenter.from_bundle(
-            bundle, backend_name, "int8", batch_size=batch_size, threads=1
+            bundle,
+            backend_name,
+            "int8",
+            batch_size=batch_size,
+            threads=1 if backend_name in CPU_BACKEND_NAMES else None,
         ) as segmenter:
             results.append(segmenter.segment(image, probabilities=True))
     assert results[0].labels.shape == image.shape and results[0].labels.dtype == np.uint8
