@@ -74,6 +74,18 @@ def _block_slices(windows_per_slice: int, max_batch: int, bytes_per_slice: int, 
     return min(total, budget)
 
 
+def _argmax_classes(prob: np.ndarray) -> np.ndarray:
+    """``argmax`` over axis 1 of ``(n, K, H, W)`` as uint8 (first maximum on ties, like
+    :func:`numpy.argmax`), class plane by class plane: contiguous reads, not strided ones."""
+    best = prob[:, 0].copy()
+    out = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, prob.shape[1]):
+        better = prob[:, k] > best
+        out[better] = k
+        np.maximum(best, prob[:, k], out=best)
+    return out
+
+
 def segment_windowed(
     volume: np.ndarray,
     spacing: Sequence[float] | None,
@@ -152,7 +164,7 @@ def segment_windowed(
         t_back = time.perf_counter()
         window_s += (t_back - t_window) - (predict_s - before)
         back = resize_slice(net_prob, in_hw, order=1)  # (n, K, A, B)
-        label_stack[s0:s1] = back.argmax(axis=1)
+        label_stack[s0:s1] = _argmax_classes(back)
         if prob_stack is not None:
             prob_stack[s0:s1] = back
         resample_s += (t_window - t) + (time.perf_counter() - t_back)
