@@ -31,8 +31,10 @@ from medseg.bench.latency import PeakRss, time_batches, timing_slices
 from medseg.bench.machine import describe_machine
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
 from medseg.errors import ConfigError, EngineBuildError, MedsegError
+from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 
 __all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
@@ -95,8 +97,7 @@ class BenchOptions:
             raise ConfigError(f"--split {self.split!r}: accepted val, test, all")
         if self.max_cases is not None and self.max_cases < 1:
             raise ConfigError(f"--max-cases {self.max_cases} must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads {self.threads} must be >= 1")
+        check_threads(self.threads, "--threads")
 
 
 def bundle_fingerprint(manifest: Manifest) -> str:
@@ -235,6 +236,9 @@ def run_bench(
                 "(min:opt:max)"
             )
     data = NnUNetDataset.open(dataset)
+    # the integrity check of `medseg data check` and `medseg train`, before any heavy work:
+    # a label value not in dataset.json, a label grid that differs from its image...
+    check_dataset(data.root, subsets=("test",) if options.split == "test" else ("train",))
     cases, described = evaluation_cases(data, manifest, options.split)
     cases = cases[: options.max_cases] if options.max_cases else cases
     precisions = ["fp32", *[p for p in PRECISIONS if p in options.precisions and p != "fp32"]]

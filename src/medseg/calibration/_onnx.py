@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.deps import require
-from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, ExportError
 
 if TYPE_CHECKING:
     import onnx
@@ -110,7 +110,8 @@ def check_samples(samples: Any, spec: InputSpec, what: str) -> np.ndarray:
     for axis, name in ((1, "channels"), (2, "height"), (3, "width")):
         expected = spec.dims[axis]
         if expected is not None and array.shape[axis] != expected:
-            raise DatasetError(
+            error = ChannelMismatchError if axis == 1 else DatasetError
+            raise error(
                 f"{what} has {array.shape[axis]} {name} (shape {array.shape}); the model's "
                 f"input {spec.name!r} accepts {expected}"
             )

@@ -58,11 +58,15 @@ def infer(
         medseg infer bundle case_0000.nii.gz case_0001.nii.gz --out mask.nii.gz --backend tensorrt
     """
     with handle_errors(debug):
+        from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
         started = time.perf_counter()
+        check_threads(threads, "--threads")
         scan = load_scan(inputs)
         paths = plan_outputs(out, scan, probabilities, dicom_seg, force)
+        if reference is not None:
+            check_not_an_input([("--out", p) for p in paths.all()], [reference])
         ref_labels = _load_reference(reference, scan.image.shape[1:]) if reference else None
         provider_list = [p.strip() for p in providers.split(",")] if providers else None
         with Segmenter.from_bundle(

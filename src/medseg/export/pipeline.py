@@ -31,7 +31,7 @@ from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
-from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, ExportError
 from medseg.export.accuracy import Accuracy, evaluate_onnx
 from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
 from medseg.export.ort import compare_logits, run_onnx
@@ -121,7 +121,7 @@ def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -
             f"{meta['classes']}"
         )
     if data.spec.num_channels != meta["in_channels"]:
-        raise DatasetError(
+        raise ChannelMismatchError(
             f"{path} has {data.spec.num_channels} channel(s) but the model takes "
             f"{meta['in_channels']}"
         )

@@ -26,7 +26,7 @@ import numpy as np
 from medseg.bundle.manifest import Manifest
 from medseg.data.orientation import axis_codes, from_orientation, to_orientation
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
-from medseg.errors import ConfigError, DatasetError
+from medseg.errors import ChannelMismatchError, ConfigError, DatasetError
 from medseg.runtime.backends import BACKENDS, Backend, create_backend
 
 __all__ = ["SegmentTiming", "Segmentation", "Segmenter", "softmax"]
@@ -187,7 +187,7 @@ class Segmenter:
                 )
             )
         if image.shape[0] != channels:
-            raise DatasetError(
+            raise ChannelMismatchError(
                 f"{source}: has {image.shape[0]} channel(s); the model takes {channels}"
             )
         if image.dtype.kind not in "iuf":

@@ -17,8 +17,9 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
-from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend
+from medseg.errors import ConfigError, ModelMismatchError
+from medseg.options import check_threads
+from medseg.runtime.backends.base import Backend, check_model_io
 
 __all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
 
@@ -79,9 +80,7 @@ class SessionFromOnnx:
     ) -> None:
         self.path = Path(path)
         self.providers = _resolve_providers(providers)
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
-        self.threads = threads
+        self.threads = check_threads(threads, "threads")
 
     def __call__(self) -> Any:
         ort = require("onnxruntime", "running ONNX models")
@@ -127,11 +126,24 @@ class OnnxRuntimeBackend(Backend):
 
     def _load_impl(self) -> None:
         self.session = self.loader()
-        names = [o.name for o in self.session.get_outputs()]
-        if self.output_name not in names:
-            raise ConfigError(
-                f"{self.loader.path} has outputs {names}, not the manifest's {self.output_name!r}"
+        where = str(self.loader.path)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if self.output_name not in outputs:
+            raise ModelMismatchError(
+                f"{where} has outputs {list(outputs)}, not the manifest's {self.output_name!r}"
             )
+        if self.input_spec.name not in inputs:
+            raise ModelMismatchError(
+                f"{where} has inputs {list(inputs)}, not the manifest's {self.input_spec.name!r}"
+            )
+        check_model_io(
+            where,
+            self.input_spec,
+            self.num_classes,
+            tuple(inputs[self.input_spec.name].shape),
+            tuple(outputs[self.output_name].shape),
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter_ns()

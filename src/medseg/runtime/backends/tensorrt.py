@@ -19,7 +19,7 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.errors import EngineBuildError
-from medseg.runtime.backends.base import Backend
+from medseg.runtime.backends.base import Backend, check_model_io
 
 __all__ = ["EngineFromPath", "TensorRTBackend"]
 
@@ -143,6 +143,13 @@ class TensorRTBackend(Backend):
                     f"engine tensor {tensor!r} is {self.engine.get_tensor_dtype(tensor)}, not "
                     "float32 (bundles keep FP32 I/O): rebuild the engine from this bundle"
                 )
+        check_model_io(
+            str(self.engine_path),
+            self.input_spec,
+            self.num_classes,
+            tuple(int(d) for d in self.engine.get_tensor_shape(self.input_spec.name)),
+            tuple(int(d) for d in self.engine.get_tensor_shape(self.output_name)),
+        )
         spec = self.input_spec
         in_shape = (spec.batch.max, spec.channels, spec.height.opt, spec.width.opt)
         out_shape = (spec.batch.max, self.num_classes, spec.height.opt, spec.width.opt)
