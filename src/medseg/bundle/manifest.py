@@ -73,6 +73,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _recipe(data: dict[str, Any]) -> Recipe:
+    """The ``preprocessing`` section; its errors name the section (``preprocessing: ...``)."""
+    try:
+        return Recipe.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{MANIFEST_NAME}: preprocessing: {exc}") from None
+
+
 @dataclass(frozen=True)
 class DimRange:
     """Allowed sizes of one input dimension (an optimisation-profile axis).
@@ -104,7 +112,14 @@ class DimRange:
     def from_dict(cls, data: Any, where: str) -> DimRange:
         if not isinstance(data, dict):
             raise ConfigError(f"{MANIFEST_NAME}: {where} must be an object with min, opt, max")
-        return cls(*(int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")))
+        values = [int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")]
+        try:
+            return cls(*values)
+        except ConfigError:
+            raise ConfigError(
+                f"{MANIFEST_NAME}: {where} is {':'.join(map(str, values))} (min:opt:max); "
+                "accepted: 1 <= min <= opt <= max"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -262,7 +277,7 @@ class Manifest:
             classes=classes,
             input=InputSpec.from_dict(_require(data, "input", dict, "")),
             output_name=_require(data, "output_name", str, ""),
-            preprocessing=Recipe.from_dict(_require(data, "preprocessing", dict, "")),
+            preprocessing=_recipe(_require(data, "preprocessing", dict, "")),
             precisions={p: PrecisionEntry.from_dict(e, p) for p, e in precisions.items()},
             calibration=calibration,
             source=_require(data, "source", dict, ""),
@@ -281,7 +296,13 @@ class Manifest:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:  # name the file itself, not only "medseg.json"
+            message = str(exc)
+            if message.startswith(MANIFEST_NAME):
+                message = f"{path}{message[len(MANIFEST_NAME) :]}"
+            raise ConfigError(message) from None
 
     def save(self, bundle: Path) -> Path:
         """Write ``bundle/medseg.json`` atomically."""

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
 
 if TYPE_CHECKING:
     from medseg.runtime import Segmentation
@@ -78,6 +79,12 @@ def infer(
             threads=threads,
             cuda_graph=cuda_graph,
         ) as segmenter:
+            if segmenter.backend.selection_note:
+                err_console.print(
+                    f"[yellow]warning:[/] {escape(segmenter.backend.selection_note)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
                 f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size}",

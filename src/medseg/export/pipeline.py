@@ -27,6 +27,7 @@ import numpy as np
 from medseg import __version__
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
@@ -92,7 +93,20 @@ class ExportOptions:
         for name, value in (("height", self.height), ("width", self.width)):
             if value is not None and (value <= 0 or value % 16):
                 raise ConfigError(f"--{name} {value} must be a positive multiple of 16")
-        DimRange(*self.batch)  # validates min <= opt <= max
+        if self.calib_slices < 1:
+            raise ConfigError(
+                f"--calib-slices {self.calib_slices} must be >= 1 (slices drawn from --calib-data)"
+            )
+        try:
+            DimRange(*self.batch)  # validates min <= opt <= max
+        except ConfigError:
+            text = ":".join(map(str, self.batch))
+            raise ConfigError(
+                f"--batch {text} must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32"
+            ) from None
+        for option, path in (("--calib-data", self.calib_data), ("--data", self.data)):
+            if path is not None and not Path(path).is_dir():
+                raise ConfigError(f"{option} {path}: no such dataset folder")
 
 
 def _input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, int]) -> InputSpec:
@@ -138,7 +152,8 @@ def _training_orientation(root: Path, log: Callable[[str], None]) -> str | None:
 
     nib = require("nibabel", "reading NIfTI files")
     cases = NnUNetDataset.open(root).cases("train")
-    codes = {c.case_id: axis_codes(nib.load(str(c.images[0])).affine) for c in cases}
+    with quiet_nibabel():
+        codes = {c.case_id: axis_codes(nib.load(str(c.images[0])).affine) for c in cases}
     if not codes:
         return None
     first = codes[cases[0].case_id]

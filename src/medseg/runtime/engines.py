@@ -29,19 +29,21 @@ from typing import Any
 
 from medseg.atomic import atomic_file
 from medseg.bundle.manifest import Manifest, file_sha256
-from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
+from medseg.errors import ConfigError, EngineBuildError, MedsegError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key
 
 __all__ = [
     "ENGINES_DIR",
     "HARDWARE_COMPAT",
     "SIDECAR_SCHEMA_VERSION",
+    "EngineChoice",
     "EngineSidecar",
     "check_engine",
     "check_plan_files",
     "engine_path",
     "find_engine",
     "rebuild_command",
+    "select_engine",
     "sidecar_path",
     "tensorrt_module",
     "version_tuple",
@@ -386,20 +388,49 @@ def check_engine(
     raise errors[0]
 
 
-def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None:
-    """The engine to use for ``precision`` here, or None (no GPU, no TensorRT, no valid engine).
+@dataclass(frozen=True)
+class EngineChoice:
+    """What backend auto-selection found for one precision of a bundle.
 
-    For backend auto-selection: never raises.
+    Attributes:
+        plan: the engine to run, or ``None`` (ONNX Runtime will run the ONNX file).
+        refused: ``None`` when an engine was chosen or the bundle has none for this
+            precision; else one line: which engine was refused and why (no GPU, no TensorRT,
+            stale, built for another GPU...), for the caller to show.
+    """
+
+    plan: Path | None
+    refused: str | None = None
+
+
+def select_engine(bundle: Path, manifest: Manifest, precision: str) -> EngineChoice:
+    """The engine auto-selection may use for ``precision`` here, or why none is used.
+
+    Never raises for an unusable engine: the reason is returned in :attr:`EngineChoice.refused`
+    (``medseg infer --backend auto`` prints it and keeps going with ONNX Runtime).
     """
     from medseg.runtime.cuda import gpu_available, gpu_info
 
+    plans = sorted((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan"))
+    if not plans:
+        return EngineChoice(None)
+    shown = ", ".join(str(p.relative_to(bundle)) for p in plans[:3])
+    if not gpu_available():
+        return EngineChoice(None, f"TensorRT engine {shown} not used: this machine has no GPU")
     try:
-        if not any((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")):
-            return None
-        if not gpu_available():
-            return None
         trt = tensorrt_module()
         lean = trt.__name__ == "tensorrt_lean"
-        return check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__), lean)
-    except Exception:  # auto-selection falls back to ONNX Runtime whatever went wrong
-        return None
+        return EngineChoice(
+            check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__), lean)
+        )
+    except (MedsegError, OSError) as exc:  # no TensorRT, a stale or foreign engine: say why
+        return EngineChoice(None, f"TensorRT engine {shown} refused: {exc}")
+
+
+def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None:
+    """The engine to use for ``precision`` here, or None (no GPU, no TensorRT, no valid engine).
+
+    For backend auto-selection: never raises for an unusable engine; :func:`select_engine`
+    also says why an engine was refused.
+    """
+    return select_engine(bundle, manifest, precision).plan

@@ -164,3 +164,183 @@ def test_sigterm_during_export_leaves_nothing_behind(mni_dataset: Path, tmp_path
     assert proc.returncode == 143, output
     assert "terminated" in output
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 4. late checks: options and inputs are checked before work, named as typed ---------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--int8", "--calib-slices", "0"], "--calib-slices 0 must be >= 1"),
+        (["--batch", "0:0:0"], "--batch 0:0:0 must be MIN:OPT:MAX"),
+        (["--batch", "8:1:4"], "--batch 8:1:4 must be MIN:OPT:MAX"),
+        (["--data", "no-such-folder"], "--data no-such-folder: no such dataset folder"),
+    ],
+)
+def test_export_options_are_checked_before_any_work(
+    args: list[str], expected: str, mni_dataset: Path, tmp_path: Path
+) -> None:
+    started = time.perf_counter()
+    checkpoint = REPO / "models" / "mni152-tissue"
+    calib = ["--calib-data", str(mni_dataset)] if "--int8" in args else []
+    code, output = _run("export", checkpoint, "--out", tmp_path / "b", *args, *calib)
+    assert code == 2, output
+    assert expected in _one_error_line(output)
+    assert time.perf_counter() - started < 20
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- 5. unclear messages ----------------------------------------------------------------------
+def test_a_file_that_is_not_a_checkpoint_gets_one_line_without_pytorch_advice(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "model.pt"
+    bad.write_text("not a checkpoint\n")
+    code, output = _run("export", bad, "--out", tmp_path / "b")
+    assert code == 2, output
+    line = _one_error_line(output)
+    assert str(bad) in line and "not a medseg checkpoint" in line
+    assert "weights_only" not in output and "arbitrary code" not in output
+
+
+def _patch_nifti_header(path: Path, offset: int, payload: bytes) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + len(payload)] = payload
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("offset", "payload", "expected"),
+    [
+        (70, (999).to_bytes(2, "little"), "data code 999"),  # datatype
+        (80, b"\x00\x00\x00\x00", "pixdim"),  # pixdim[1] = 0.0
+    ],
+)
+def test_nibabel_log_lines_do_not_leak_before_the_error(
+    offset: int,
+    payload: bytes,
+    expected: str,
+    demo_bundle: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "scan.nii"
+    save_nifti(path, np.zeros((8, 8, 8), dtype=np.float32), np.eye(4))
+    _patch_nifti_header(path, offset, payload)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    out = str(tmp_path / "m.nii.gz")
+    proc = subprocess.run(
+        [sys.executable, "-m", "medseg", "infer", str(demo_bundle), str(path), "--out", out],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert str(path) in lines[0] and expected in lines[0]
+
+
+def _cut_dicom(tmp_path: Path, where: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    pixel_tag = raw.find(b"\xe0\x7f\x10\x00")
+    end = pixel_tag - 200 if where == "header" else pixel_tag + 3000
+    folder = tmp_path / f"cut-{where}"
+    folder.mkdir()
+    (folder / "1.dcm").write_bytes(raw[:end])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("header", "truncated: it has the header of a 128x128 image"),
+        ("pixels", "truncated inside its pixel data: 2988 of the 32768 bytes"),
+    ],
+)
+def test_truncated_dicom_files_are_called_truncated(
+    where: str, expected: str, demo_bundle: Path, tmp_path: Path
+) -> None:
+    folder = _cut_dicom(tmp_path, where)
+    code, output = _run("infer", demo_bundle, folder, "--out", tmp_path / "m.nii.gz")
+    assert code == 2, output
+    line = _one_error_line(output)
+    assert expected in line and "structured report" not in line and "plugin" not in line
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("preprocessing", "percentiles", [99.5, 0.5], "preprocessing: percentiles"),
+        ("input", "height", {"min": 0, "opt": -3, "max": 0}, "input.height is 0:-3:0"),
+    ],
+)
+def test_manifest_errors_name_the_file_and_key(
+    section: str, key: str, value: object, expected: str, demo_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    manifest = json.loads((bundle / "medseg.json").read_text())
+    manifest[section][key] = value
+    (bundle / "medseg.json").write_text(json.dumps(manifest))
+    code, output = _run("bench", bundle, "--data", tmp_path)
+    assert code == 2, output
+    line = _one_error_line(output)
+    assert str(bundle / "medseg.json") in line and expected in line
+
+
+def test_the_p95_flag_example_is_the_form_it_takes(demo_bundle: Path, tmp_path: Path) -> None:
+    code, output = _run("bench", demo_bundle, "--data", tmp_path, "--max-p95-ms", "900")
+    assert code == 2, output
+    line = _one_error_line(output)
+    assert "BACKEND.PRECISION" in line and "--max-p95-ms onnxruntime.fp32=900" in line
+
+
+def test_writing_a_dicom_seg_raises_no_warning(tmp_path: Path) -> None:
+    """A real MR file (PatientPosition HFS) gives a SEG without any UserWarning."""
+    import warnings
+
+    from pydicom.data import get_testdata_file
+
+    from medseg.runtime.io.dicom import read_dicom_series
+    from medseg.runtime.io.dicom_seg import write_dicom_seg
+
+    series = read_dicom_series(get_testdata_file("MR_small.dcm"))
+    labels = np.zeros(series.data.shape, dtype=np.uint8)
+    labels[10:20, 10:20] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_dicom_seg(tmp_path / "seg.dcm", labels, series, {"background": 0, "lesion": 1})
+
+
+# -- 6. --backend auto says which engine it refused and why ---------------------------------
+def test_auto_backend_says_which_engine_was_refused(
+    demo_bundle: Path, scan: Path, tmp_path: Path
+) -> None:
+    from medseg.bundle import Manifest
+    from medseg.runtime.cuda import gpu_available
+    from medseg.runtime.engines import select_engine
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle, bundle)
+    manifest = Manifest.load(bundle)
+    assert select_engine(bundle, manifest, "fp32").refused is None  # no engine: nothing to say
+    plan = bundle / "engines" / "sm86-rtx-a6000" / "fp32.plan"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"not an engine")
+    choice = select_engine(bundle, manifest, "fp32")
+    assert choice.plan is None and choice.refused is not None
+    assert "engines/sm86-rtx-a6000/fp32.plan" in choice.refused
+    if not gpu_available():
+        assert "no GPU" in choice.refused
+    image = load_nifti(scan)  # 8 axial slices of the brain: seconds, not the 189 slices
+    small = tmp_path / "small.nii.gz"
+    save_nifti(small, np.asarray(image.data)[..., 90:98], image.affine)
+    out = tmp_path / "mask.nii.gz"
+    code, output = _run("infer", bundle, small, "--out", out, "--threads", "1")
+    assert code == 0, output
+    warned = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "fp32.plan" in warned[0] and "ONNX Runtime instead" in warned[0]
+    assert out.is_file()

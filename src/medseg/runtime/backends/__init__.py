@@ -33,20 +33,24 @@ def create_backend(
     """A backend (not loaded yet) for one precision of a bundle.
 
     ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
-    TensorRT and a GPU are usable, ONNX Runtime otherwise. Files are checked against the
-    manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
+    TensorRT and a GPU are usable, ONNX Runtime otherwise; when the bundle has an engine that
+    was refused, the backend's ``selection_note`` says which and why (one line to show). Files
+    are checked against the manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT
+    version, source ONNX).
     """
     engine: Path | None = None
+    refused: str | None = None
     if backend == "auto":
-        from medseg.runtime.engines import find_engine
+        from medseg.runtime.engines import select_engine
 
-        engine = find_engine(bundle, manifest, precision)  # already checked for this device
+        choice = select_engine(bundle, manifest, precision)  # already checked for this device
+        engine, refused = choice.plan, choice.refused
         backend = "tensorrt" if engine else "onnxruntime"
     _check_options(backend, providers, threads, cuda_graph)
     if backend == "onnxruntime":
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(
+        runner = OnnxRuntimeBackend(
             manifest.onnx_path(bundle, precision),
             manifest.input,
             manifest.output_name,
@@ -54,6 +58,9 @@ def create_backend(
             providers=providers,
             threads=threads,
         )
+        if refused is not None:
+            runner.selection_note = f"{refused}; running ONNX Runtime instead"
+        return runner
     if backend == "tensorrt":
         from medseg.runtime.backends.tensorrt import TensorRTBackend
         from medseg.runtime.cuda import gpu_info

@@ -111,6 +111,8 @@ class Backend(ABC):
     Attributes:
         name: backend name as the CLI spells it (``"onnxruntime"``, ``"tensorrt"``).
         last_timing: timing of the latest :meth:`infer` call (``None`` before the first).
+        selection_note: set by ``create_backend(..., "auto")`` when it chose this backend
+            because an engine was refused: one line saying which and why; else ``None``.
     """
 
     name: ClassVar[str] = "backend"
@@ -120,6 +122,7 @@ class Backend(ABC):
         self.output_name = output_name
         self.num_classes = num_classes
         self.last_timing: InferTiming | None = None
+        self.selection_note: str | None = None
         self._loaded = False
 
     # -- public API -------------------------------------------------------------------------
