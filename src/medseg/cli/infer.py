@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,7 +149,11 @@ def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 def _print_summary(
     result: Segmentation, voxel_ml: float, classes: dict[str, int], reference: np.ndarray | None
 ) -> None:
+    from medseg.metrics import compute_dice
+
     labels = result.labels
+    # one metric path: a class absent from both maps is undefined ("n/a"), not a perfect 1.0
+    dice = compute_dice(labels, reference, classes, empty="nan") if reference is not None else {}
     table = Table(title=None, show_edge=False, header_style="bold")
     for column in ("label", "class", "voxels", "volume ml"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -158,8 +163,6 @@ def _print_summary(
         count = int(np.count_nonzero(labels == value))
         row = [str(value), name, f"{count:,}", f"{count * voxel_ml:.1f}"]
         if reference is not None:
-            pred, ref = labels == value, reference == value
-            denom = int(pred.sum() + ref.sum())
-            row.append(f"{2 * int((pred & ref).sum()) / denom:.4f}" if denom else "n/a")
+            row.append("n/a" if math.isnan(dice[name]) else f"{dice[name]:.4f}")
         table.add_row(*row)
     console.print(table)

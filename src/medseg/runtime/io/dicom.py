@@ -155,7 +155,7 @@ def _check_image(ds: Any, path: Path) -> None:
             "export the series as single-frame files (one file per slice)",
         )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if "Rows" in ds and "Columns" in ds:  # an image header without its pixels: cut short
+        if "Rows" in ds and "Columns" in ds and _ends_early(ds, path):
             raise _fail(
                 path,
                 f"truncated: it has the header of a {ds.Rows}x{ds.Columns} image but the file "
@@ -174,6 +174,19 @@ def _check_image(ds: Any, path: Path) -> None:
             f"a colour image ({samples} samples per pixel)",
             "pass a grayscale series (SamplesPerPixel 1)",
         )
+
+
+def _ends_early(ds: Any, path: Path) -> bool:
+    """True when the file is longer than what pydicom parsed from it: it was cut inside an
+    element (pydicom stops silently at the end of a truncated file)."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception:  # pydicom raises many types for datasets it cannot re-encode
+        return False
+    return len(buffer.getvalue()) < path.stat().st_size
 
 
 def _pixel_data_cut(ds: Any, syntax: Any) -> tuple[int, int] | None:
