@@ -209,7 +209,7 @@ def build_engines(
         result = build_engine(
             sources[precision], manifest, precision, options, engine_path(bundle, key, precision)
         )
-        log(f"[green]✓[/] {precision}: {result.path} ({result.build_seconds:.1f} s)")
+        log(f"✓ {precision}: {result.path} ({result.build_seconds:.1f} s)")
         built.append(result)
     return built
 

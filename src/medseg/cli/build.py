@@ -65,10 +65,9 @@ def build(
         started = time.perf_counter()
         with console.status("building TensorRT engines...") as status:
 
-            def log(line: str) -> None:
-                console.print(line, highlight=False)
-                if line.startswith("building"):
-                    status.update(line)
+            def log(line: str) -> None:  # plain text from the library: never markup
+                console.print(line, highlight=False, markup=False)
+                status.update(line)
 
             built = build_engines(bundle, options, log)
         table = Table("precision", "engine", "size", "build s")

@@ -160,7 +160,7 @@ def _training_orientation(root: Path, log: Callable[[str], None]) -> str | None:
     others = sorted({v for v in codes.values() if v != first})
     if others:
         log(
-            f"[yellow]![/] {root} training cases are in several orientations ({first}, "
+            f"warning: {root} training cases are in several orientations ({first}, "
             f"{', '.join(others)}): recording the first case's {first} in medseg.json"
         )
     return first
@@ -215,7 +215,7 @@ def export_bundle(
     data = _load_data(data_path, meta, train_config)
     if data.fingerprint != meta["dataset"]["fingerprint"]:
         log(
-            f"[yellow]![/] {data_path} is not the dataset the model was trained on "
+            f"warning: {data_path} is not the dataset the model was trained on "
             "(fingerprint differs): validation numbers are on its split, not the training one"
         )
     classes = {k: v for k, v in data.spec.labels.items() if v > 0}
@@ -307,7 +307,7 @@ def export_bundle(
                     calib_data.train, classes, options.calib_slices, seed=0
                 )
             for warning in caught:
-                log(f"[yellow]![/] {warning.message}")
+                log(f"warning: {warning.message}")
             calib.save_npz(tmp / CALIBRATION_NAME)
             calibration_info = {
                 "dataset": str(options.calib_data),
@@ -381,7 +381,7 @@ def export_bundle(
             orientation=_training_orientation(data.spec.root, log),
         )
         manifest.save(tmp)
-    log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
+    log(f"✓ bundle {out} ({time.perf_counter() - started:.0f} s)")
     return manifest
 
 
@@ -396,4 +396,4 @@ def _entry(
 def _step(what: str, path: Path, started: float, detail: str) -> str:
     size = path.stat().st_size / 1e6
     seconds = time.perf_counter() - started
-    return f"[green]✓[/] {what}: {path.name} ({size:.1f} MB, {seconds:.1f} s); {detail}"
+    return f"✓ {what}: {path.name} ({size:.1f} MB, {seconds:.1f} s); {detail}"

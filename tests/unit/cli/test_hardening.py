@@ -344,3 +344,26 @@ def test_auto_backend_says_which_engine_was_refused(
     warned = [line for line in output.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "fp32.plan" in warned[0] and "ONNX Runtime instead" in warned[0]
     assert out.is_file()
+
+
+# -- structure: library returns results, the CLI renders ------------------------------------
+def test_bench_cli_and_demo_share_one_pipeline_function() -> None:
+    src = REPO / "src" / "medseg"
+    for module in ("cli/bench.py", "demo/deploy_steps.py"):
+        text = (src / module).read_text()
+        assert "bench_pipeline(" in text, module
+        for step in ("run_bench(", "evaluate_gates(", "write_report(", "update_baseline("):
+            assert step not in text, f"{module} calls {step} itself"
+
+
+def test_library_code_holds_no_rich_markup() -> None:
+    import re
+
+    src = REPO / "src" / "medseg"
+    markup = re.compile(r"\[/\]|\[(?:bold|green|yellow|red)\b")
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.parts[-2] != "cli" and markup.search(p.read_text())
+    ]
+    assert offenders == []
