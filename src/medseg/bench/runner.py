@@ -33,7 +33,7 @@ from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bundle.manifest import PRECISIONS, Manifest
 from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
-from medseg.errors import ConfigError, EngineBuildError, MedsegError
+from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegError
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 
@@ -172,7 +172,8 @@ def _make_backend(
         except EngineBuildError as exc:
             return None, str(exc), None
         assert isinstance(backend, TensorRTBackend)
-        return backend, "", backend.engine_path.stat().st_size
+        size = backend.engine_path.stat().st_size if backend.engine_path is not None else None
+        return backend, "", size
     backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
     return backend, "", manifest.precisions[precision].size_bytes
 
@@ -352,7 +353,7 @@ def _run_variant(
                 if advance:
                     advance(f"{name} b{batch}: timed")
             gpu_bytes = getattr(backend, "gpu_memory_bytes", None)
-    except EngineBuildError as exc:  # the engine failed on this device: a row, not a crash
+    except (EngineBuildError, BackendError) as exc:  # failed on this device: a row, not a crash
         return skipped("error", str(exc)), None
     volume_s = float(np.median(evaluation.volume_seconds))
     threads = getattr(backend, "threads", None)

@@ -43,6 +43,7 @@ __all__ = [
     "engine_path",
     "find_engine",
     "rebuild_command",
+    "resolve_engine",
     "select_engine",
     "sidecar_path",
     "tensorrt_module",
@@ -295,8 +296,8 @@ def _check_one(
     gpu: GpuInfo,
     trt_version: str,
     lean: bool = False,
-) -> None:
-    """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
+) -> EngineSidecar:
+    """The sidecar of ``plan``; a one-line EngineBuildError if it may not run here."""
     sidecar = check_plan_files(plan, bundle, manifest, precision)
     fresh = rebuild_command(bundle, precision)
     again = rebuild_command(bundle, precision, sidecar.flags)
@@ -344,6 +345,7 @@ def _check_one(
                 f"has TensorRT {trt_version} (engines run only on the TensorRT version that "
                 f"built them unless built with --version-compatible): rebuild it with `{again}`"
             )
+    return sidecar
 
 
 def check_engine(
@@ -354,7 +356,20 @@ def check_engine(
     trt_version: str,
     lean: bool = False,
 ) -> Path:
-    """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT.
+    """The plan that may run ``precision`` of ``bundle`` here (see :func:`resolve_engine`)."""
+    return resolve_engine(bundle, manifest, precision, gpu, trt_version, lean)[0]
+
+
+def resolve_engine(
+    bundle: Path,
+    manifest: Manifest,
+    precision: str,
+    gpu: GpuInfo,
+    trt_version: str,
+    lean: bool = False,
+) -> tuple[Path, EngineSidecar]:
+    """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT, and
+    its sidecar (read once: pass it on to the loader).
 
     This device's own folder is tried first, then hardware-compatible engines built elsewhere.
     ``lean``: only the lean runtime is installed, which runs version-compatible engines only.
@@ -380,11 +395,9 @@ def check_engine(
     errors: list[EngineBuildError] = []
     for plan in candidates:
         try:
-            _check_one(plan, bundle, manifest, precision, gpu, trt_version, lean)
+            return plan, _check_one(plan, bundle, manifest, precision, gpu, trt_version, lean)
         except EngineBuildError as exc:
             errors.append(exc)
-        else:
-            return plan
     raise errors[0]
 
 
@@ -401,6 +414,7 @@ class EngineChoice:
 
     plan: Path | None
     refused: str | None = None
+    sidecar: EngineSidecar | None = None
 
 
 def select_engine(bundle: Path, manifest: Manifest, precision: str) -> EngineChoice:
@@ -420,9 +434,10 @@ def select_engine(bundle: Path, manifest: Manifest, precision: str) -> EngineCho
     try:
         trt = tensorrt_module()
         lean = trt.__name__ == "tensorrt_lean"
-        return EngineChoice(
-            check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__), lean)
+        plan, sidecar = resolve_engine(
+            bundle, manifest, precision, gpu_info(), str(trt.__version__), lean
         )
+        return EngineChoice(plan, sidecar=sidecar)
     except (MedsegError, OSError) as exc:  # no TensorRT, a stale or foreign engine: say why
         return EngineChoice(None, f"TensorRT engine {shown} refused: {exc}")
 

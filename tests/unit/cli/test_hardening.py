@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from medseg.cli.app import app
 from medseg.data.nifti import load_nifti, save_nifti
+from medseg.errors import ConfigError
 from medseg.options import available_cpus
 
 pytest.importorskip("onnxruntime")
@@ -367,3 +368,32 @@ def test_library_code_holds_no_rich_markup() -> None:
         if p.parts[-2] != "cli" and markup.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_backends_take_a_session_or_a_callable_making_one(demo_bundle: Path) -> None:
+    """Polygraphy-style loaders: a path, a loader callable, or the session itself."""
+    from medseg.bundle import Manifest
+    from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend, SessionFromOnnx
+    from medseg.runtime.backends.tensorrt import EngineFromPath, TensorRTBackend
+
+    manifest = Manifest.load(demo_bundle)
+    path = manifest.onnx_path(demo_bundle, "fp32")
+    args = (manifest.input, manifest.output_name, manifest.num_classes)
+    loader = SessionFromOnnx(path, threads=1)
+    batch = np.zeros((1, 1, 208, 240), dtype=np.float32)
+    outputs = []
+    for source in (path, loader, loader()):
+        kwargs = {"threads": 1} if isinstance(source, Path) else {}
+        with OnnxRuntimeBackend(source, *args, **kwargs) as backend:
+            outputs.append(backend.infer(batch))
+            assert backend.threads == 1 and "CPU" in backend.describe()
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(outputs[0], other)
+    # the manifest check runs on injected sessions too
+    with pytest.raises(ConfigError, match=r"outputs 4 classes but medseg\.json classes lists 3"):
+        OnnxRuntimeBackend(loader, manifest.input, manifest.output_name, 3).load()
+    with pytest.raises(ConfigError, match="providers and threads"):
+        OnnxRuntimeBackend(loader, *args, threads=1)
+    engine = TensorRTBackend(EngineFromPath(Path("x.plan")), *args)
+    assert engine.engine_path == Path("x.plan")
+    assert TensorRTBackend(lambda: None, *args).engine_path is None

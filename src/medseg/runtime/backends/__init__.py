@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.runtime.backends.base import Backend, InferTiming
+
+if TYPE_CHECKING:
+    from medseg.runtime.engines import EngineSidecar
 
 __all__ = ["BACKENDS", "Backend", "InferTiming", "create_backend"]
 
@@ -39,12 +43,13 @@ def create_backend(
     version, source ONNX).
     """
     engine: Path | None = None
+    sidecar: EngineSidecar | None = None
     refused: str | None = None
     if backend == "auto":
         from medseg.runtime.engines import select_engine
 
         choice = select_engine(bundle, manifest, precision)  # already checked for this device
-        engine, refused = choice.plan, choice.refused
+        engine, refused, sidecar = choice.plan, choice.refused, choice.sidecar
         backend = "tensorrt" if engine else "onnxruntime"
     _check_options(backend, providers, threads, cuda_graph)
     if backend == "onnxruntime":
@@ -62,16 +67,18 @@ def create_backend(
             runner.selection_note = f"{refused}; running ONNX Runtime instead"
         return runner
     if backend == "tensorrt":
-        from medseg.runtime.backends.tensorrt import TensorRTBackend
+        from medseg.runtime.backends.tensorrt import EngineFromPath, TensorRTBackend
         from medseg.runtime.cuda import gpu_info
-        from medseg.runtime.engines import check_engine, tensorrt_module
+        from medseg.runtime.engines import resolve_engine, tensorrt_module
 
         if engine is None:
             trt = tensorrt_module()
             lean = trt.__name__ == "tensorrt_lean"
-            engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__, lean)
+            engine, sidecar = resolve_engine(
+                bundle, manifest, precision, gpu_info(), trt.__version__, lean
+            )
         return TensorRTBackend(
-            engine,
+            EngineFromPath(engine, sidecar),  # the sidecar checked above, not read again
             manifest.input,
             manifest.output_name,
             manifest.num_classes,

@@ -7,9 +7,8 @@ it is the backend of CI and of machines without TensorRT. On CPU, FP16 weights a
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError, ModelMismatchError
-from medseg.options import check_threads
+from medseg.options import available_cpus, check_threads
 from medseg.runtime.backends.base import Backend, check_model_io
 
 __all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
@@ -97,13 +96,21 @@ class SessionFromOnnx:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs an ONNX file with ONNX Runtime (see :class:`SessionFromOnnx` for the arguments)."""
+    """Runs an ONNX model with ONNX Runtime.
+
+    Args:
+        onnx_path: the ``.onnx`` file (opened with :class:`SessionFromOnnx` and ``providers``,
+            ``threads``), or a loader: a callable returning an ``InferenceSession``, or an
+            ``InferenceSession`` itself (the Polygraphy ``SessionFromOnnx`` pattern).
+        input_spec, output_name, num_classes: from the bundle manifest.
+        providers, threads: see :class:`SessionFromOnnx` (only with a path).
+    """
 
     name = "onnxruntime"
 
     def __init__(
         self,
-        onnx_path: Path,
+        onnx_path: Path | Callable[[], Any] | Any,
         input_spec: InputSpec,
         output_name: str,
         num_classes: int,
@@ -112,21 +119,41 @@ class OnnxRuntimeBackend(Backend):
         threads: int | None = None,
     ) -> None:
         super().__init__(input_spec, output_name, num_classes)
-        self.loader = SessionFromOnnx(onnx_path, providers, threads)
+        self.loader: Callable[[], Any]
+        if isinstance(onnx_path, str | Path):
+            self.loader = SessionFromOnnx(Path(onnx_path), providers, threads)
+        else:
+            if providers is not None or threads is not None:
+                raise ConfigError(
+                    "providers and threads configure a session made from a path; set them on "
+                    "the session or loader given instead"
+                )
+            given = onnx_path
+            self.loader = given if callable(given) else (lambda: given)
         self.session: Any = None
 
     @property
     def threads(self) -> int:
         """Intra-op threads the session uses (ONNX Runtime's default: one per physical core)."""
-        return self.loader.threads or len(os.sched_getaffinity(0))
+        threads = getattr(self.loader, "threads", None)
+        if threads is None and self.session is not None:
+            threads = self.session.get_session_options().intra_op_num_threads or None
+        return threads or available_cpus()
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers, in priority order."""
+        if self.session is not None:
+            return list(self.session.get_providers())
+        return list(getattr(self.loader, "providers", []))
 
     def describe(self) -> str:
-        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.loader.providers)
+        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.providers)
         return f"onnxruntime ({providers}; {self.threads} threads)"
 
     def _load_impl(self) -> None:
         self.session = self.loader()
-        where = str(self.loader.path)
+        where = str(getattr(self.loader, "path", "the ONNX Runtime session given"))
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
         if self.output_name not in outputs:
