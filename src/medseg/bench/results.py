@@ -22,6 +22,8 @@ from medseg.atomic import atomic_file
 from medseg.bench._schema import JsonMixin, dataclass_from_json
 from medseg.bench.stats import samples_array
 from medseg.errors import ConfigError
+from medseg.names import BACKENDS as _BACKENDS
+from medseg.names import PRECISIONS as _PRECISIONS
 
 __all__ = [
     "BACKENDS",
@@ -38,9 +40,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-#: Backend names in pipeline order (``torch`` is the eager reference).
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+#: Backend names in pipeline order (``torch`` is the eager reference): :mod:`medseg.names`.
+BACKENDS = _BACKENDS
+PRECISIONS = _PRECISIONS
 STATUSES = ("ok", "skipped", "error")
 #: Keys of :attr:`AccuracyResult.worst_slice`.
 WORST_SLICE_KEYS = ("case_id", "axis", "index", "dice", "png")

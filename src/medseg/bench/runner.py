@@ -34,12 +34,13 @@ from medseg.bundle.manifest import PRECISIONS, Manifest
 from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
 from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegError
+from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 
 __all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
 
-BENCH_BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BENCH_BACKENDS = _BENCH_BACKENDS  # medseg.names
 Log = Callable[[str], None]
 
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.atomic import atomic_file
+from medseg.config_io import json_ready
 from medseg.data.orientation import reorient_plan
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
+from medseg.names import PRECISIONS as _PRECISIONS
 
 __all__ = [
     "MANIFEST_NAME",
@@ -37,7 +38,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "medseg.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = _PRECISIONS  # medseg.names, re-exported here
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
@@ -59,17 +60,6 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
         raise ConfigError(
             f"{MANIFEST_NAME}: {where}{key} must be {names}, got {type(value).__name__} {value!r}"
         )
-    return value
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN/Inf float replaced by ``None`` (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
     return value
 
 
@@ -308,7 +298,7 @@ class Manifest:
         """Write ``bundle/medseg.json`` atomically."""
         path = Path(bundle) / MANIFEST_NAME
         with atomic_file(path) as tmp:  # strict JSON: a non-finite number becomes null
-            tmp.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
+            tmp.write_text(json.dumps(json_ready(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
 
     def onnx_path(self, bundle: Path, precision: str, verify: bool = True) -> Path:

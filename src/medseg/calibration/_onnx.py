@@ -129,14 +129,11 @@ def ort_session(model: Path | bytes, threads: int = 0) -> onnxruntime.InferenceS
 
     Thread spinning is off: calibration runs share machines with training jobs.
     """
-    ort = require("onnxruntime", "running ONNX models on CPU")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
+    require("onnxruntime", "running ONNX models on CPU")
+    loader = SessionFromOnnx(model, ["cpu"], threads or None, spinning=False)
+    return loader()
 
 
 def run_model(path: Path, inputs: np.ndarray, what: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
+from medseg.names import RUNTIME_BACKENDS
 from medseg.runtime.backends.base import Backend, InferTiming
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "Backend", "InferTiming", "create_backend"]
 
-#: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``).
-BACKENDS = ("tensorrt", "onnxruntime")
+#: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``), in auto's
+#: order of preference (:data:`medseg.names.RUNTIME_BACKENDS`).
+BACKENDS = RUNTIME_BACKENDS
 
 
 def create_backend(

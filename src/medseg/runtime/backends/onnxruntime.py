@@ -65,19 +65,29 @@ def _resolve_providers(providers: Sequence[str] | None) -> list[str]:
 
 
 class SessionFromOnnx:
-    """Loader: an ``onnxruntime.InferenceSession`` for one ONNX file.
+    """Loader: an ``onnxruntime.InferenceSession`` for one ONNX model; medseg's one session
+    factory (runtime, export parity and accuracy, calibration and its sensitivity analysis).
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or a serialised model (``bytes``) held in memory.
         providers: provider names in priority order (``"cuda"``, ``"cpu"``...); ``None``:
             :func:`default_providers`.
         threads: intra-op threads; ``None``: ONNX Runtime's default (one per physical core).
+        spinning: let idle worker threads spin (ONNX Runtime's default); off for jobs that
+            share the machine (calibration next to training).
     """
 
     def __init__(
-        self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None
+        self,
+        path: Path | bytes,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        *,
+        spinning: bool = True,
     ) -> None:
-        self.path = Path(path)
+        self.model: Path | bytes = path if isinstance(path, bytes) else Path(path)
+        self.path = self.model if isinstance(self.model, Path) else "<ONNX model in memory>"
+        self.spinning = spinning
         self.providers = _resolve_providers(providers)
         self.threads = check_threads(threads, "threads")
 
@@ -88,8 +98,11 @@ class SessionFromOnnx:
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = str(self.model) if isinstance(self.model, Path) else self.model
         try:
-            return ort.InferenceSession(str(self.path), options, providers=self.providers)
+            return ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own, unexported exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{self.path}: ONNX Runtime cannot load it ({first})") from exc
