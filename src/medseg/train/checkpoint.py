@@ -88,8 +88,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ConfigError(
-            f"{path} is not a medseg checkpoint: it is not a PyTorch file holding only tensors "
-            "and plain data (the model.pt that medseg train writes)"
+            f"{path} is not a readable checkpoint: not a PyTorch file holding only tensors and "
+            "plain data (the model.pt that medseg train writes)"
         ) from exc
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -199,7 +199,7 @@ def test_a_file_that_is_not_a_checkpoint_gets_one_line_without_pytorch_advice(
     code, output = _run("export", bad, "--out", tmp_path / "b")
     assert code == 2, output
     line = _one_error_line(output)
-    assert str(bad) in line and "not a medseg checkpoint" in line
+    assert str(bad) in line and "not a readable checkpoint" in line
     assert "weights_only" not in output and "arbitrary code" not in output
 
 
