@@ -10,13 +10,71 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from medseg.errors import ConfigError
 
-__all__ = ["atomic_dir", "atomic_file", "check_output_dir", "check_parent_exists"]
+__all__ = [
+    "Terminated",
+    "atomic_dir",
+    "atomic_file",
+    "check_output_dir",
+    "check_parent_exists",
+    "reraise_interrupt",
+    "sigterm_as_interrupt",
+]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received (``kill``, a CI job cancelled, ``docker stop``).
+
+    A :class:`KeyboardInterrupt`, so that it unwinds exactly like Ctrl-C: every
+    :func:`atomic_dir` / :func:`atomic_file` block removes its temporary output.
+    """
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def reraise_interrupt(exc: BaseException) -> None:
+    """Re-raise the :class:`KeyboardInterrupt` (or :class:`Terminated`) that ``exc`` wraps.
+
+    Some libraries (``torch.export``) catch an interrupt and raise their own error from it;
+    call this in an ``except Exception`` clause so that the interrupt still stops the run.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` instead of killing the process.
+
+    Python's default for SIGTERM ends the process at once, so ``finally`` and ``except``
+    clauses never run and a half-written temporary folder stays behind; SIGINT raises
+    :class:`KeyboardInterrupt`, which cleans up. This makes SIGTERM behave like SIGINT. The
+    previous handler is restored on exit. Outside the main thread (where signal handlers
+    cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_parent_exists(path: Path) -> None:

@@ -6,12 +6,31 @@ annotated as tuples); unknown keys are an error naming them, never silently drop
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
 from medseg.errors import ConfigError
 
-__all__ = ["from_json_dict", "to_json_dict"]
+__all__ = ["from_json_dict", "json_ready", "to_json_dict"]
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` for strict JSON: NaN/Inf -> ``None`` (``null``), tuples -> lists, numpy
+    scalars -> Python numbers, dict keys -> ``str``; nested dicts and lists alike.
+
+    The one NaN-to-null helper of medseg (manifest, engine sidecar, results, metrics).
+    """
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
 
 T = TypeVar("T")
 

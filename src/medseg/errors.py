@@ -9,6 +9,8 @@ the traceback); anything that is not a ``MedsegError`` is a bug and keeps its tr
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
+    "ChannelMismatchError",
     "ConfigError",
     "DatasetError",
     "EngineBuildError",
@@ -16,6 +18,7 @@ __all__ = [
     "GateFailedError",
     "MedsegError",
     "MissingDependencyError",
+    "ModelMismatchError",
     "ServerError",
 ]
 
@@ -38,8 +41,24 @@ class ExportError(MedsegError):
     """ONNX export, simplification, parity or precision conversion failed."""
 
 
+class ChannelMismatchError(DatasetError):
+    """An image, a batch or a dataset has another channel count than the model takes.
+
+    The one class for this mismatch wherever it is found (a scan, a batch given to a backend,
+    a dataset given to export or calibration).
+    """
+
+
 class EngineBuildError(MedsegError):
-    """A TensorRT engine could not be built or loaded."""
+    """A TensorRT engine could not be built, or a plan on disk cannot be used (stale, foreign)."""
+
+
+class BackendError(MedsegError):
+    """A runtime backend could not load or run a model (session, engine context, CUDA call)."""
+
+
+class ModelMismatchError(ConfigError):
+    """A bundle's model file disagrees with its manifest (input/output names or shapes)."""
 
 
 class MissingDependencyError(MedsegError):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from medseg.errors import EngineBuildError
+from medseg.errors import BackendError
 from medseg.runtime import cuda
 
 
@@ -74,7 +74,7 @@ def test_buffers_grow_only_when_asked_for_more(stream: cuda.Stream) -> None:
         assert not device.ensure(1000) and device.ptr == ptr and device.nbytes == 1 << 20
         assert device.ensure(4 << 20) and device.nbytes == 4 << 20
         assert not pinned.ensure(16) and pinned.ensure(8 << 20)
-        with pytest.raises(EngineBuildError, match="does not fit"):
+        with pytest.raises(BackendError, match="does not fit"):
             device.copy_from_host_async(np.zeros(5 << 20, np.uint8), stream)
     finally:
         device.close()
@@ -122,7 +122,7 @@ def test_cuda_graph_replays_captured_copies(stream: cuda.Stream) -> None:
 
 
 def test_cuda_errors_are_one_line_medseg_errors() -> None:
-    with pytest.raises(EngineBuildError, match=r"cudaErrorMemoryAllocation"):
+    with pytest.raises(BackendError, match=r"cudaErrorMemoryAllocation"):
         cuda.DeviceBuffer(1 << 60)
-    with pytest.raises(EngineBuildError, match="does not exist"):
+    with pytest.raises(BackendError, match="does not exist"):
         cuda.gpu_info(device=999)

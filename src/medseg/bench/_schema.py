@@ -15,8 +15,7 @@ import sys
 from dataclasses import asdict, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
+from medseg.config_io import json_ready
 from medseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,19 +86,6 @@ def dataclass_from_json(cls: type[_T], data: Any, source: str, where: str) -> _T
         return cls(**values)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {where or 'the top level'}: {exc}") from exc
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN/Inf -> ``None``, tuples -> lists and numpy scalars -> Python."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    return value
 
 
 class JsonMixin:

@@ -10,7 +10,6 @@ evaluated slices (a whole volume is one block) and averaged.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from medseg.bundle.manifest import Manifest
 from medseg.data.nifti import load_nifti, save_nifti
 from medseg.data.nnunet import NnUNetDataset
 from medseg.errors import ConfigError, DatasetError
-from medseg.metrics import compute_case_metrics
+from medseg.metrics import DiceAccumulator, compute_case_metrics, compute_dice
 from medseg.runtime import Segmenter, load_scan
 
 __all__ = ["EvalCase", "VariantEvaluation", "evaluate_variant", "evaluation_cases"]
@@ -184,7 +183,7 @@ def evaluate_variant(
     manifest = segmenter.manifest
     classes = {n: v for n, v in manifest.classes.items() if v != 0}
     axis = manifest.preprocessing.slice_axis
-    counts = {n: np.zeros(4, dtype=np.int64) for n in classes}  # tp, fp, fn, tn
+    dice = DiceAccumulator(classes, empty="nan")  # pooled counts; an absent class is null
     hd95: dict[str, list[float]] = {n: [] for n in classes}
     labels: dict[str, np.ndarray] = {}
     seconds: list[float] = []
@@ -218,11 +217,7 @@ def evaluate_variant(
             pred_eval = np.take(result.labels, index, axis=axis)
             ref_eval = np.take(ref, index, axis=axis)
             labels[case.case_id] = pred_eval.ravel()
-            for name, value in classes.items():
-                p, r = pred_eval == value, ref_eval == value
-                tp = int(np.count_nonzero(p & r))
-                fp, fn = int(np.count_nonzero(p)) - tp, int(np.count_nonzero(r)) - tp
-                counts[name] += (tp, fp, fn, p.size - tp - fp - fn)
+            dice.update(pred_eval, ref_eval)
             for block in _blocks(index):
                 pred_block = np.take(result.labels, block, axis=axis)
                 ref_block = np.take(ref, block, axis=axis)
@@ -244,7 +239,7 @@ def evaluate_variant(
         title = f"{worst['case_id']} {'xyz'[axis]}={worst['index']}: Dice {worst['dice']:.3f}"
         save_prediction_png(*worst_arrays, overlay_path, manifest.classes, title=title)
         worst["png"] = overlay_path.name
-    accuracy = _accuracy(counts, hd95, labels, reference, worst)
+    accuracy = _accuracy(dice, hd95, labels, reference, worst)
     return VariantEvaluation(accuracy, labels, seconds, shares)
 
 
@@ -263,13 +258,8 @@ def _worst_slice(
         r, p = np.take(ref, i, axis=axis), np.take(pred, i, axis=axis)
         if np.count_nonzero(r) < 0.01 * r.size:
             continue
-        scores = []
-        for value in classes.values():
-            pm, rm = p == value, r == value
-            denom = int(pm.sum() + rm.sum())
-            if denom:
-                scores.append(2 * int((pm & rm).sum()) / denom)
-        score = float(np.mean(scores)) if scores else 1.0
+        scores = [v for v in compute_dice(p, r, classes, empty="nan").values() if v == v]
+        score = float(np.mean(scores)) if scores else 1.0  # no class here: nothing missed
         if best is None or score < best[0]:
             best = (score, int(i))
     if best is None:
@@ -279,25 +269,19 @@ def _worst_slice(
     return best[0], i, (arrays[0], arrays[1], arrays[2])
 
 
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else math.nan
-
-
 def _accuracy(
-    counts: dict[str, np.ndarray],
+    dice_acc: DiceAccumulator,
     hd95: dict[str, list[float]],
     labels: dict[str, np.ndarray],
     reference: VariantEvaluation | None,
     worst: dict[str, Any] | None,
 ) -> AccuracyResult:
-    dice = {
-        n: _ratio(2 * int(c[0]), 2 * int(c[0]) + int(c[1]) + int(c[2])) for n, c in counts.items()
-    }
-    sens = [_ratio(int(c[0]), int(c[0]) + int(c[2])) for c in counts.values()]
-    spec = [_ratio(int(c[3]), int(c[3]) + int(c[1])) for c in counts.values()]
+    dice = dice_acc.aggregate()
+    sens = list(dice_acc.sensitivity().values())
+    spec = list(dice_acc.specificity().values())
     hd = {n: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for n, v in hd95.items()}
     defined = [v for v in hd.values() if v is not None]
-    dice_mean = float(np.nanmean(list(dice.values())))
+    dice_mean = dice_acc.mean()
     drop = agreement = None
     if reference is not None:
         drop = 100.0 * (reference.accuracy.dice_mean - dice_mean)

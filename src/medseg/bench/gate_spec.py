@@ -191,6 +191,13 @@ def _parse_target(target: Any, where: str) -> None:
         )
 
 
+#: The form each KEY=NUMBER flag takes, with an example, for its error message.
+FLAG_FORMS = {
+    "--max-dice-drop": "PRECISION=PTS (e.g. --max-dice-drop int8=1.0)",
+    "--max-p95-ms": "BACKEND.PRECISION[.bN]=MS (e.g. --max-p95-ms onnxruntime.fp32=900)",
+}
+
+
 def parse_flag_pairs(values: Sequence[str], flag: str) -> dict[str, float]:
     """``["int8=1.5", "fp16=0.5"]`` (repeated or comma-separated) -> ``{"int8": 1.5, ...}``.
 
@@ -205,5 +212,6 @@ def parse_flag_pairs(values: Sequence[str], flag: str) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not key.strip():
-            raise ConfigError(f"{flag} takes KEY=NUMBER (e.g. {flag} int8=1.5), got {item!r}")
+            form = FLAG_FORMS.get(flag, f"KEY=NUMBER (e.g. {flag} int8=1.5)")
+            raise ConfigError(f"{flag} takes {form}, got {item!r}")
     return out

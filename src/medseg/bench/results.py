@@ -22,6 +22,8 @@ from medseg.atomic import atomic_file
 from medseg.bench._schema import JsonMixin, dataclass_from_json
 from medseg.bench.stats import samples_array
 from medseg.errors import ConfigError
+from medseg.names import BACKENDS as _BACKENDS
+from medseg.names import RUNTIME_PRECISIONS as _RUNTIME_PRECISIONS
 
 __all__ = [
     "BACKENDS",
@@ -38,10 +40,10 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-#: Backend names in pipeline order (``torch`` is the eager reference).
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: Backend names in pipeline order (``torch`` is the eager reference): :mod:`medseg.names`.
+BACKENDS = _BACKENDS
 #: ``bf16``: the FP32 file with BF16 arithmetic (OpenVINO on a CPU with native BF16).
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = _RUNTIME_PRECISIONS
 STATUSES = ("ok", "skipped", "error")
 #: Keys of :attr:`AccuracyResult.worst_slice`.
 WORST_SLICE_KEYS = ("case_id", "axis", "index", "dice", "png")

@@ -32,13 +32,16 @@ from medseg.bench.machine import describe_machine
 from medseg.bench.networks import engine_networks
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bundle.manifest import PRECISIONS, RUNTIME_PRECISIONS, Manifest, file_precision
+from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
-from medseg.errors import ConfigError, EngineBuildError, MedsegError
+from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegError
+from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
+from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 
 __all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
 
-BENCH_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
+BENCH_BACKENDS = _BENCH_BACKENDS  # medseg.names
 Log = Callable[[str], None]
 
 
@@ -103,8 +106,7 @@ class BenchOptions:
             raise ConfigError(f"--split {self.split!r}: accepted val, test, all")
         if self.max_cases is not None and self.max_cases < 1:
             raise ConfigError(f"--max-cases {self.max_cases} must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads {self.threads} must be >= 1")
+        check_threads(self.threads, "--threads")
 
 
 def bundle_fingerprint(manifest: Manifest) -> str:
@@ -185,7 +187,8 @@ def _make_backend(
         except EngineBuildError as exc:
             return None, str(exc), None
         assert isinstance(backend, TensorRTBackend)
-        return backend, "", backend.engine_path.stat().st_size
+        size = backend.engine_path.stat().st_size if backend.engine_path is not None else None
+        return backend, "", size
     try:  # bf16 on a CPU without native BF16: a skipped row saying which instruction set
         backend = create_backend(bundle, manifest, name, precision, threads=options.threads)
     except ConfigError as exc:
@@ -261,6 +264,9 @@ def run_bench(
             f"uses size_policy {recipe.size_policy!r}"
         )
     data = NnUNetDataset.open(dataset)
+    # the integrity check of `medseg data check` and `medseg train`, before any heavy work:
+    # a label value not in dataset.json, a label grid that differs from its image...
+    check_dataset(data.root, subsets=("test",) if options.split == "test" else ("train",))
     cases, described = evaluation_cases(data, manifest, options.split)
     cases = cases[: options.max_cases] if options.max_cases else cases
     precisions = [
@@ -387,7 +393,7 @@ def _run_variant(
                 if advance:
                     advance(f"{name} b{batch}: timed")
             gpu_bytes = getattr(backend, "gpu_memory_bytes", None)
-    except EngineBuildError as exc:  # the engine failed on this device: a row, not a crash
+    except (EngineBuildError, BackendError) as exc:  # failed on this device: a row, not a crash
         return skipped("error", str(exc)), None
     volume_s = float(np.median(evaluation.volume_seconds))
     prepost = 100.0 * float(np.median(evaluation.prepost_shares))

@@ -106,8 +106,8 @@ def build_engines(
         if result.network is not None:
             log(f"  network {precision}: {result.network.summary()}")
             for warning in result.network.warnings:
-                log(f"[yellow]![/] {warning}")
-        log(f"[green]✓[/] {precision}: {result.path} ({result.build_seconds:.1f} s)")
+                log(f"! {warning}")
+        log(f"✓ {precision}: {result.path} ({result.build_seconds:.1f} s)")
         built.append(result)
     return built
 

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.atomic import atomic_file
+from medseg.config_io import json_ready
 from medseg.data.orientation import reorient_plan
 from medseg.data.postprocess import Postprocess
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
+from medseg.names import PRECISIONS as _PRECISIONS
+from medseg.names import RUNTIME_PRECISIONS as _RUNTIME_PRECISIONS
+from medseg.names import file_precision
 
 __all__ = [
     "MANIFEST_NAME",
@@ -48,18 +51,11 @@ SCHEMA_VERSION = 2
 #: Versions this medseg reads (1: before plans, windows and post-processing).
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "medseg.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = _PRECISIONS  # medseg.names, re-exported here
 #: Recipe fields added with schema 2 (left out of a version-1 manifest when at their defaults).
 _RECIPE_V2_KEYS = ("patch_size", "target_spacing", "mirror_axes", "ct_zscore", "overlap")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-#: Precisions the runtime runs: the files' plus ``bf16``, the FP32 file run with BF16
-#: arithmetic (OpenVINO on a CPU with native BF16); it has no file of its own.
-RUNTIME_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
-
-def file_precision(precision: str) -> str:
-    """The bundle file a runtime precision runs: ``bf16`` runs the FP32 file."""
-    return "fp32" if precision == "bf16" else precision
+RUNTIME_PRECISIONS = _RUNTIME_PRECISIONS  # medseg.names, re-exported here
 
 
 def file_sha256(path: Path) -> str:
@@ -83,15 +79,12 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN/Inf float replaced by ``None`` (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def _recipe(data: dict[str, Any]) -> Recipe:
+    """The ``preprocessing`` section; its errors name the section (``preprocessing: ...``)."""
+    try:
+        return Recipe.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{MANIFEST_NAME}: preprocessing: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -125,7 +118,14 @@ class DimRange:
     def from_dict(cls, data: Any, where: str) -> DimRange:
         if not isinstance(data, dict):
             raise ConfigError(f"{MANIFEST_NAME}: {where} must be an object with min, opt, max")
-        return cls(*(int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")))
+        values = [int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")]
+        try:
+            return cls(*values)
+        except ConfigError:
+            raise ConfigError(
+                f"{MANIFEST_NAME}: {where} is {':'.join(map(str, values))} (min:opt:max); "
+                "accepted: 1 <= min <= opt <= max"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ class Manifest:
             classes=classes,
             input=InputSpec.from_dict(_require(data, "input", dict, "")),
             output_name=_require(data, "output_name", str, ""),
-            preprocessing=Recipe.from_dict(_require(data, "preprocessing", dict, "")),
+            preprocessing=_recipe(_require(data, "preprocessing", dict, "")),
             precisions={p: PrecisionEntry.from_dict(e, p) for p, e in precisions.items()},
             calibration=calibration,
             source=_require(data, "source", dict, ""),
@@ -360,13 +360,19 @@ class Manifest:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:  # name the file itself, not only "medseg.json"
+            message = str(exc)
+            if message.startswith(MANIFEST_NAME):
+                message = f"{path}{message[len(MANIFEST_NAME) :]}"
+            raise ConfigError(message) from None
 
     def save(self, bundle: Path) -> Path:
         """Write ``bundle/medseg.json`` atomically."""
         path = Path(bundle) / MANIFEST_NAME
         with atomic_file(path) as tmp:  # strict JSON: a non-finite number becomes null
-            tmp.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
+            tmp.write_text(json.dumps(json_ready(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
 
     def onnx_path(self, bundle: Path, precision: str, verify: bool = True) -> Path:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.deps import require
-from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, ExportError
 
 if TYPE_CHECKING:
     import onnx
@@ -110,7 +110,8 @@ def check_samples(samples: Any, spec: InputSpec, what: str) -> np.ndarray:
     for axis, name in ((1, "channels"), (2, "height"), (3, "width")):
         expected = spec.dims[axis]
         if expected is not None and array.shape[axis] != expected:
-            raise DatasetError(
+            error = ChannelMismatchError if axis == 1 else DatasetError
+            raise error(
                 f"{what} has {array.shape[axis]} {name} (shape {array.shape}); the model's "
                 f"input {spec.name!r} accepts {expected}"
             )
@@ -128,14 +129,11 @@ def ort_session(model: Path | bytes, threads: int = 0) -> onnxruntime.InferenceS
 
     Thread spinning is off: calibration runs share machines with training jobs.
     """
-    ort = require("onnxruntime", "running ONNX models on CPU")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
+    require("onnxruntime", "running ONNX models on CPU")
+    loader = SessionFromOnnx(model, ["cpu"], threads or None, spinning=False)
+    return loader()
 
 
 def run_model(path: Path, inputs: np.ndarray, what: str) -> np.ndarray:

@@ -44,6 +44,7 @@ from medseg.calibration._onnx import (
     ort_session,
 )
 from medseg.calibration.int8 import quantized_nodes, unquantized_inputs
+from medseg.config_io import json_ready
 from medseg.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
@@ -243,4 +244,5 @@ def _snr_db(signal: float, noise: float) -> float:
 
 
 def _finite_or_none(value: float) -> float | None:
-    return round(value, 3) if math.isfinite(value) else None
+    result: float | None = json_ready(round(value, 3) if math.isfinite(value) else value)
+    return result

@@ -6,23 +6,16 @@ allowed), 2 a usage or input error.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from medseg.atomic import check_parent_exists
 from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
 from medseg.errors import ConfigError, GateFailedError
-
-if TYPE_CHECKING:
-    from medseg.bench.results import BenchResults
 
 __all__ = ["bench", "split_list"]
 
@@ -103,16 +96,10 @@ def bench(
         medseg bench bundle --data ds --max-dice-drop int8=1.0 --max-p95-ms tensorrt.int8=5
     """
     with handle_errors(debug):
-        from medseg.bench.gates import (
-            GateSpec,
-            evaluate_gates,
-            gate_warnings,
-            parse_flag_pairs,
-        )
-        from medseg.bench.gates import update_baseline as write_baseline
-        from medseg.bench.report import gates_table, results_table, write_report
-        from medseg.bench.results import BenchResults
-        from medseg.bench.runner import BenchOptions, run_bench
+        from medseg.bench.gates import GateSpec, parse_flag_pairs
+        from medseg.bench.pipeline import bench_pipeline, check_bench_outputs
+        from medseg.bench.report import gates_table, results_table
+        from medseg.bench.runner import BenchOptions
 
         started = time.perf_counter()
         options = BenchOptions(
@@ -139,46 +126,29 @@ def bench(
                 max_dice_regression_pts=max_dice_regression,
             )
         )
-        if update_baseline and baseline is None:
-            raise ConfigError("--update-baseline writes the --baseline file: pass --baseline PATH")
-        base = None
-        if baseline is not None and not update_baseline:
-            base = BenchResults.load(baseline)
-        if report is not None:
-            check_parent_exists(report)
-            if report.exists() and not report.is_dir():
-                raise ConfigError(f"--report {report} is a file; expected a folder")
-        if update_baseline and baseline is not None:
-            check_parent_exists(baseline)
-            if baseline.is_dir():
-                raise ConfigError(f"--baseline {baseline} is a folder; expected a .json file path")
-
-        with tempfile.TemporaryDirectory(prefix="medseg-bench-overlays-") as overlays:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("benchmarking...", total=None)
-                results = run_bench(
-                    bundle,
-                    data,
-                    options,
-                    overlay_dir=Path(overlays) if report is not None else None,
-                    log=lambda line: bar.console.print(f"  {escape(line)}", highlight=False),
-                    advance=lambda what: bar.update(task, description=what),
-                )
-            _check_something_ran(results, options.backends)
-            results = results.with_gates(evaluate_gates(results, spec, base))
-            for warning in gate_warnings(results, spec, base):
-                err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-            if report is not None:  # the folder appears only once the run has worked
-                report.mkdir(exist_ok=True)
-                for png in Path(overlays).glob("*.png"):
-                    shutil.copyfile(png, report / png.name)
-                write_report(results, report)
+        check_bench_outputs(report, baseline, update_baseline)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("benchmarking...", total=None)
+            run = bench_pipeline(
+                bundle,
+                data,
+                options,
+                spec,
+                baseline=baseline,
+                update_baseline_file=update_baseline,
+                report=report,
+                log=lambda line: bar.console.print(f"  {escape(line)}", highlight=False),
+                advance=lambda what: bar.update(task, description=what),
+            )
+        results = run.results
+        for warning in run.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         # CI logs are not terminals: print the table wide enough to read there too
         out = console if console.is_terminal else Console(width=max(console.width, 160))
         out.print(results_table(results))
@@ -190,32 +160,13 @@ def bench(
             f"GPU: {machine.get('gpu') or 'none'}; {time.perf_counter() - started:.0f} s",
             highlight=False,
         )
-        if report is not None:
-            console.print(f"[green]✓[/] report: [bold]{report}[/]", highlight=False)
-        if update_baseline and baseline is not None:
-            write_baseline(results, baseline)
-            console.print(f"[green]✓[/] baseline: [bold]{baseline}[/]", highlight=False)
-        errors = [r for r in results.rows if r.status == "error"]
-        for row in errors:
+        if run.report is not None:
+            console.print(f"[green]✓[/] report: [bold]{run.report}[/]", highlight=False)
+        if run.baseline_written is not None:
+            console.print(f"[green]✓[/] baseline: [bold]{run.baseline_written}[/]", highlight=False)
+        for row in run.failed_variants:
             err_console.print(f"[red]variant failed:[/] {escape(row.label)}: {escape(row.reason)}")
-        failed = results.failed_gates
-        for g in failed:
+        for g in run.failed_gates:
             err_console.print(f"[red]gate failed:[/] {escape(g.message)}", highlight=False)
-        if failed or errors:
-            raise GateFailedError(
-                f"{len(failed)} of {len(results.gates)} gate(s) failed, "
-                f"{len(errors)} variant(s) failed to run"
-            )
-
-
-def _check_something_ran(results: BenchResults, backends: tuple[str, ...]) -> None:
-    """A bench that measured nothing, or skipped a backend asked for by name, is not a pass."""
-    ok = [r for r in results.rows if r.status == "ok"]
-    if not ok:
-        reasons = sorted({f"{r.backend}: {r.reason}" for r in results.rows})
-        raise ConfigError(f"nothing was measured ({'; '.join(reasons) or 'no variant'})")
-    if backends != ("auto",):
-        for name in backends:
-            rows = [r for r in results.rows if r.backend == name]
-            if rows and all(r.status == "skipped" for r in rows):
-                raise ConfigError(f"--backends {name} was asked for but skipped: {rows[0].reason}")
+        if not run.passed:
+            raise GateFailedError(run.summary())

@@ -86,10 +86,9 @@ def build(
         label = "TensorRT-RTX" if runtime == "tensorrt-rtx" else "TensorRT"
         with console.status(f"building {label} engines...") as status:
 
-            def log(line: str) -> None:
-                console.print(line, highlight=False)
-                if line.startswith("building"):
-                    status.update(line)
+            def log(line: str) -> None:  # plain text from the library: never markup
+                console.print(line, highlight=False, markup=False)
+                status.update(line)
 
             built = build_engines(bundle, options, log)
         table = Table(

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from medseg.atomic import Terminated, sigterm_as_interrupt
 from medseg.errors import MedsegError
 
 __all__ = [
@@ -35,10 +36,12 @@ DEBUG_OPTION = typer.Option(
 def handle_errors(debug: bool) -> Iterator[None]:
     """Turn a :class:`MedsegError` into one red line on stderr and its exit code (2, or 1).
 
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. SIGTERM is handled like SIGINT (Ctrl-C):
+    temporary outputs are removed, then the exit code is 143 (130 for SIGINT).
     """
     try:
-        yield
+        with sigterm_as_interrupt():
+            yield
     except MedsegError as exc:
         if debug:
             raise
@@ -46,6 +49,9 @@ def handle_errors(debug: bool) -> Iterator[None]:
             f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
         )
         raise typer.Exit(exc.exit_code) from None
+    except Terminated:
+        err_console.print("[yellow]terminated[/]")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None

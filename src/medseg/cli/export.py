@@ -93,8 +93,8 @@ def export(
             guard_backend=guard_backend,
         )
 
-        def log(line: str) -> None:
-            console.print(line, highlight=False)
+        def log(line: str) -> None:  # plain text from the library: never markup
+            console.print(line, highlight=False, markup=False)
 
         with console.status("exporting..."):
             manifest = export_bundle(checkpoint, out, options, log, force=force)

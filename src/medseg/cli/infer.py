@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
 
 __all__ = ["infer"]
 
@@ -78,6 +80,7 @@ def infer(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
+        from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
         if server is not None:
@@ -100,8 +103,11 @@ def infer(
             return
 
         started = time.perf_counter()
+        check_threads(threads, "--threads")
         scan = load_scan(inputs)
         paths = plan_outputs(out, scan, probabilities, dicom_seg, force)
+        if reference is not None:
+            check_not_an_input([("--out", p) for p in paths.all()], [reference])
         ref_labels = _load_reference(reference, scan.image.shape[1:]) if reference else None
         provider_list = [p.strip() for p in providers.split(",")] if providers else None
         with Segmenter.from_bundle(
@@ -115,6 +121,12 @@ def infer(
             tta=tta,
             postprocess=not no_postprocess,
         ) as segmenter:
+            if segmenter.backend.selection_note:
+                err_console.print(
+                    f"[yellow]warning:[/] {escape(segmenter.backend.selection_note)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             recipe = segmenter.manifest.preprocessing
             windowed = recipe.size_policy == "window"
             what = "windows" if windowed else "slices"
@@ -189,6 +201,10 @@ def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 def _print_summary(
     labels: np.ndarray, voxel_ml: float, classes: dict[str, int], reference: np.ndarray | None
 ) -> None:
+    from medseg.metrics import compute_dice
+
+    # one metric path: a class absent from both maps is undefined ("n/a"), not a perfect 1.0
+    dice = compute_dice(labels, reference, classes, empty="nan") if reference is not None else {}
     table = Table(title=None, show_edge=False, header_style="bold")
     for column in ("label", "class", "voxels", "volume ml"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -198,8 +214,6 @@ def _print_summary(
         count = int(np.count_nonzero(labels == value))
         row = [str(value), name, f"{count:,}", f"{count * voxel_ml:.1f}"]
         if reference is not None:
-            pred, ref = labels == value, reference == value
-            denom = int(pred.sum() + ref.sum())
-            row.append(f"{2 * int((pred & ref).sum()) / denom:.4f}" if denom else "n/a")
+            row.append("n/a" if math.isnan(dice[name]) else f"{dice[name]:.4f}")
         table.add_row(*row)
     console.print(table)

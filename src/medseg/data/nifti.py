@@ -7,10 +7,13 @@ message has the form ``"<path>: <problem>"`` on one line.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,14 @@ from medseg.atomic import atomic_file
 from medseg.deps import require
 from medseg.errors import DatasetError
 
-__all__ = ["NIFTI_ENDINGS", "NiftiImage", "is_nifti_path", "load_nifti", "save_nifti"]
+__all__ = [
+    "NIFTI_ENDINGS",
+    "NiftiImage",
+    "is_nifti_path",
+    "load_nifti",
+    "quiet_nibabel",
+    "save_nifti",
+]
 
 #: File endings medseg reads and writes as NIfTI-1 (gzip-compressed or not).
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")
@@ -119,6 +129,25 @@ def _raw_pixdim(img: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in raw["pixdim"][1:4])
 
 
+@contextlib.contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """Within the block, nibabel's header-check log lines do not reach stderr.
+
+    nibabel reports header problems through its ``nibabel.global`` logger, whose stream
+    handler prints them; medseg checks the same things and raises one line naming the file.
+    The logger's level is raised for the block and restored on exit: a local logging context,
+    not a global filter. (nibabel's ``LoggingOutputSuppressor`` removes the handlers, which
+    lets Python's last-resort handler print the same lines.)
+    """
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_nifti(path: str | Path) -> NiftiImage:
     """Read a 3D NIfTI file (``.nii`` or ``.nii.gz``) completely into memory.
 
@@ -159,17 +188,22 @@ def load_nifti(path: str | Path) -> NiftiImage:
         TypeError,
     )
     try:
-        img = nib.load(str(path), mmap=False)
+        # nibabel logs header problems ("data code 999 not recognized", "pixdim[1,2,3] should
+        # be non-zero") to stderr through its own logger; the one-line error below says it.
+        with quiet_nibabel():
+            img = nib.load(str(path), mmap=False)
         if not isinstance(img, nib.Nifti1Pair):  # Nifti1Image and Nifti2Image derive from it
             raise _fail(
                 path, f"is a {type(img).__name__} file, not NIfTI; expected .nii or .nii.gz"
             )
-        data = np.asanyarray(img.dataobj)
-        header = img.header
-        zooms = header.get_zooms()
-        # nibabel silently replaces zero or negative pixdim by 1 or abs(): check the raw header.
-        raw_zooms = _raw_pixdim(img)
-        affine = np.asarray(img.affine, dtype=np.float64)
+        with quiet_nibabel():
+            data = np.asanyarray(img.dataobj)
+            header = img.header
+            zooms = header.get_zooms()
+            # nibabel silently replaces zero or negative pixdim by 1 or abs(): check the raw
+            # header.
+            raw_zooms = _raw_pixdim(img)
+            affine = np.asarray(img.affine, dtype=np.float64)
     except DatasetError:
         raise
     except read_errors as exc:

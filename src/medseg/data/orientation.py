@@ -2,15 +2,19 @@
 
 A network trained on slices of RAS volumes (voxel axes pointing Right, Anterior, Superior)
 sees a standard axial DICOM series (LPS voxel order) rotated by 180 degrees. These helpers
-name a volume's voxel order from its affine (:func:`axis_codes`, as nibabel's
-``aff2axcodes``) and move an array between two orders with transposes and flips only (no
-interpolation, so a round trip is exact). numpy only: the lean runtime imports this module.
+name a volume's voxel order from its affine (:func:`axis_codes`: nibabel's ``aff2axcodes``
+after medseg's checks) and move an array between two orders with transposes and flips only
+(no interpolation, so a round trip is exact; the plan is nibabel's ``ornt_transform``).
+nibabel (``medseg-edge[runtime]`` / ``[data]``) is imported on first use.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from medseg.deps import require
 from medseg.errors import ConfigError
 
 __all__ = ["axis_codes", "from_orientation", "reorient_plan", "to_orientation"]
@@ -49,15 +53,17 @@ def axis_codes(affine: np.ndarray) -> str:
             f"degenerate affine {np.round(columns, 4).tolist()}: a voxel axis has no direction "
             "or two voxel axes point the same way; expected three independent columns"
         )
-    u, _, vt = np.linalg.svd(columns / zooms)
-    rotation = u @ vt  # the nearest rotation (or reflection) to the direction columns
-    codes = [""] * 3
-    for voxel_axis in np.argsort(np.min(-(rotation**2), axis=0), kind="stable"):
-        column = rotation[:, voxel_axis]
-        world_axis = int(np.argmax(np.abs(column)))
-        codes[voxel_axis] = _PAIRS[world_axis][0 if column[world_axis] > 0 else 1]
-        rotation[world_axis, :] = 0  # each world axis names one voxel axis
-    return "".join(codes)
+    full = np.eye(4)
+    full[:3, :3] = columns
+    return "".join(str(c) for c in _orientations().aff2axcodes(full))
+
+
+def _orientations() -> Any:
+    """``nibabel.orientations``, imported on first use."""
+    require("nibabel", "reorienting volumes")
+    import nibabel.orientations
+
+    return nibabel.orientations
 
 
 def _check_codes(codes: str, name: str) -> str:
@@ -94,9 +100,15 @@ def reorient_plan(
     """
     source = _check_codes(from_codes, "orientation")
     target = _check_codes(to_codes, "orientation")
-    axis_in_source = {_AXIS_OF[c]: j for j, c in enumerate(source)}
-    perm = tuple(axis_in_source[_AXIS_OF[c]] for c in target)
-    flips = tuple(source[j] != c for j, c in zip(perm, target, strict=True))
+    orientations = _orientations()
+    # row j: (output axis of input axis j, -1 when reversed), nibabel's orientation array
+    ornt = orientations.ornt_transform(
+        orientations.axcodes2ornt(source), orientations.axcodes2ornt(target)
+    )
+    perm, flips = [0, 0, 0], [False, False, False]
+    for axis_in, (axis_out, direction) in enumerate(ornt):
+        perm[int(axis_out)] = axis_in
+        flips[int(axis_out)] = bool(direction < 0)
     return (perm[0], perm[1], perm[2]), (flips[0], flips[1], flips[2])
 
 

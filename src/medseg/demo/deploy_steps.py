@@ -98,17 +98,16 @@ def bench_demo_bundle(
     bundle: Path, dataset_dir: Path, report_dir: Path, done: Callable[[DemoStep], None]
 ) -> dict[str, Any]:
     """Accuracy versus latency of every precision with the CI gates; report into a folder."""
-    from medseg.bench.gates import GateSpec, evaluate_gates
-    from medseg.bench.report import write_report
-    from medseg.bench.runner import BenchOptions, run_bench
+    from medseg.bench.gates import GateSpec
+    from medseg.bench.pipeline import bench_pipeline
+    from medseg.bench.runner import BenchOptions
 
     t = time.perf_counter()
-    report_dir.mkdir(exist_ok=True)
     options = BenchOptions(batches=(1, 8), warmup=1, iters=5, repeats=2)  # a demo, not CI
-    results = run_bench(bundle, dataset_dir, options, overlay_dir=report_dir)
     spec = GateSpec.from_toml(DEMO_GATES) if DEMO_GATES.is_file() else GateSpec()
-    results = results.with_gates(evaluate_gates(results, spec))
-    write_report(results, report_dir)
+    # the same pipeline as `medseg bench` (run, gates, report, exit policy)
+    run = bench_pipeline(bundle, dataset_dir, options, spec, report=report_dir)
+    results = run.results
     rows = [r for r in results.rows if r.ok and r.batch == 8]
     text = "; ".join(
         f"{r.backend} {r.precision} Dice {r.accuracy.dice_mean:.4f} "
@@ -126,4 +125,4 @@ def bench_demo_bundle(
             str(report_dir / "report.md"),
         )
     )
-    return {"report": str(report_dir), "gates_passed": results.passed}
+    return {"report": str(report_dir), "gates_passed": run.passed}

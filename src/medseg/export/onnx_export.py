@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import atomic_file
+from medseg.atomic import atomic_file, reraise_interrupt
 from medseg.bundle import InputSpec
 from medseg.deps import require
 from medseg.errors import ExportError
@@ -87,6 +87,7 @@ def export_onnx(
         assert program is not None  # f=None returns the program
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many types; all mean "export failed"
+        reraise_interrupt(exc)  # torch.export wraps a Ctrl-C / SIGTERM in its own error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch.onnx.export (dynamo, opset {OPSET}) failed: {first}") from exc
     if simplify:

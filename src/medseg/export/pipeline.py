@@ -27,12 +27,19 @@ import numpy as np
 from medseg import __version__
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
 from medseg.deps import EXTRA_OF
-from medseg.errors import ConfigError, DatasetError, ExportError, MissingDependencyError
+from medseg.errors import (
+    ChannelMismatchError,
+    ConfigError,
+    DatasetError,
+    ExportError,
+    MissingDependencyError,
+)
 from medseg.export.accuracy import (
     CPU_BACKENDS,
     Accuracy,
@@ -119,7 +126,20 @@ class ExportOptions:
         for name, value in (("height", self.height), ("width", self.width)):
             if value is not None and (value <= 0 or value % 16):
                 raise ConfigError(f"--{name} {value} must be a positive multiple of 16")
-        DimRange(*self.batch)  # validates min <= opt <= max
+        if self.calib_slices < 1:
+            raise ConfigError(
+                f"--calib-slices {self.calib_slices} must be >= 1 (slices drawn from --calib-data)"
+            )
+        try:
+            DimRange(*self.batch)  # validates min <= opt <= max
+        except ConfigError:
+            text = ":".join(map(str, self.batch))
+            raise ConfigError(
+                f"--batch {text} must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32"
+            ) from None
+        for option, path in (("--calib-data", self.calib_data), ("--data", self.data)):
+            if path is not None and not Path(path).is_dir():
+                raise ConfigError(f"{option} {path}: no such dataset folder")
 
     @property
     def int8_backend(self) -> str:
@@ -155,7 +175,7 @@ def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -
             f"{meta['classes']}"
         )
     if data.spec.num_channels != meta["in_channels"]:
-        raise DatasetError(
+        raise ChannelMismatchError(
             f"{path} has {data.spec.num_channels} channel(s) but the model takes "
             f"{meta['in_channels']}"
         )
@@ -172,14 +192,15 @@ def _training_orientation(root: Path, log: Callable[[str], None]) -> str | None:
 
     nib = require("nibabel", "reading NIfTI files")
     cases = NnUNetDataset.open(root).cases("train")
-    codes = {c.case_id: axis_codes(nib.load(str(c.images[0])).affine) for c in cases}
+    with quiet_nibabel():
+        codes = {c.case_id: axis_codes(nib.load(str(c.images[0])).affine) for c in cases}
     if not codes:
         return None
     first = codes[cases[0].case_id]
     others = sorted({v for v in codes.values() if v != first})
     if others:
         log(
-            f"[yellow]![/] {root} training cases are in several orientations ({first}, "
+            f"warning: {root} training cases are in several orientations ({first}, "
             f"{', '.join(others)}): recording the first case's {first} in medseg.json"
         )
     return first
@@ -242,7 +263,7 @@ def export_bundle(
     data = _load_data(data_path, meta, train_config)
     if data.fingerprint != meta["dataset"]["fingerprint"]:
         log(
-            f"[yellow]![/] {data_path} is not the dataset the model was trained on "
+            f"warning: {data_path} is not the dataset the model was trained on "
             "(fingerprint differs): validation numbers are on its split, not the training one"
         )
     classes = {k: v for k, v in data.spec.labels.items() if v > 0}
@@ -349,7 +370,7 @@ def export_bundle(
                     calib_data.train, classes, options.calib_slices, seed=0
                 )
             for warning in caught:
-                log(f"[yellow]![/] {warning.message}")
+                log(f"warning: {warning.message}")
             calib.save_npz(tmp / CALIBRATION_NAME)
             calibration_info = {
                 "dataset": str(options.calib_data),
@@ -448,7 +469,7 @@ def export_bundle(
 
             check_onnx_builds(tmp, manifest, log)
         manifest.save(tmp)
-    log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
+    log(f"✓ bundle {out} ({time.perf_counter() - started:.0f} s)")
     return manifest
 
 
@@ -493,4 +514,4 @@ def _entry(
 def _step(what: str, path: Path, started: float, detail: str) -> str:
     size = path.stat().st_size / 1e6
     seconds = time.perf_counter() - started
-    return f"[green]✓[/] {what}: {path.name} ({size:.1f} MB, {seconds:.1f} s); {detail}"
+    return f"✓ {what}: {path.name} ({size:.1f} MB, {seconds:.1f} s); {detail}"

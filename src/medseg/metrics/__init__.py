@@ -22,6 +22,11 @@ Empty-mask policy, per class:
 * :func:`aggregate` and the mean over classes leave NaN values out and report how many
   values were defined; ``to_dict()`` writes NaN as ``null``.
 
+Dice wherever the toolkit reports it (training validation, export accuracy and its INT8
+guard, ``medseg bench``, ``medseg infer --reference``) goes through :func:`compute_dice` and
+:class:`DiceAccumulator` (:mod:`medseg.metrics.dice`), whose ``empty`` parameter chooses the
+both-empty value: ``"one"`` (1.0, as above) or ``"nan"`` (undefined, left out of means).
+
 Only numpy is imported with this package; scipy (``medseg-edge[data]``) is imported when a
 surface distance is first computed. torch is never used.
 """
@@ -30,6 +35,14 @@ from __future__ import annotations
 
 from medseg.metrics.aggregate import AggregateMetrics, ClassSummary, MetricSummary, aggregate
 from medseg.metrics.case import METRIC_NAMES, CaseMetrics, ClassMetrics, compute_case_metrics
+from medseg.metrics.dice import (
+    EMPTY_POLICIES,
+    DiceAccumulator,
+    EmptyPolicy,
+    compute_confusion,
+    compute_dice,
+    dice_of_counts,
+)
 from medseg.metrics.overlap import (
     ConfusionCounts,
     confusion_counts,
@@ -42,18 +55,24 @@ from medseg.metrics.overlap import (
 from medseg.metrics.surface import SurfaceDistances, image_diagonal_mm, surface_distances
 
 __all__ = [
+    "EMPTY_POLICIES",
     "METRIC_NAMES",
     "AggregateMetrics",
     "CaseMetrics",
     "ClassMetrics",
     "ClassSummary",
     "ConfusionCounts",
+    "DiceAccumulator",
+    "EmptyPolicy",
     "MetricSummary",
     "SurfaceDistances",
     "aggregate",
     "compute_case_metrics",
+    "compute_confusion",
+    "compute_dice",
     "confusion_counts",
     "dice",
+    "dice_of_counts",
     "image_diagonal_mm",
     "iou",
     "precision",

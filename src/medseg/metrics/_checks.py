@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.config_io import json_ready
 from medseg.errors import ConfigError
 
 __all__ = [
@@ -102,7 +103,8 @@ def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
 
 def json_float(value: float) -> float | None:
     """A float for JSON: NaN (undefined metric) becomes ``None`` (``null``)."""
-    return None if math.isnan(value) else float(value)
+    result: float | None = json_ready(float(value))
+    return result
 
 
 def nan_summary(values: Sequence[float]) -> tuple[float, float, float, int]:

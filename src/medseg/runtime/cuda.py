@@ -4,7 +4,8 @@ Everything the TensorRT backend needs from CUDA, and nothing more. cuda-python i
 first use (``cuda.bindings.runtime``; cuda-python < 12.6 spells it ``cuda.cudart``), so
 importing this module costs nothing and works on machines without a GPU. Every call goes
 through :func:`check`, which turns cuda-python's ``(cudaError_t, *values)`` tuples into values
-or a one-line :class:`~medseg.errors.EngineBuildError` naming the CUDA error.
+or a one-line :class:`~medseg.errors.BackendError` naming the CUDA error (a runtime failure,
+not a build error).
 
 Buffers are allocated once and reused: :meth:`DeviceBuffer.ensure` and
 :meth:`PinnedHostBuffer.ensure` reallocate only when asked for more bytes than they hold.
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from medseg.deps import require
-from medseg.errors import EngineBuildError
+from medseg.errors import BackendError
 
 __all__ = [
     "CudaEvent",
@@ -54,7 +55,7 @@ def cudart() -> ModuleType:
 
 
 def check(result: Any) -> Any:
-    """The value(s) of a cuda-python call, or :class:`EngineBuildError` naming the CUDA error.
+    """The value(s) of a cuda-python call, or :class:`BackendError` naming the CUDA error.
 
     ``(err,)`` -> ``None``; ``(err, value)`` -> ``value``; ``(err, a, b)`` -> ``(a, b)``.
     """
@@ -62,7 +63,7 @@ def check(result: Any) -> Any:
     err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
     if err != rt.cudaError_t.cudaSuccess:
         name = getattr(err, "name", str(err))
-        raise EngineBuildError(f"CUDA call failed: {name} ({int(err)})")
+        raise BackendError(f"CUDA call failed: {name} ({int(err)})")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
@@ -108,13 +109,13 @@ class GpuInfo:
 
 
 def gpu_info(device: int = 0) -> GpuInfo:
-    """Facts about GPU ``device``; :class:`EngineBuildError` when there is none."""
+    """Facts about GPU ``device``; :class:`BackendError` when there is none."""
     rt = cudart()
     if not gpu_available():
-        raise EngineBuildError("no NVIDIA GPU visible (no driver, or no device)")
+        raise BackendError("no NVIDIA GPU visible (no driver, or no device)")
     count = int(check(rt.cudaGetDeviceCount()))
     if not 0 <= device < count:
-        raise EngineBuildError(f"GPU {device} does not exist; this machine has {count} GPU(s)")
+        raise BackendError(f"GPU {device} does not exist; this machine has {count} GPU(s)")
     prop = check(rt.cudaGetDeviceProperties(device))
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return GpuInfo(
@@ -205,7 +206,7 @@ class DeviceBuffer:
 
     def _check_fits(self, host: np.ndarray) -> None:
         if not host.flags.c_contiguous or host.nbytes > self.nbytes:
-            raise EngineBuildError(
+            raise BackendError(
                 f"host array of {host.nbytes} bytes (contiguous: {host.flags.c_contiguous}) does "
                 f"not fit a device buffer of {self.nbytes} bytes"
             )
@@ -251,9 +252,7 @@ class PinnedHostBuffer:
         """The first ``prod(shape)`` elements as a C-contiguous array of ``shape`` (no copy)."""
         count = math.prod(shape) * self.dtype.itemsize
         if count > self.nbytes:
-            raise EngineBuildError(
-                f"shape {shape} needs {count} bytes; the buffer has {self.nbytes}"
-            )
+            raise BackendError(f"shape {shape} needs {count} bytes; the buffer has {self.nbytes}")
         return self._bytes[:count].view(self.dtype).reshape(shape)
 
     def close(self) -> None:
@@ -325,7 +324,7 @@ class CudaGraph:
     def launch(self) -> None:
         """Queue one replay of the captured work on the stream."""
         if self._exec is None:
-            raise EngineBuildError("CUDA graph launched before it was captured")
+            raise BackendError("CUDA graph launched before it was captured")
         check(cudart().cudaGraphLaunch(self._exec, self.stream.raw))
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from medseg.atomic import atomic_file
 from medseg.bundle.manifest import Manifest, file_sha256
-from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
+from medseg.errors import ConfigError, EngineBuildError, MedsegError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key
 from medseg.runtime.network_report import NetworkReport
 
@@ -39,6 +39,7 @@ __all__ = [
     "RTX_KEY_PREFIX",
     "RUNTIMES",
     "SIDECAR_SCHEMA_VERSION",
+    "EngineChoice",
     "EngineSidecar",
     "check_engine",
     "check_plan_files",
@@ -46,6 +47,8 @@ __all__ = [
     "find_engine",
     "key_flags",
     "rebuild_command",
+    "resolve_engine",
+    "select_engine",
     "sidecar_path",
     "tensorrt_module",
     "version_tuple",
@@ -358,8 +361,8 @@ def _check_one(
     gpu: GpuInfo,
     trt_version: str,
     lean: bool = False,
-) -> None:
-    """Raise a one-line EngineBuildError if ``plan`` may not run here for ``precision``."""
+) -> EngineSidecar:
+    """The sidecar of ``plan``; a one-line EngineBuildError if it may not run here."""
     sidecar = check_plan_files(plan, bundle, manifest, precision)
     fresh = rebuild_command(bundle, precision)
     again = rebuild_command(bundle, precision, sidecar.rebuild_flags())
@@ -413,6 +416,7 @@ def _check_one(
                 f"has TensorRT {trt_version} (engines run only on the TensorRT version that "
                 f"built them unless built with --version-compatible): rebuild it with `{again}`"
             )
+    return sidecar
 
 
 def check_engine(
@@ -423,7 +427,20 @@ def check_engine(
     trt_version: str,
     lean: bool = False,
 ) -> Path:
-    """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT.
+    """The plan that may run ``precision`` of ``bundle`` here (see :func:`resolve_engine`)."""
+    return resolve_engine(bundle, manifest, precision, gpu, trt_version, lean)[0]
+
+
+def resolve_engine(
+    bundle: Path,
+    manifest: Manifest,
+    precision: str,
+    gpu: GpuInfo,
+    trt_version: str,
+    lean: bool = False,
+) -> tuple[Path, EngineSidecar]:
+    """The plan that may run ``precision`` of ``bundle`` on this GPU with this TensorRT, and
+    its sidecar (read once: pass it on to the loader).
 
     This device's own folder is tried first, then hardware-compatible engines built elsewhere.
     ``lean``: only the lean runtime is installed, which runs version-compatible engines only.
@@ -453,29 +470,57 @@ def check_engine(
     errors: list[EngineBuildError] = []
     for plan in candidates:
         try:
-            _check_one(plan, bundle, manifest, precision, gpu, trt_version, lean)
+            return plan, _check_one(plan, bundle, manifest, precision, gpu, trt_version, lean)
         except EngineBuildError as exc:
             errors.append(exc)
-        else:
-            return plan
     raise errors[0]
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What backend auto-selection found for one precision of a bundle.
+
+    Attributes:
+        plan: the engine to run, or ``None`` (ONNX Runtime will run the ONNX file).
+        refused: ``None`` when an engine was chosen or the bundle has none for this
+            precision; else one line: which engine was refused and why (no GPU, no TensorRT,
+            stale, built for another GPU...), for the caller to show.
+    """
+
+    plan: Path | None
+    refused: str | None = None
+    sidecar: EngineSidecar | None = None
+
+
+def select_engine(bundle: Path, manifest: Manifest, precision: str) -> EngineChoice:
+    """The engine auto-selection may use for ``precision`` here, or why none is used.
+
+    Never raises for an unusable engine: the reason is returned in :attr:`EngineChoice.refused`
+    (``medseg infer --backend auto`` prints it and keeps going with ONNX Runtime).
+    """
+    from medseg.runtime.cuda import gpu_available, gpu_info
+
+    plans = sorted((Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan"))
+    if not plans:
+        return EngineChoice(None)
+    shown = ", ".join(str(p.relative_to(bundle)) for p in plans[:3])
+    if not gpu_available():
+        return EngineChoice(None, f"TensorRT engine {shown} not used: this machine has no GPU")
+    try:
+        trt = tensorrt_module()
+        lean = trt.__name__ == "tensorrt_lean"
+        plan, sidecar = resolve_engine(
+            bundle, manifest, precision, gpu_info(), str(trt.__version__), lean
+        )
+        return EngineChoice(plan, sidecar=sidecar)
+    except (MedsegError, OSError) as exc:  # no TensorRT, a stale or foreign engine: say why
+        return EngineChoice(None, f"TensorRT engine {shown} refused: {exc}")
 
 
 def find_engine(bundle: Path, manifest: Manifest, precision: str) -> Path | None:
     """The engine to use for ``precision`` here, or None (no GPU, no TensorRT, no valid engine).
 
-    For backend auto-selection: never raises.
+    For backend auto-selection: never raises for an unusable engine; :func:`select_engine`
+    also says why an engine was refused.
     """
-    from medseg.runtime.cuda import gpu_available, gpu_info
-
-    try:
-        plans = (Path(bundle) / ENGINES_DIR).glob(f"*/{precision}.plan")
-        if not any(not p.parent.name.startswith(RTX_KEY_PREFIX) for p in plans):
-            return None
-        if not gpu_available():
-            return None
-        trt = tensorrt_module()
-        lean = trt.__name__ == "tensorrt_lean"
-        return check_engine(bundle, manifest, precision, gpu_info(), str(trt.__version__), lean)
-    except Exception:  # auto-selection falls back to ONNX Runtime whatever went wrong
-        return None
+    return select_engine(bundle, manifest, precision).plan

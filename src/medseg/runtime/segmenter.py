@@ -33,7 +33,7 @@ from medseg.bundle.manifest import Manifest, file_precision
 from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
 from medseg.data.postprocess import apply_postprocess
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
-from medseg.errors import ConfigError, DatasetError
+from medseg.errors import ChannelMismatchError, ConfigError, DatasetError
 from medseg.runtime.backends import BACKENDS, Backend, create_backend
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
@@ -227,7 +227,7 @@ class Segmenter:
                 )
             )
         if image.shape[0] != channels:
-            raise DatasetError(
+            raise ChannelMismatchError(
                 f"{source}: has {image.shape[0]} channel(s); the model takes {channels}"
             )
         if image.dtype.kind not in "iuf":

@@ -83,10 +83,18 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
 
     path = resolve_checkpoint(path)
     try:
+        # weights_only=True: a checkpoint holds tensors and plain data only; nothing else is
+        # ever unpickled (PyTorch's own error text advises weights_only=False: never relay it)
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except pickle.UnpicklingError as exc:
         raise ConfigError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {exc}"
+            f"{path} is not a readable checkpoint: not a PyTorch file holding only tensors and "
+            "plain data (the model.pt that medseg train writes)"
+        ) from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
         ) from exc
     if not isinstance(payload, dict) or not {"state_dict", "model", "meta"} <= payload.keys():
         raise ConfigError(

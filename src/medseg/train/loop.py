@@ -118,8 +118,11 @@ def validation_dice(
     predicted: np.ndarray, slices: SliceSet, classes: dict[str, int]
 ) -> dict[str, float]:
     """Dice per class of network-size predictions against the slices' labels, both restored
-    to each slice's original size (padding removed), pooled over all validation slices."""
-    from medseg.metrics import compute_case_metrics
+    to each slice's original size (padding removed), pooled over all validation slices.
+
+    A class absent from both prediction and reference scores 1.0 (``empty="one"`` of
+    :func:`medseg.metrics.compute_dice`)."""
+    from medseg.metrics import compute_dice
 
     pred = np.stack(
         [
@@ -133,8 +136,7 @@ def validation_dice(
             for r, g in zip(slices.labels, slices.geometries, strict=True)
         ]
     )
-    metrics = compute_case_metrics(pred, ref, classes, (1.0, 1.0, 1.0), include_surface=False)
-    return {name: float(m.dice) for name, m in metrics.classes.items()}
+    return compute_dice(pred, ref, classes, empty="one")
 
 
 def _check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) -> None:

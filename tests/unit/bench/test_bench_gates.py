@@ -309,5 +309,8 @@ def test_parse_flag_pairs() -> None:
     assert pairs == {"int8": -1.0, "fp16": 0.5}  # the last one wins
     assert GateSpec.from_flags(max_dice_drop=pairs).max_dice_drop_pts == pairs
     for bad in ("int8", "int8=high", "=1"):
-        with pytest.raises(ConfigError, match="--max-dice-drop takes KEY=NUMBER"):
+        with pytest.raises(ConfigError, match="--max-dice-drop takes PRECISION=PTS"):
             parse_flag_pairs([bad], "--max-dice-drop")
+    # the example is the form the option takes (issue 11: it showed int8=1.5 for latency)
+    with pytest.raises(ConfigError, match=r"BACKEND\.PRECISION\[\.bN\]=MS .*onnxruntime\.fp32="):
+        parse_flag_pairs(["900"], "--max-p95-ms")

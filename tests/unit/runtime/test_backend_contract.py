@@ -17,7 +17,7 @@ import pytest
 
 from medseg.bundle import Manifest
 from medseg.data.nifti import load_nifti
-from medseg.errors import ConfigError
+from medseg.errors import ChannelMismatchError, ConfigError
 from medseg.runtime import Backend, Segmenter, create_backend
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -232,5 +232,7 @@ def test_bad_batches_are_refused_with_the_allowed_range(  # type: ignore[no-unty
     open_backend, shape: tuple[int, ...], dtype: type, problem: str
 ) -> None:
     backend = open_backend("fp32")
-    with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+    # a channel mismatch is the same error class wherever it is found (scan, batch, dataset)
+    error = ChannelMismatchError if problem == "channel" else ConfigError
+    with pytest.raises(error, match=problem.replace("(", r"\(").replace(")", r"\)")):
         backend.infer(np.zeros(shape, dtype=dtype))

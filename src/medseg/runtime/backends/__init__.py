@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
+from medseg.names import RUNTIME_BACKENDS, file_precision
 from medseg.runtime.backends.base import Backend, InferTiming
+
+if TYPE_CHECKING:
+    from medseg.runtime.engines import EngineSidecar
 
 __all__ = [
     "BACKENDS",
@@ -26,8 +31,9 @@ __all__ = [
     "create_backend",
 ]
 
-#: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``).
-BACKENDS = ("tensorrt", "onnxruntime", "tensorrt-rtx", "openvino")
+#: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``), in auto's
+#: order of preference (:data:`medseg.names.RUNTIME_BACKENDS`).
+BACKENDS = RUNTIME_BACKENDS
 #: OpenVINO model cache inside the bundle (one folder per ONNX file).
 OPENVINO_CACHE_DIR = "cache/openvino"
 #: Backends that run ``bf16`` (a runtime precision: the FP32 file, BF16 arithmetic).
@@ -47,22 +53,31 @@ def create_backend(
     """A backend (not loaded yet) for one precision of a bundle.
 
     ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
-    TensorRT and a GPU are usable; else, on a machine without an NVIDIA GPU, OpenVINO when it
-    is installed (and always for ``bf16``); ONNX Runtime otherwise. Files are checked against
-    the manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
+    TensorRT and a GPU are usable; then a TensorRT-RTX plan for this GPU; else, on a machine
+    without an NVIDIA GPU, OpenVINO when it is installed (and always for ``bf16``); ONNX Runtime
+    otherwise. When the bundle has an engine that was refused, the CPU backend's
+    ``selection_note`` says which and why (one line to show). Files are checked against the
+    manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
     """
     engine: Path | None = None
+    sidecar: EngineSidecar | None = None
+    refused: str | None = None
     if backend == "auto":
-        from medseg.runtime.engines import find_engine
+        from medseg.runtime.engines import EngineChoice, select_engine
 
-        engine = None if precision == "bf16" else find_engine(bundle, manifest, precision)
+        choice = (
+            EngineChoice(None)
+            if precision == "bf16"
+            else select_engine(bundle, manifest, precision)  # already checked for this device
+        )
+        engine, refused, sidecar = choice.plan, choice.refused, choice.sidecar
         backend = "tensorrt" if engine else _cpu_backend(precision)
         if engine is None and precision != "bf16":
             from medseg.runtime.engines_rtx import find_rtx_engine
 
-            engine = find_rtx_engine(bundle, manifest, precision)
-            if engine is not None:
-                backend = "tensorrt-rtx"
+            rtx_engine = find_rtx_engine(bundle, manifest, precision)
+            if rtx_engine is not None:
+                engine, refused, backend = rtx_engine, None, "tensorrt-rtx"
     _check_options(backend, providers, threads, cuda_graph)
     if precision == "bf16" and backend not in BF16_BACKENDS:
         raise ConfigError(
@@ -72,9 +87,8 @@ def create_backend(
     if backend == "openvino":
         from medseg.runtime.backends.openvino import OpenVinoBackend
 
-        file_precision = "fp32" if precision == "bf16" else precision
-        path = manifest.onnx_path(bundle, file_precision)
-        return OpenVinoBackend(
+        path = manifest.onnx_path(bundle, file_precision(precision))
+        openvino_runner = OpenVinoBackend(
             path,
             manifest.input,
             manifest.output_name,
@@ -83,10 +97,13 @@ def create_backend(
             threads=threads,
             cache_dir=Path(bundle) / OPENVINO_CACHE_DIR / path.stem,
         )
+        if refused is not None:
+            openvino_runner.selection_note = f"{refused}; running OpenVINO instead"
+        return openvino_runner
     if backend == "onnxruntime":
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(
+        runner = OnnxRuntimeBackend(
             manifest.onnx_path(bundle, precision),
             manifest.input,
             manifest.output_name,
@@ -94,17 +111,22 @@ def create_backend(
             providers=providers,
             threads=threads,
         )
+        if refused is not None:
+            runner.selection_note = f"{refused}; running ONNX Runtime instead"
+        return runner
     if backend == "tensorrt":
-        from medseg.runtime.backends.tensorrt import TensorRTBackend
+        from medseg.runtime.backends.tensorrt import EngineFromPath, TensorRTBackend
         from medseg.runtime.cuda import gpu_info
-        from medseg.runtime.engines import check_engine, tensorrt_module
+        from medseg.runtime.engines import resolve_engine, tensorrt_module
 
         if engine is None:
             trt = tensorrt_module()
             lean = trt.__name__ == "tensorrt_lean"
-            engine = check_engine(bundle, manifest, precision, gpu_info(), trt.__version__, lean)
+            engine, sidecar = resolve_engine(
+                bundle, manifest, precision, gpu_info(), trt.__version__, lean
+            )
         return TensorRTBackend(
-            engine,
+            EngineFromPath(engine, sidecar),  # the sidecar checked above, not read again
             manifest.input,
             manifest.output_name,
             manifest.num_classes,

@@ -19,9 +19,69 @@ from typing import ClassVar
 import numpy as np
 
 from medseg.bundle.manifest import InputSpec
-from medseg.errors import ConfigError
+from medseg.errors import ChannelMismatchError, ConfigError, ModelMismatchError
 
-__all__ = ["Backend", "InferTiming"]
+__all__ = ["Backend", "InferTiming", "check_model_io"]
+
+#: A dimension as a model file declares it: a size, or a symbolic / dynamic one.
+Dim = int | str | None
+
+
+def _fixed(dim: Dim) -> int | None:
+    """The size of a fixed dimension; ``None`` for a symbolic (``"batch"``) or dynamic one."""
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
+
+
+def check_model_io(
+    where: str,
+    spec: InputSpec,
+    num_classes: int,
+    input_shape: tuple[Dim, ...],
+    output_shape: tuple[Dim, ...],
+) -> None:
+    """Check a model's input and output shapes against the manifest, when it is loaded.
+
+    A model whose output has another class count than the manifest lists would write label
+    values the manifest does not name; one with another channel count would fail on every
+    batch. Symbolic and dynamic dimensions are accepted; fixed ones must match.
+
+    Args:
+        where: the model file, for the message.
+        spec: the manifest's input (channels ``C``, ranges of ``N``, ``H``, ``W``).
+        num_classes: the manifest's class count ``K``.
+        input_shape: the model's input shape ``(N, C, H, W)`` as declared.
+        output_shape: the model's logits shape ``(N, K, H, W)`` as declared.
+
+    Raises:
+        ModelMismatchError: a rank other than 4, or a fixed ``C`` / ``K`` / ``H`` / ``W``
+            that differs from the manifest (the message names the manifest key).
+    """
+    for what, shape in (("input", input_shape), ("output", output_shape)):
+        if len(shape) != 4:
+            raise ModelMismatchError(
+                f"{where}: its {what} has shape {list(shape)}, expected 4 dimensions (N, C, H, W)"
+            )
+    channels, classes = _fixed(input_shape[1]), _fixed(output_shape[1])
+    if channels is not None and channels != spec.channels:
+        raise ModelMismatchError(
+            f"{where}: the model takes {channels} channel(s) but medseg.json input.channels is "
+            f"{spec.channels}; re-export the bundle"
+        )
+    if classes is not None and classes != num_classes:
+        raise ModelMismatchError(
+            f"{where}: the model outputs {classes} classes but medseg.json classes lists "
+            f"{num_classes}; re-export the bundle (or fix its classes)"
+        )
+    for key, dim, allowed in (
+        ("input.height", input_shape[2], spec.height),
+        ("input.width", input_shape[3], spec.width),
+    ):
+        size = _fixed(dim)
+        if size is not None and not (allowed.min == allowed.max == size):
+            raise ModelMismatchError(
+                f"{where}: the model's fixed {key.split('.')[1]} is {size} but medseg.json "
+                f"{key} is {allowed}; re-export the bundle"
+            )
 
 
 @dataclass(frozen=True)
@@ -51,6 +111,8 @@ class Backend(ABC):
     Attributes:
         name: backend name as the CLI spells it (``"onnxruntime"``, ``"tensorrt"``).
         last_timing: timing of the latest :meth:`infer` call (``None`` before the first).
+        selection_note: set by ``create_backend(..., "auto")`` when it chose this backend
+            because an engine was refused: one line saying which and why; else ``None``.
     """
 
     name: ClassVar[str] = "backend"
@@ -60,6 +122,7 @@ class Backend(ABC):
         self.output_name = output_name
         self.num_classes = num_classes
         self.last_timing: InferTiming | None = None
+        self.selection_note: str | None = None
         self._loaded = False
 
     # -- public API -------------------------------------------------------------------------
@@ -111,7 +174,9 @@ class Backend(ABC):
             raise ConfigError(f"{self.name} expects float32 input, got {batch.dtype}")
         n, c, h, w = (int(v) for v in batch.shape)
         if c != spec.channels:
-            raise ConfigError(f"the model takes {spec.channels} channel(s), the input has {c}")
+            raise ChannelMismatchError(
+                f"the model takes {spec.channels} channel(s), the input has {c}"
+            )
         for what, value, allowed in (
             ("batch size", n, spec.batch),
             ("slice height", h, spec.height),

@@ -7,9 +7,8 @@ it is the backend of CI and of machines without TensorRT. On CPU, FP16 weights a
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
-from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend
+from medseg.errors import ConfigError, ModelMismatchError
+from medseg.options import available_cpus, check_threads
+from medseg.runtime.backends.base import Backend, check_model_io
 
 __all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
 
@@ -65,23 +65,31 @@ def _resolve_providers(providers: Sequence[str] | None) -> list[str]:
 
 
 class SessionFromOnnx:
-    """Loader: an ``onnxruntime.InferenceSession`` for one ONNX file.
+    """Loader: an ``onnxruntime.InferenceSession`` for one ONNX model; medseg's one session
+    factory (runtime, export parity and accuracy, calibration and its sensitivity analysis).
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or a serialised model (``bytes``) held in memory.
         providers: provider names in priority order (``"cuda"``, ``"cpu"``...); ``None``:
             :func:`default_providers`.
         threads: intra-op threads; ``None``: ONNX Runtime's default (one per physical core).
+        spinning: let idle worker threads spin (ONNX Runtime's default); off for jobs that
+            share the machine (calibration next to training).
     """
 
     def __init__(
-        self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None
+        self,
+        path: Path | bytes,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        *,
+        spinning: bool = True,
     ) -> None:
-        self.path = Path(path)
+        self.model: Path | bytes = path if isinstance(path, bytes) else Path(path)
+        self.path = self.model if isinstance(self.model, Path) else "<ONNX model in memory>"
+        self.spinning = spinning
         self.providers = _resolve_providers(providers)
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
-        self.threads = threads
+        self.threads = check_threads(threads, "threads")
 
     def __call__(self) -> Any:
         ort = require("onnxruntime", "running ONNX models")
@@ -90,21 +98,32 @@ class SessionFromOnnx:
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = str(self.model) if isinstance(self.model, Path) else self.model
         try:
-            return ort.InferenceSession(str(self.path), options, providers=self.providers)
+            return ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own, unexported exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{self.path}: ONNX Runtime cannot load it ({first})") from exc
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs an ONNX file with ONNX Runtime (see :class:`SessionFromOnnx` for the arguments)."""
+    """Runs an ONNX model with ONNX Runtime.
+
+    Args:
+        onnx_path: the ``.onnx`` file (opened with :class:`SessionFromOnnx` and ``providers``,
+            ``threads``), or a loader: a callable returning an ``InferenceSession``, or an
+            ``InferenceSession`` itself (the Polygraphy ``SessionFromOnnx`` pattern).
+        input_spec, output_name, num_classes: from the bundle manifest.
+        providers, threads: see :class:`SessionFromOnnx` (only with a path).
+    """
 
     name = "onnxruntime"
 
     def __init__(
         self,
-        onnx_path: Path,
+        onnx_path: Path | Callable[[], Any] | Any,
         input_spec: InputSpec,
         output_name: str,
         num_classes: int,
@@ -113,25 +132,58 @@ class OnnxRuntimeBackend(Backend):
         threads: int | None = None,
     ) -> None:
         super().__init__(input_spec, output_name, num_classes)
-        self.loader = SessionFromOnnx(onnx_path, providers, threads)
+        self.loader: Callable[[], Any]
+        if isinstance(onnx_path, str | Path):
+            self.loader = SessionFromOnnx(Path(onnx_path), providers, threads)
+        else:
+            if providers is not None or threads is not None:
+                raise ConfigError(
+                    "providers and threads configure a session made from a path; set them on "
+                    "the session or loader given instead"
+                )
+            given = onnx_path
+            self.loader = given if callable(given) else (lambda: given)
         self.session: Any = None
 
     @property
     def threads(self) -> int:
         """Intra-op threads the session uses (ONNX Runtime's default: one per physical core)."""
-        return self.loader.threads or len(os.sched_getaffinity(0))
+        threads = getattr(self.loader, "threads", None)
+        if threads is None and self.session is not None:
+            threads = self.session.get_session_options().intra_op_num_threads or None
+        return threads or available_cpus()
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers, in priority order."""
+        if self.session is not None:
+            return list(self.session.get_providers())
+        return list(getattr(self.loader, "providers", []))
 
     def describe(self) -> str:
-        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.loader.providers)
+        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.providers)
         return f"onnxruntime ({providers}; {self.threads} threads)"
 
     def _load_impl(self) -> None:
         self.session = self.loader()
-        names = [o.name for o in self.session.get_outputs()]
-        if self.output_name not in names:
-            raise ConfigError(
-                f"{self.loader.path} has outputs {names}, not the manifest's {self.output_name!r}"
+        where = str(getattr(self.loader, "path", "the ONNX Runtime session given"))
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if self.output_name not in outputs:
+            raise ModelMismatchError(
+                f"{where} has outputs {list(outputs)}, not the manifest's {self.output_name!r}"
             )
+        if self.input_spec.name not in inputs:
+            raise ModelMismatchError(
+                f"{where} has inputs {list(inputs)}, not the manifest's {self.input_spec.name!r}"
+            )
+        check_model_io(
+            where,
+            self.input_spec,
+            self.num_classes,
+            tuple(inputs[self.input_spec.name].shape),
+            tuple(outputs[self.output_name].shape),
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter_ns()

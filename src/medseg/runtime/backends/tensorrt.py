@@ -12,14 +12,18 @@ the lean runtime ``tensorrt_lean``) and cuda-python are imported when the backen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medseg.bundle.manifest import InputSpec
-from medseg.errors import EngineBuildError
-from medseg.runtime.backends.base import Backend
+from medseg.errors import BackendError
+from medseg.runtime.backends.base import Backend, check_model_io
+
+if TYPE_CHECKING:
+    from medseg.runtime.engines import EngineSidecar
 
 __all__ = ["EngineFromPath", "TensorRTBackend"]
 
@@ -33,8 +37,9 @@ class EngineFromPath:
     the engine is used.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sidecar: EngineSidecar | None = None) -> None:
         self.path = Path(path)
+        self.sidecar = sidecar  # given: already read and checked (check_engine); not re-read
         self.runtime: Any = None
         self.logger: Any = None
 
@@ -42,9 +47,9 @@ class EngineFromPath:
         from medseg.runtime.engines import EngineSidecar, sidecar_path, tensorrt_module
 
         trt = tensorrt_module()
-        flags: dict[str, Any] = {}
-        if sidecar_path(self.path).is_file():
-            flags = EngineSidecar.load(sidecar_path(self.path)).flags
+        if self.sidecar is None and sidecar_path(self.path).is_file():
+            self.sidecar = EngineSidecar.load(sidecar_path(self.path))
+        flags: dict[str, Any] = self.sidecar.flags if self.sidecar is not None else {}
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         if flags.get("version_compatible"):
@@ -53,7 +58,7 @@ class EngineFromPath:
             self.runtime.DLA_core = int(flags["dla_core"])
         engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
-            raise EngineBuildError(
+            raise BackendError(
                 f"cannot deserialise {self.path} with TensorRT {trt.__version__} (see the TensorRT "
                 "log above): rebuild it on this device with medseg build"
             )
@@ -64,7 +69,10 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT plan on ``(N, C, H, W)`` float32 batches; returns ``(N, K, H, W)`` logits.
 
     Args:
-        engine_path: the ``.plan`` file (checked with ``medseg.runtime.engines.check_engine``).
+        engine_path: the ``.plan`` file (checked with ``medseg.runtime.engines.check_engine``),
+            or a loader: a callable returning a deserialised ``ICudaEngine`` (e.g.
+            :class:`EngineFromPath`, or one that deserialises bytes already in memory), or
+            an ``ICudaEngine`` itself (the Polygraphy ``EngineFromBytes`` pattern).
         input_spec, output_name, num_classes: from the bundle manifest.
         cuda_graph: replay consecutive calls of one input shape as a CUDA graph (captured after
             the first run of that shape; recaptured after a shape change).
@@ -75,7 +83,7 @@ class TensorRTBackend(Backend):
 
     def __init__(
         self,
-        engine_path: Path,
+        engine_path: Path | Callable[[], Any] | Any,
         input_spec: InputSpec,
         output_name: str,
         num_classes: int,
@@ -84,10 +92,19 @@ class TensorRTBackend(Backend):
         device: int = 0,
     ) -> None:
         super().__init__(input_spec, output_name, num_classes)
-        self.engine_path = Path(engine_path)
+        self.loader: Callable[[], Any]
+        if isinstance(engine_path, str | Path):
+            self.loader = self._make_loader(Path(engine_path))
+        elif callable(engine_path):
+            self.loader = engine_path
+        else:  # an engine object, already deserialised
+            engine = engine_path
+            self.loader = lambda: engine
+        path = getattr(self.loader, "path", None)
+        #: the plan file, or ``None`` for an engine or loader given in memory
+        self.engine_path: Path | None = Path(path) if path is not None else None
         self.cuda_graph = cuda_graph
         self.device = device
-        self.loader: Any = self._make_loader(self.engine_path)
         self._description = f"{self.name} ({self.engine_path})"
         self._graphs: dict[tuple[int, ...], Any] = {}
         self._shape: tuple[int, ...] | None = None
@@ -142,21 +159,28 @@ class TensorRTBackend(Backend):
         self.engine = self.loader()
         self.context = self._create_context(gpu)
         if self.context is None:
-            raise EngineBuildError(f"cannot create an execution context for {self.engine_path}")
+            raise BackendError(f"cannot create an execution context for {self.engine_path}")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if inputs != [self.input_spec.name] or outputs != [self.output_name]:
-            raise EngineBuildError(
+            raise BackendError(
                 f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}; the "
                 f"manifest expects {[self.input_spec.name]} and {[self.output_name]}: rebuild it"
             )
         for tensor in names:
             if self.engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
-                raise EngineBuildError(
+                raise BackendError(
                     f"engine tensor {tensor!r} is {self.engine.get_tensor_dtype(tensor)}, not "
                     "float32 (bundles keep FP32 I/O): rebuild the engine from this bundle"
                 )
+        check_model_io(
+            str(self.engine_path),
+            self.input_spec,
+            self.num_classes,
+            tuple(int(d) for d in self.engine.get_tensor_shape(self.input_spec.name)),
+            tuple(int(d) for d in self.engine.get_tensor_shape(self.output_name)),
+        )
         spec = self.input_spec
         in_shape = (spec.batch.max, spec.channels, spec.height.opt, spec.width.opt)
         out_shape = (spec.batch.max, self.num_classes, spec.height.opt, spec.width.opt)
@@ -183,11 +207,11 @@ class TensorRTBackend(Backend):
             # it is recaptured (TensorRT's guidance), never replayed
             self._drop_graphs()
             if not self.context.set_input_shape(self.input_spec.name, shape):
-                raise EngineBuildError(f"engine {self.engine_path} rejected input shape {shape}")
+                raise BackendError(f"engine {self.engine_path} rejected input shape {shape}")
             self._shape = shape
         got = tuple(self.context.get_tensor_shape(self.output_name))
         if got != out_shape:
-            raise EngineBuildError(f"engine output shape {got} is not the expected {out_shape}")
+            raise BackendError(f"engine output shape {got} is not the expected {out_shape}")
         self.context.set_tensor_address(self.input_spec.name, self._d_in.ptr)
         self.context.set_tensor_address(self.output_name, self._d_out.ptr)
         host_in, host_out = self._h_in.view(shape), self._h_out.view(out_shape)
@@ -210,7 +234,7 @@ class TensorRTBackend(Backend):
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(self._stream.handle):
-            raise EngineBuildError(f"TensorRT execute_async_v3 failed on {self.engine_path}")
+            raise BackendError(f"TensorRT execute_async_v3 failed on {self.engine_path}")
 
     def _capture(self, shape: tuple[int, ...]) -> None:
         """Record one launch of the network for ``shape`` as a CUDA graph (not run now)."""
@@ -220,9 +244,9 @@ class TensorRTBackend(Backend):
         try:
             with graph.capture():
                 self._execute()
-        except EngineBuildError as exc:
+        except BackendError as exc:
             graph.close()
-            raise EngineBuildError(
+            raise BackendError(
                 f"engine {self.engine_path} cannot run as a CUDA graph ({exc}); run without "
                 "cuda_graph"
             ) from exc
@@ -256,5 +280,6 @@ class TensorRTBackend(Backend):
             self._stream = None
         self.context = None  # the context goes before its engine, the engine before its runtime
         self.engine = None
-        self.loader.runtime = None
+        if isinstance(self.loader, EngineFromPath):
+            self.loader.runtime = None
         self._shape = None

@@ -79,7 +79,7 @@ class TensorRTRTXBackend(TensorRTBackend):
         from medseg.runtime.engines_rtx import runtime_cache_path
 
         config = self.engine.create_runtime_config()
-        if self.runtime_cache:
+        if self.runtime_cache and self.engine_path is not None:  # none for an in-memory engine
             self.cache_path = runtime_cache_path(self.engine_path, gpu)
             cache = config.create_runtime_cache()
             if self.cache_path.is_file():

@@ -155,6 +155,13 @@ def _check_image(ds: Any, path: Path) -> None:
             "export the series as single-frame files (one file per slice)",
         )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if "Rows" in ds and "Columns" in ds and _ends_early(ds, path):
+            raise _fail(
+                path,
+                f"truncated: it has the header of a {ds.Rows}x{ds.Columns} image but the file "
+                f"ends ({path.stat().st_size} bytes) before its pixel data",
+                "copy the series again from the scanner or PACS",
+            )
         raise _fail(
             path,
             "has no pixel data (e.g. a structured report, presentation state or DICOMDIR)",
@@ -169,6 +176,35 @@ def _check_image(ds: Any, path: Path) -> None:
         )
 
 
+def _ends_early(ds: Any, path: Path) -> bool:
+    """True when the file is longer than what pydicom parsed from it: it was cut inside an
+    element (pydicom stops silently at the end of a truncated file)."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception:  # pydicom raises many types for datasets it cannot re-encode
+        return False
+    return len(buffer.getvalue()) < path.stat().st_size
+
+
+def _pixel_data_cut(ds: Any, syntax: Any) -> tuple[int, int] | None:
+    """``(bytes present, bytes needed)`` when uncompressed pixel data is shorter than its image.
+
+    ``None`` for compressed transfer syntaxes (their length says nothing) or complete data.
+    """
+    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
+        return None
+    try:
+        needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+        needed = needed * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) // 8
+        present = len(ds.PixelData)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (present, needed) if present < needed else None
+
+
 def _pixels(ds: Any, path: Path) -> np.ndarray:
     """Rescaled pixels of a single-frame grayscale dataset, ``(X, Y)`` float32."""
     try:
@@ -176,6 +212,14 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
+        cut = _pixel_data_cut(ds, syntax)
+        if cut is not None:
+            raise _fail(
+                path,
+                f"truncated inside its pixel data: {cut[0]} of the {cut[1]} bytes a "
+                f"{ds.Rows}x{ds.Columns} {ds.BitsAllocated}-bit image needs",
+                "copy the series again from the scanner or PACS",
+            ) from None
         raise _fail(
             path,
             f"cannot decode its pixel data (transfer syntax {name}; "

@@ -20,6 +20,7 @@ import numpy as np
 from medseg.atomic import check_parent_exists
 from medseg.data.nifti import is_nifti_path, load_nifti, save_nifti
 from medseg.errors import ConfigError, DatasetError
+from medseg.options import check_not_an_input
 
 __all__ = ["OutputPaths", "Scan", "load_scan", "plan_outputs", "write_outputs"]
 
@@ -35,6 +36,8 @@ class Scan:
         source: the file(s) or folder, for messages.
         header: the first NIfTI file's header (kept on the written mask), or ``None``.
         dicom: the DICOM series (``medseg.runtime.io.dicom.DicomSeries``), or ``None``.
+        inputs: the files that were read (every NIfTI channel, every DICOM slice file), so
+            that no output can replace one of them.
     """
 
     image: np.ndarray
@@ -43,6 +46,7 @@ class Scan:
     source: str
     header: Any = None
     dicom: Any = field(default=None, repr=False)
+    inputs: tuple[Path, ...] = field(default=(), repr=False)
 
     @property
     def is_dicom(self) -> bool:
@@ -82,6 +86,10 @@ def load_scan(inputs: Sequence[str | Path]) -> Scan:
         spacing=series.spacing,
         source=str(paths[0]),
         dicom=series,
+        inputs=tuple(
+            Path(ds.filename) for ds in series.datasets if isinstance(ds.filename, (str, Path))
+        )
+        or (paths[0],),
     )
 
 
@@ -98,7 +106,9 @@ def _load_nifti_channels(paths: list[Path]) -> Scan:
         channels.append(other.data)
     image = np.stack([np.asarray(c, dtype=np.float32) for c in channels])
     source = str(paths[0]) if len(paths) == 1 else ", ".join(map(str, paths))
-    return Scan(image, first.affine, first.spacing, source, header=first.header)
+    return Scan(
+        image, first.affine, first.spacing, source, header=first.header, inputs=tuple(paths)
+    )
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,8 @@ def plan_outputs(
 
     Raises:
         ConfigError: a bad ending, a missing parent folder, an existing output without
-            ``force``, or ``dicom_seg`` for a NIfTI input.
+            ``force``, ``dicom_seg`` for a NIfTI input, or an output that is one of the
+            scan's input files (refused even with ``force``).
     """
     out = Path(out)
     if not is_nifti_path(out):
@@ -165,6 +176,11 @@ def plan_outputs(
             f"outputs {', '.join(map(str, paths.all()))} must be different files; "
             "choose another --out or --dicom-seg"
         )
+    if scan is not None:
+        named = [("--out", paths.mask), ("--dicom-seg", paths.dicom_seg)]
+        if paths.probabilities is not None:
+            named.append(("--probabilities", paths.probabilities))
+        check_not_an_input([(o, p) for o, p in named if p is not None], scan.inputs)
     if paths.dicom_seg is not None and scan is not None:
         from medseg.runtime.io.dicom_seg import check_seg_source
 
