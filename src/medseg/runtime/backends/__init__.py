@@ -47,7 +47,8 @@ def create_backend(
 
     ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
     TensorRT and a GPU are usable; else, on a machine without an NVIDIA GPU, OpenVINO when it
-    is installed (and always for ``bf16``); ONNX Runtime otherwise. Files are checked against
+    is installed (and always for ``bf16``); ONNX Runtime otherwise, or when ``providers`` are
+    given. Files are checked against
     the manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
     """
     engine: Path | None = None
@@ -55,7 +56,12 @@ def create_backend(
         from medseg.runtime.engines import find_engine
 
         engine = None if precision == "bf16" else find_engine(bundle, manifest, precision)
-        backend = "tensorrt" if engine else _cpu_backend(precision)
+        if engine:
+            backend = "tensorrt"
+        else:  # ONNX Runtime providers asked for: the user means ONNX Runtime
+            backend = (
+                "onnxruntime" if providers and precision != "bf16" else _cpu_backend(precision)
+            )
     _check_options(backend, providers, threads, cuda_graph)
     if precision == "bf16" and backend not in BF16_BACKENDS:
         raise ConfigError(
