@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--volume-runs", type=int, default=3)
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
 
     manifest = Manifest.load(args.bundle)
     image_path = next(iter(sorted((args.dataset / "imagesTr").glob("*.nii.gz"))))
@@ -115,6 +116,7 @@ def main() -> None:
         "threads": args.threads,
         "rounds": args.rounds,
         "machine": describe_machine(),
+        "load_1min_at_start": load_start,
         "load_1min_at_end": os.getloadavg()[0],
         "rows": rows,
     }
@@ -125,7 +127,7 @@ def main() -> None:
         f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds)",
         "",
         f"Machine: {result['machine']['cpu']}, CPU features {result['machine']['cpu_features']}, "
-        f"load (1 min) {result['machine']['load_1min']} at start, "
+        f"load (1 min) {load_start:.2f} at start, "
         f"{result['load_1min_at_end']:.2f} at end.",
         "",
         "| backend | precision | ms/slice (median) | x vs torch fp32 | / own fp32 | "
