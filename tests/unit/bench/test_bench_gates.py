@@ -262,7 +262,7 @@ def test_toml_parses(tmp_path: Path) -> None:
         ('[accuracy]\nmin_dice = "high"\n', r"\[accuracy\] min_dice must be a number"),
         ("[accuracy]\nmin_dice = 1.5\n", r"min_dice must be a Dice in \[0, 1\], got 1.5"),
         ("[accuracy]\nmin_dice = true\n", r"min_dice must be a number"),
-        ("[accuracy]\nmax_dice_drop_pts = { bf16 = 1.0 }\n", "precision 'bf16' is not accepted"),
+        ("[accuracy]\nmax_dice_drop_pts = { int4 = 1.0 }\n", "precision 'int4' is not accepted"),
         ("[accuracy]\nmax_dice_drop_pts = { fp32 = 1.0 }\n", "fp32 is the reference"),
         ("[accuracy]\nmax_dice_drop_pts = 1.0\n", "must be a non-empty table"),
         ('[latency]\nmax_p95_ms = { "onnxruntime.fp32" = 0 }\n', r"onnxruntime.fp32 must be ms"),

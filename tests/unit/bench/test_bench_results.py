@@ -42,8 +42,8 @@ def test_rows_are_keyed_not_positional() -> None:
     assert results.row("tensorrt", "int8", 8) is None
     with pytest.raises(ConfigError, match="two result rows for onnxruntime fp32 b1"):
         make_results([make_row(), make_row()])
-    with pytest.raises(ConfigError, match="precision 'bf16' is not one of fp32, fp16, int8"):
-        VariantResult("onnxruntime", "bf16", 1)
+    with pytest.raises(ConfigError, match="precision 'int4' is not one of fp32, fp16, bf16, int8"):
+        VariantResult("onnxruntime", "int4", 1)
 
 
 def test_json_round_trip_is_identical(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ machine without an NVIDIA GPU, and the missing-extra error. Real OpenVINO on the
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import warnings
@@ -110,6 +111,9 @@ def test_auto_prefers_openvino_without_an_nvidia_gpu(
     manifest = Manifest.load(bundle)
     monkeypatch.setattr("medseg.runtime.cuda.gpu_available", lambda: False)
     assert create_backend(bundle, manifest, "auto", "fp32").name == "openvino"
+    # a bundle that does not record OpenVINO's accuracy (exported before it was measured)
+    unmeasured = dataclasses.replace(manifest, backend_accuracy={})
+    assert create_backend(bundle, unmeasured, "auto", "int8").name == "onnxruntime"
     monkeypatch.setattr("medseg.runtime.cuda.gpu_available", lambda: True)  # no engine here
     assert create_backend(bundle, manifest, "auto", "int8").name == "onnxruntime"
 

@@ -54,8 +54,9 @@ def create_backend(
 
     ``"auto"`` picks TensorRT when an engine built on this device for ``precision`` exists and
     TensorRT and a GPU are usable; then a TensorRT-RTX plan for this GPU; else, on a machine
-    without an NVIDIA GPU, OpenVINO when it is installed (and always for ``bf16``); ONNX Runtime
-    otherwise. When the bundle has an engine that was refused, the CPU backend's
+    without an NVIDIA GPU, OpenVINO when it is installed and the manifest records this
+    precision's accuracy on it (always for ``bf16``); ONNX Runtime otherwise, or when
+    ``providers`` are given. When the bundle has an engine that was refused, the CPU backend's
     ``selection_note`` says which and why (one line to show). Files are checked against the
     manifest: the ONNX sha256, or the engine's sidecar (GPU, TensorRT version, source ONNX).
     """
@@ -71,13 +72,21 @@ def create_backend(
             else select_engine(bundle, manifest, precision)  # already checked for this device
         )
         engine, refused, sidecar = choice.plan, choice.refused, choice.sidecar
-        backend = "tensorrt" if engine else _cpu_backend(precision)
         if engine is None and precision != "bf16":
             from medseg.runtime.engines_rtx import find_rtx_engine
 
             rtx_engine = find_rtx_engine(bundle, manifest, precision)
             if rtx_engine is not None:
-                engine, refused, backend = rtx_engine, None, "tensorrt-rtx"
+                engine, refused = rtx_engine, None
+                backend = "tensorrt-rtx"
+        if engine is not None and backend == "auto":
+            backend = "tensorrt"
+        elif engine is None:  # ONNX Runtime providers asked for: the user means ONNX Runtime
+            backend = (
+                "onnxruntime"
+                if providers and precision != "bf16"
+                else _cpu_backend(manifest, precision)
+            )
     _check_options(backend, providers, threads, cuda_graph)
     if precision == "bf16" and backend not in BF16_BACKENDS:
         raise ConfigError(
@@ -150,13 +159,17 @@ def create_backend(
     raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
 
 
-def _cpu_backend(precision: str) -> str:
-    """``openvino`` when installed and (for anything but bf16) no NVIDIA GPU is visible."""
+def _cpu_backend(manifest: Manifest, precision: str) -> str:
+    """``openvino`` when installed, no NVIDIA GPU is visible and the bundle records this
+    precision's accuracy on OpenVINO (bundles exported before that: ONNX Runtime, whose
+    accuracy they record); always for bf16."""
     import importlib.util
 
     if precision == "bf16":  # only OpenVINO runs it (a missing install is reported there)
         return "openvino"
     if importlib.util.find_spec("openvino") is None:
+        return "onnxruntime"
+    if precision not in manifest.backend_accuracy.get("openvino", {}):
         return "onnxruntime"
     from medseg.runtime.cuda import gpu_available
 

@@ -1,0 +1,150 @@
+"""CPU backends side by side on the demo bundle: ms per slice, interleaved, medians and ratios.
+
+Every (backend, precision) is loaded once; then ``--rounds`` rounds each time one batch of
+real slices through every variant in turn, so load drift on a shared machine hits all of
+them alike (``medseg bench`` times variants one after another). Reported per variant: the
+median ms per slice, the ratio to PyTorch eager FP32 and to the same backend's FP32, the
+Dice drop the bundle's manifest records for that backend (``backend_accuracy``, else the
+one measured here on the cases), and the whole-volume end-to-end seconds of one brain
+through :class:`medseg.runtime.Segmenter` (median of ``--volume-runs``).
+
+    PYTHONPATH=src python benchmarks/cpu_side_by_side.py models/mni152-tissue/bundle \\
+        demo-output/ci-mni152 --out benchmarks/results/cpu-side-by-side --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.bench.machine import describe_machine
+from medseg.bench.torch_reference import TorchBackend, find_checkpoint
+from medseg.bundle import Manifest
+from medseg.data.nifti import load_nifti
+from medseg.runtime import Backend, Segmenter, create_backend
+from medseg.runtime.cpu import cpu_features
+
+VARIANTS = (
+    ("torch", "fp32"),
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+)
+
+
+def _backend(bundle: Path, manifest: Manifest, name: str, precision: str, threads: int) -> Backend:
+    if name == "torch":
+        return TorchBackend(find_checkpoint(bundle, manifest), manifest, precision, "cpu", threads)
+    return create_backend(bundle, manifest, name, precision, threads=threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("dataset", type=Path, help="medseg data mni152 output")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--volume-runs", type=int, default=3)
+    args = parser.parse_args()
+    load_start = os.getloadavg()[0]
+
+    manifest = Manifest.load(args.bundle)
+    image_path = next(iter(sorted((args.dataset / "imagesTr").glob("*.nii.gz"))))
+    image = load_nifti(image_path).data
+    variants = [v for v in VARIANTS if v[1] != "bf16" or cpu_features().bf16]
+    opened = {v: _backend(args.bundle, manifest, *v, args.threads).load() for v in variants}
+    probe = Segmenter(opened[("onnxruntime", "fp32")], manifest, "fp32", args.batch)
+    slices, _ = probe.preprocess(image[None])
+    middle = len(slices) // 2
+    batch = np.ascontiguousarray(slices[middle - args.batch // 2 :][: args.batch])
+    times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+    for backend in opened.values():
+        backend.infer(batch)  # warm-up
+    for _ in range(args.rounds):
+        for variant, backend in opened.items():
+            start = time.perf_counter()
+            backend.infer(batch)
+            times[variant].append(1e3 * (time.perf_counter() - start) / len(batch))
+    volume_s: dict[tuple[str, str], float] = {}
+    for variant, backend in opened.items():
+        if variant[0] == "torch":
+            continue
+        runs = []
+        for _ in range(args.volume_runs):
+            start = time.perf_counter()
+            Segmenter(backend, manifest, variant[1], args.batch).segment(image)
+            runs.append(time.perf_counter() - start)
+        volume_s[variant] = float(np.median(runs))
+    for backend in opened.values():
+        backend.close()
+
+    torch_ms = float(np.median(times[("torch", "fp32")]))
+    rows: list[dict[str, Any]] = []
+    for backend_name, precision in variants:
+        ms = float(np.median(times[(backend_name, precision)]))
+        fp32_ms = float(np.median(times[(backend_name, "fp32")]))
+        recorded = manifest.backend_accuracy.get(backend_name, {}).get(precision)
+        if recorded is None and backend_name == "onnxruntime":
+            recorded = manifest.precisions[precision].accuracy
+        rows.append(
+            {
+                "backend": backend_name,
+                "precision": precision,
+                "ms_per_slice_median": round(ms, 2),
+                "ms_per_slice_all": [round(t, 2) for t in times[(backend_name, precision)]],
+                "speedup_vs_torch_fp32": round(torch_ms / ms, 2),
+                "ratio_to_backend_fp32": round(ms / fp32_ms, 2),
+                "dice_drop_pts_recorded": None if recorded is None else recorded["dice_drop_pts"],
+                "volume_s_median": volume_s.get((backend_name, precision)),
+            }
+        )
+    result = {
+        "bundle": str(args.bundle),
+        "image": image_path.name,
+        "slices_per_volume": len(slices),
+        "batch": args.batch,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "machine": describe_machine(),
+        "load_1min_at_start": load_start,
+        "load_1min_at_end": os.getloadavg()[0],
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# CPU side by side: {manifest.model.get('name')} ({len(slices)} slices/volume, "
+        f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds)",
+        "",
+        f"Machine: {result['machine']['cpu']}, CPU features {result['machine']['cpu_features']}, "
+        f"load (1 min) {load_start:.2f} at start, "
+        f"{result['load_1min_at_end']:.2f} at end.",
+        "",
+        "| backend | precision | ms/slice (median) | x vs torch fp32 | / own fp32 | "
+        "Dice drop (pts, recorded) | volume s (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        drop = row["dice_drop_pts_recorded"]
+        vol = row["volume_s_median"]
+        lines.append(
+            f"| {row['backend']} | {row['precision']} | {row['ms_per_slice_median']:.1f} | "
+            f"{row['speedup_vs_torch_fp32']:.2f} | {row['ratio_to_backend_fp32']:.2f} | "
+            f"{'—' if drop is None else f'{drop:+.3f}'} | {'—' if vol is None else f'{vol:.2f}'} |"
+        )
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
