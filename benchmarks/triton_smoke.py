@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--block-slices", type=int, default=2)
-    parser.add_argument("--deadline-s", type=float, default=150.0)
+    parser.add_argument("--deadline-s", type=float, default=300.0)
+    parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--max-voxels", type=int, default=10_000_000)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.clients < 1 or args.block_slices < 1:
@@ -265,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             _medseg("data", "mni152", str(args.data), "--force")
         image = next((args.data / "imagesTr").glob("*_0000.nii.gz"))
         repository = work / "repository"
-        models = export_triton(args.bundle, repository, max_voxels=args.max_voxels)
+        # two single-threaded copies of the segmenter: concurrent requests use both cores
+        models = export_triton(
+            args.bundle,
+            repository,
+            max_voxels=args.max_voxels,
+            segment_instances=args.instances,
+            segment_threads=1 if args.instances > 1 else 0,
+        )
+        results["instances"] = args.instances
         model = next(m.name for m in models if m.platform == "python")
         install = find_tritonserver()
         plan = plan_serving(repository, work / "scratch", install)

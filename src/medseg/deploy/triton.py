@@ -222,6 +222,8 @@ def export_triton(
     segment: bool = True,
     segment_precision: str = "fp32",
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    segment_instances: int = 1,
+    segment_threads: int = 0,
 ) -> list[TritonModel]:
     """Write a Triton model repository for ``bundle`` into ``out`` (atomically).
 
@@ -235,6 +237,9 @@ def export_triton(
         segment: also write the end-to-end segmenter ``medseg-<model>-segment``.
         segment_precision: the bundle precision the segmenter runs.
         max_voxels: the segmenter's cap on voxels per request (all channels).
+        segment_instances: copies of the segmenter Triton runs (each its own process), so
+            that concurrent requests run in parallel.
+        segment_threads: ONNX Runtime threads per copy; 0: ONNX Runtime's default.
 
     Returns:
         The models written: ONNX ones by precision, plans by precision and device, then the
@@ -269,10 +274,15 @@ def export_triton(
     settings = SegmentSettings(
         precision=segment_precision,
         max_voxels=max_voxels,
+        threads=segment_threads,
         manifest_sha256=common.manifest_sha,
         source_bundle=str(bundle.resolve()),
     )
-    seg_config = segment_config(manifest, common.slug, settings, common.origin)
+    if segment_instances < 1:
+        raise ConfigError(f"segment instances must be >= 1, got {segment_instances}")
+    seg_config = segment_config(
+        manifest, common.slug, settings, common.origin, instances=segment_instances
+    )
     entries: list[tuple[ModelConfigText, Path, BundlePlan | None]] = [
         (_onnx_config(common, p, onnx_batch), onnx_files[p], None)
         for p in PRECISIONS

@@ -143,11 +143,14 @@ def test_a_tampered_bundle_copy_is_refused_with_the_rebuild_command(
         plan_serving(copy, tmp_path / "work", install)
 
 
-def test_settings_are_validated() -> None:
+def test_settings_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="segment precision 'fp8'"):
         SegmentSettings(precision="fp8")
     with pytest.raises(ConfigError, match="--max-voxels must be >= 1"):
         SegmentSettings(max_voxels=0)
+    with pytest.raises(ConfigError, match="segment instances must be >= 1"):
+        export_triton(DEMO_BUNDLE, tmp_path / "repo", segment_instances=0)
+    assert not (tmp_path / "repo").exists()
     params = SegmentSettings(manifest_sha256="ab").to_parameters()
     params["medseg_max_voxels"] = "lots"
     with pytest.raises(ConfigError, match="parameter medseg_max_voxels is 'lots'"):

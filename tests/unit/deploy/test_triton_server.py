@@ -107,3 +107,51 @@ def test_cli_infer_server_writes_the_same_nifti_and_dicom_seg(
     np.testing.assert_array_equal(local.pixel_array, remote.pixel_array)
     labels = [remote.get_segment_description(n).segment_label for n in remote.segment_numbers]
     assert labels == ["CSF", "GM", "WM"]
+
+
+def test_medseg_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    try:
+        find_tritonserver()
+    except MissingDependencyError as exc:
+        pytest.skip(f"no tritonserver here ({exc})")
+    port = _port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[3] / "src"), env.get("PYTHONPATH")) if p
+    )
+    cmd = [sys.executable, "-m", "medseg", "serve", str(DEMO_BUNDLE), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--http-only"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "serving" in line or not line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in output and "grpc://" not in output, output
+        assert "skipping" in output and "no onnxruntime backend" in output
+        url = f"http://127.0.0.1:{port}/v2/health/ready"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            assert reply.status == 200
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "tritonserver stopped (exit code 0)" in rest
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
