@@ -34,7 +34,9 @@ def infer(
         None, "--dicom-seg", help="DICOM SEG path for DICOM input (default: <out>.seg.dcm)."
     ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Slices per call (default: the bundle's optimal batch)."
+        None,
+        "--batch-size",
+        help="Slices (window bundles: windows) per call; default: opt (windows: max).",
     ),
     providers: str | None = typer.Option(
         None, "--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu."

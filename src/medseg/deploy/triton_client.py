@@ -94,6 +94,32 @@ def infer_logits(
     return np.concatenate(outputs)
 
 
+def segment_windowed_remote(
+    volume: np.ndarray, image: Any, manifest: Any, client: Any, model: str, batch_size: int
+) -> np.ndarray:
+    """Sliding-window bundles: the runtime's window path with the server as the network.
+
+    Resampling to the recipe's spacing (from the NIfTI affine), windows of the static patch
+    sent in batches, probabilities back on the input grid, argmax, then the manifest's
+    post-processing; the volume is used in its stored voxel order.
+    """
+    from medseg.data.postprocess import apply_postprocess
+    from medseg.runtime.volume import segment_windowed
+
+    spacing = tuple(float(v) for v in np.linalg.norm(image.affine[:3, :3], axis=0))
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return infer_logits(client, model, batch, manifest, batch_size)
+
+    result = segment_windowed(
+        volume, spacing, manifest.preprocessing, predict, batch_size, manifest.num_classes
+    )
+    labels = result.labels
+    if manifest.postprocess is not None and manifest.postprocess.active:
+        labels = apply_postprocess(labels, manifest.postprocess, manifest.classes, spacing)
+    return np.ascontiguousarray(labels)
+
+
 def postprocess(logits: np.ndarray, geometry: Any, slice_axis: int) -> np.ndarray:
     """``(N, K, H, W)`` logits -> ``(X, Y, Z)`` uint8 labels in the input's voxel grid."""
     from medseg.data.preprocessing import restore_size
@@ -135,6 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if manifest.preprocessing.size_policy == "window":
+        labels = segment_windowed_remote(volume, image, manifest, client, args.model, batch_size)
+        nib.save(nib.Nifti1Image(labels, image.affine), str(args.out))
+        print(
+            f"wrote {args.out} (sliding window, {labels.shape[manifest.preprocessing.slice_axis]}"
+            " slices)"
+        )
+        return 0
     slices, geometry = preprocess(volume, manifest)
     spec, (height, width) = manifest.input, geometry.padded
     if not (spec.height.contains(height) and spec.width.contains(width)):

@@ -40,6 +40,9 @@ def _recipe_steps(recipe: Recipe) -> list[str]:
         assert recipe.ct_window is not None  # guaranteed by Recipe.__post_init__
         lo, hi = recipe.ct_window
         norm = f"CT: clip to [{lo:g}, {hi:g}] HU, scale linearly to [0, 1]"
+        if recipe.ct_zscore is not None:
+            mean, std = recipe.ct_zscore
+            norm = f"CT: clip to [{lo:g}, {hi:g}] HU, then (x - {mean:g}) / {std:g}"
     elif recipe.modality == "MR":
         lo, hi = recipe.percentiles
         norm = (
@@ -53,6 +56,21 @@ def _recipe_steps(recipe: Recipe) -> list[str]:
         size = (
             f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
             "(crop the logits back)"
+        )
+    elif recipe.size_policy == "window":
+        assert recipe.patch_size is not None
+        ph, pw = recipe.patch_size
+        spacing = (
+            "at the scan's own spacing"
+            if recipe.target_spacing is None
+            else "resampled in-plane (cubic) to "
+            + " x ".join(f"{v:g}" for v in recipe.target_spacing)
+            + " mm before normalisation"
+        )
+        size = (
+            f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
+            "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
+            "(linear); `triton_client.py` does all of it"
         )
     else:
         assert recipe.target_size is not None

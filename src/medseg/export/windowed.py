@@ -125,10 +125,10 @@ def _sample_windows(cases: Sequence[_Case], recipe: Recipe, count: int = 16) -> 
     for case in cases:
         n = case.image.shape[axis + 1]
         picks = np.unique(np.linspace(0, n - 1, min(per_case, n)).astype(int))
-        block = np.take(case.image, picks, axis=axis + 1)
-        block = normalize_volume(block, recipe)
-        if recipe.target_spacing is not None:
+        block = case.image
+        if recipe.target_spacing is not None:  # training's order: resample, then normalise
             block = resample_inplane(block, case.spacing, recipe.target_spacing, axis)
+        block = np.take(normalize_volume(block, recipe), picks, axis=axis + 1)
         stack, _ = pad_to_patch(np.moveaxis(block, axis + 1, 0), (ph, pw))
         top, left = (stack.shape[2] - ph) // 2, (stack.shape[3] - pw) // 2
         windows.append(stack[:, :, top : top + ph, left : left + pw])

@@ -1,12 +1,13 @@
 """Sliding-window segmentation of a whole volume, streamed slice block by slice block.
 
-The ``"window"`` recipe's path (nnU-Net's 2D inference): normalise the whole volume (the
-statistics are per volume), then for each block of slices along the slice axis: resample
-in-plane to the recipe's target spacing (cubic), run the sliding window
+The ``"window"`` recipe's path (nnU-Net's 2D inference), in the order training prepares
+its cases: resample in-plane to the recipe's target spacing (cubic, slice by slice), normalise
+the whole resampled volume (the statistics are per volume); then for each block of slices
+along the slice axis: run the sliding window
 (:func:`~medseg.runtime.sliding_window.predict_slices`), resample the probabilities back to
 the scan's own in-plane grid (linear) and take the argmax. Only one block of windows and
-probabilities is ever in memory, so a 512x512x300 CT needs its volume, its normalised copy
-and its label map, not ``(N, K, H, W)`` for every slice.
+probabilities is ever in memory, so a 512x512x300 CT needs its volume, its resampled and
+normalised copy and its label map, not ``(N, K, H, W)`` for every slice.
 
 Blocks hold whole numbers of backend batches where possible (the smallest number of slices
 whose windows fill batches exactly, within a memory budget), so few calls are partial; the
@@ -74,6 +75,37 @@ def _block_slices(windows_per_slice: int, max_batch: int, bytes_per_slice: int, 
     return min(total, budget)
 
 
+def _argmax_classes(prob: np.ndarray) -> np.ndarray:
+    """``argmax`` over axis 1 of ``(n, K, H, W)`` as uint8 (first maximum on ties, like
+    :func:`numpy.argmax`), class plane by class plane: contiguous reads, not strided ones."""
+    best = prob[:, 0].copy()
+    out = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, prob.shape[1]):
+        better = prob[:, k] > best
+        out[better] = k
+        np.maximum(best, prob[:, k], out=best)
+    return out
+
+
+def _resampled_normalised(
+    volume: np.ndarray, recipe: Recipe, axis: int, net_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """``(N, C, A', B')``: slices resampled in-plane (cubic), then normalised over the whole
+    resampled volume: the order training prepares cases in (reorient, resample, normalise)."""
+    a, b = inplane_axes(axis)
+    moved = np.moveaxis(volume, axis + 1, 0)  # (N, C, A, B) view
+    if (moved.shape[2], moved.shape[3]) == (net_shape[a], net_shape[b]):
+        resampled = moved.astype(np.float32)
+    else:
+        resampled = np.empty((*moved.shape[:2], net_shape[a], net_shape[b]), dtype=np.float32)
+        for start in range(0, moved.shape[0], 16):
+            stop = min(start + 16, moved.shape[0])
+            resampled[start:stop] = resize_slice(moved[start:stop], resampled.shape[2:], order=3)
+    # normalize_volume wants (C, X, Y, Z); statistics are per channel over the whole volume
+    as_volume = np.moveaxis(resampled, 0, axis + 1)
+    return np.moveaxis(normalize_volume(as_volume, recipe), axis + 1, 0)
+
+
 def segment_windowed(
     volume: np.ndarray,
     spacing: Sequence[float] | None,
@@ -118,8 +150,7 @@ def segment_windowed(
     patch = recipe.patch_size
     mirror = recipe.mirror_axes if tta else ()
     t0 = time.perf_counter()
-    normalised = normalize_volume(volume, recipe)
-    stack = np.moveaxis(normalised, axis + 1, 0)  # (N, C, A, B) view
+    stack = _resampled_normalised(volume, recipe, axis, net_shape)  # (N, C, A', B')
     total = stack.shape[0]
     labels = np.zeros(grid, dtype=np.uint8)
     label_stack = np.moveaxis(labels, axis, 0)  # (N, A, B) view
@@ -145,14 +176,14 @@ def segment_windowed(
     for s0 in range(0, total, block):
         s1 = min(s0 + block, total)
         t = time.perf_counter()
-        net_in = resize_slice(stack[s0:s1], net_hw, order=3)  # (n, C, A', B')
+        net_in = stack[s0:s1]  # (n, C, A', B')
         t_window = time.perf_counter()
         before = predict_s
         net_prob = predict_slices(net_in, timed, patch, max_batch, recipe.overlap, mirror)
         t_back = time.perf_counter()
         window_s += (t_back - t_window) - (predict_s - before)
         back = resize_slice(net_prob, in_hw, order=1)  # (n, K, A, B)
-        label_stack[s0:s1] = back.argmax(axis=1)
+        label_stack[s0:s1] = _argmax_classes(back)
         if prob_stack is not None:
             prob_stack[s0:s1] = back
         resample_s += (t_window - t) + (time.perf_counter() - t_back)
