@@ -244,7 +244,12 @@ def select_calibration_patches(
     if not refs:
         raise DatasetError("no training slices to draw calibration patches from")
     order, coverage, n_bg, method = _choose(
-        np.stack(labels), tuple(refs), class_values, num_slices, max_background_share, seed,
+        np.stack(labels),
+        tuple(refs),
+        class_values,
+        num_slices,
+        max_background_share,
+        seed,
         "slices",
     )
     images = []

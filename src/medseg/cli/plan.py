@@ -44,14 +44,24 @@ def render_plan(plan: Plan) -> Any:
         ("cases", str(summary.get("num_cases", "-"))),
         ("channels", ", ".join(plan.channel_names) + f"  ({plan.modality})"),
         ("classes", ", ".join(f"{k}={v}" for k, v in plan.labels.items())),
-        ("orientation", f"{plan.orientation} (from {', '.join(summary.get('source_orientations', []))})"),
+        (
+            "orientation",
+            f"{plan.orientation} (from {', '.join(summary.get('source_orientations', []))})",
+        ),
         ("median spacing (mm)", triple(spacing.get("median"), ".3f")),
-        ("spacing range (mm)", f"{triple(spacing.get('min'), '.2f')} .. {triple(spacing.get('max'), '.2f')}"),
+        (
+            "spacing range (mm)",
+            f"{triple(spacing.get('min'), '.2f')} .. {triple(spacing.get('max'), '.2f')}",
+        ),
         ("median shape", triple(shape.get("median"), ".0f")),
         ("slice axis", f"{plan.slice_axis} ({'xyz'[plan.slice_axis]})"),
         ("target spacing (mm)", triple(plan.target_spacing, ".3f")),
         ("median resampled slice", triple(summary.get("median_resampled_inplane"), ".0f")),
-        ("patch", f"{plan.patch_size[0]} x {plan.patch_size[1]} (cap {plan.max_patch[0]} x {plan.max_patch[1]})"),
+        (
+            "patch",
+            f"{plan.patch_size[0]} x {plan.patch_size[1]} "
+            f"(cap {plan.max_patch[0]} x {plan.max_patch[1]})",
+        ),
         ("batch size", str(plan.batch_size)),
         ("normalisation", norm),
         ("mirror axes", ", ".join(map(str, plan.mirror_axes)) or "none"),
@@ -132,7 +142,9 @@ def cv_summary(
         def cell(dice: float, hd: float | None) -> str:
             return f"{dice:.3f} / {hd:.2f}" if hd is not None else f"{dice:.3f} / -"
 
-        table = Table(title=f"{summary.dataset}: {summary.folds}-fold cross-validation, Dice / HD95 (mm)")
+        table = Table(
+            title=f"{summary.dataset}: {summary.folds}-fold cross-validation, Dice / HD95 (mm)"
+        )
         table.add_column("fold")
         table.add_column("cases", justify="right")
         for name in summary.classes:

@@ -149,7 +149,9 @@ def train(
                 plan = plan_dataset(dataset, cap)
             print_plan(plan)
         elif plan_file is not None:
-            raise ConfigError("--plan is not used with --whole-slice or --resume (the run keeps its plan)")
+            raise ConfigError(
+                "--plan is not used with --whole-slice or --resume (the run keeps its plan)"
+            )
 
         def on_epoch(log: EpochLog) -> None:
             dice = "  ".join(f"{k} {v:.3f}" for k, v in log.val_dice.items())

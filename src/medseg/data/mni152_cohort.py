@@ -93,7 +93,8 @@ def _acquire(
     margins = np.concatenate([rng.uniform(-4, 20, 4), rng.uniform(-6, 12, 2)])
     world_lo = affine[:3, :3] @ lo_vox + affine[:3, 3] - margins[[0, 2, 4]]
     world_hi = affine[:3, :3] @ hi_vox + affine[:3, 3] + margins[[1, 3, 5]]
-    shape = tuple(int(n) for n in np.maximum(np.ceil((world_hi - world_lo) / spacing), 8))
+    nx, ny, nz = (int(n) for n in np.maximum(np.ceil((world_hi - world_lo) / spacing), 8))
+    shape = (nx, ny, nz)
     # slice profile: Gaussian with FWHM = the voxel size, in template voxels (1 mm)
     sigma = np.maximum(spacing - 1.0, 0.0) / 2.3548
     smooth = ndimage.gaussian_filter(t1.astype(np.float32), sigma, mode="constant")

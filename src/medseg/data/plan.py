@@ -152,11 +152,11 @@ class Plan:
             modality="CT" if self.modality == "CT" else "MR",
             ct_window=self.ct_window,
             slice_axis=self.slice_axis,
-            size_policy="window",  # type: ignore[arg-type]  # Recipe v2 (contract A)
-            patch_size=patch_size or self.patch_size,  # type: ignore[call-arg]
-            target_spacing=self.target_spacing,  # type: ignore[call-arg]
-            mirror_axes=self.mirror_axes,  # type: ignore[call-arg]
-            ct_zscore=self.ct_zscore,  # type: ignore[call-arg]
+            size_policy="window",
+            patch_size=patch_size or self.patch_size,
+            target_spacing=self.target_spacing,
+            mirror_axes=self.mirror_axes,
+            ct_zscore=self.ct_zscore,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,10 +294,10 @@ def make_plan(
     ct_window = ct_zscore = None
     if all(is_ct):
         stats = fingerprint.channels
-        lo = float(min(s.percentile_00_5 for s in stats))
-        hi = float(max(s.percentile_99_5 for s in stats))
+        lo = min(float(s.percentile_00_5) for s in stats)
+        hi = max(float(s.percentile_99_5) for s in stats)
         mean = float(np.mean([s.clipped_mean for s in stats]))
-        std = float(max(np.mean([s.clipped_std for s in stats]), 1e-6))
+        std = max(float(np.mean([s.clipped_std for s in stats])), 1e-6)
         ct_window, ct_zscore = (lo, hi), (mean, std)
         notes.append(
             f"CT: window [{lo:.1f}, {hi:.1f}] (foreground 0.5/99.5 percentiles over all cases), "
@@ -362,8 +362,13 @@ def load_plan(path: Path) -> Plan:
 
 
 def check_plan_matches(
-    plan: Plan, fingerprint_hash: str, spec_channels: tuple[str, ...], spec_labels: dict[str, int],
-    dataset: str, force: bool = False, source: str = "the plan",
+    plan: Plan,
+    fingerprint_hash: str,
+    spec_channels: tuple[str, ...],
+    spec_labels: dict[str, int],
+    dataset: str,
+    force: bool = False,
+    source: str = "the plan",
 ) -> None:
     """Refuse a plan made for another dataset (unless ``force``) or incompatible with it.
 

@@ -151,8 +151,8 @@ def load_prepared_cases(
         recipe: a ``"window"`` recipe (the run's / bundle's).
     """
     _check_window_recipe(recipe)
-    dataset = dataset_dir if isinstance(dataset_dir, NnUNetDataset) else NnUNetDataset.open(
-        dataset_dir
+    dataset = (
+        dataset_dir if isinstance(dataset_dir, NnUNetDataset) else NnUNetDataset.open(dataset_dir)
     )
     num_classes = dataset.spec.num_classes
     return [prepare_volume(dataset.load_case(c), recipe, num_classes) for c in case_ids]

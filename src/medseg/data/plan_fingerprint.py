@@ -267,7 +267,11 @@ def compute_fingerprint(dataset_dir: Path) -> Fingerprint:
                 case.case_id, codes, ras.shape, ras.spacing, {v: int(counts[v]) for v in values}
             )
         )
-        foreground = np.flatnonzero(volume.label.ravel() > 0) if volume.label is not None else []
+        foreground: np.ndarray = (
+            np.flatnonzero(volume.label.ravel() > 0)
+            if volume.label is not None
+            else np.zeros(0, dtype=np.intp)
+        )
         if len(foreground) > FOREGROUND_SAMPLES_PER_CASE:
             foreground = rng.choice(foreground, FOREGROUND_SAMPLES_PER_CASE, replace=False)
         for c in range(volume.num_channels):

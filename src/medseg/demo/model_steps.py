@@ -85,7 +85,8 @@ def evaluate_demo_model(
     checkpoint = load_checkpoint(model_dir)
     run = json.loads((model_dir / "config.json").read_text())
     config = TrainConfig.from_dict(run["train"])
-    data = load_training_data(dataset_dir, config.slice_axis, config.val_fraction, config.seed)
+    axis = 2 if config.slice_axis is None else config.slice_axis  # whole-slice run record
+    data = load_training_data(dataset_dir, axis, config.val_fraction, config.seed)
     if [str(r) for r in data.val.refs] != run["split"]["val_slices"]:
         raise RuntimeError(f"{model_dir} was validated on other slices than this dataset gives")
     predicted = predict_slices(checkpoint.model, data.val.images, torch.device("cpu"))

@@ -120,5 +120,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        A record without ``geometry`` predates planned training: it is a whole-slice run
+        (so ``--resume`` and ``medseg demo --train`` keep training it the way it was).
+        """
+        if "geometry" not in data:
+            data = {**data, "geometry": "whole-slice"}
         return from_json_dict(cls, data, "training config")

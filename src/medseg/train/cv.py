@@ -145,7 +145,10 @@ def summarise_runs(runs: Sequence[Path]) -> CVSummary:
                 run=run,
                 fold=int(rec["fold"]),
                 cases=tuple(per_case),
-                dice={c: float(_mean([v[c]["dice"] for v in per_case.values()]) or 0.0) for c in classes},
+                dice={
+                    c: float(_mean([v[c]["dice"] for v in per_case.values()]) or 0.0)
+                    for c in classes
+                },
                 hd95={c: _mean([v[c]["hd95"] for v in per_case.values()]) for c in classes},
                 per_case=per_case,
             )

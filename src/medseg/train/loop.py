@@ -4,8 +4,9 @@
 planned (``plans.json``: RAS, target spacing, random patches of a fixed size, fold split;
 see :mod:`medseg.train.sources`), validates every epoch (Dice per class on whole validation
 slices: through the sliding window for a planned run, at their original size for a
-whole-slice run) and keeps the best checkpoint by validation mean Dice. CUDA with FP16 mixed precision when
-present, CPU otherwise. Deterministic for a given seed on a given machine and thread count.
+whole-slice run) and keeps the best checkpoint by validation mean Dice. CUDA with FP16
+mixed precision when present, CPU otherwise. Deterministic for a given seed on a given
+machine and thread count.
 """
 
 from __future__ import annotations

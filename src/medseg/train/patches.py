@@ -84,7 +84,10 @@ class PatchSampler:
         self._allowed: list[np.ndarray] = []
         self._locations: list[dict[int, np.ndarray]] = []
         for src in self.sources:
-            if src.images.ndim != 4 or src.labels.shape != (src.images.shape[0], *src.images.shape[2:]):
+            if src.images.ndim != 4 or src.labels.shape != (
+                src.images.shape[0],
+                *src.images.shape[2:],
+            ):
                 raise DatasetError(
                     f"case {src.case_id}: images {src.images.shape} and labels "
                     f"{src.labels.shape} are not (N, C, H, W) with (N, H, W)"

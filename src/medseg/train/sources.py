@@ -88,7 +88,11 @@ def planned_source(
     dataset = PatchDataset(
         sampler, steps * config.batch_size, config.seed, build_augmentation(config, crop=False)
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
+    loader: Any = torch.utils.data.DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
+        batch_size=config.batch_size,
+        shuffle=False,
+    )
 
     def validate(model: Any, dev: Any, amp: bool) -> dict[str, float]:
         model.eval()

@@ -66,7 +66,9 @@ def test_labels_follow_the_image_geometry(cohort: Path) -> None:
         assert np.mean(got == expected) > 0.995, case_id
         assert set(np.unique(got)) == {0, 1, 2, 3}
         # the image is dark where the label is background outside the head
-        assert volume.image[0][volume.label > 0].mean() > 3 * volume.image[0][volume.label == 0].mean()
+        assert (
+            volume.image[0][volume.label > 0].mean() > 3 * volume.image[0][volume.label == 0].mean()
+        )
 
 
 def test_same_seed_same_files_and_bad_input(cohort: Path, tmp_path: Path) -> None:

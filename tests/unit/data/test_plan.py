@@ -32,12 +32,16 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _write_case(root: Path, case: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> None:
+def _write_case(
+    root: Path, case: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray
+) -> None:
     save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, affine)
     save_nifti(root / "labelsTr" / f"{case}.nii.gz", label, affine)
 
 
-def _dataset(root: Path, channel: str, spacings: list[tuple[float, float, float]], labels=None) -> Path:
+def _dataset(
+    root: Path, channel: str, spacings: list[tuple[float, float, float]], labels=None
+) -> Path:
     rng = np.random.default_rng(0)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
@@ -109,7 +113,7 @@ def test_foreign_plan_needs_force(cohort: Path, tmp_path: Path) -> None:
     (other / "dataset.json").write_text(json.dumps(spec))
     fp = compute_fingerprint(other)
     args = (fp.hash, fp.channel_names, fp.labels, str(other))
-    with pytest.raises(ConfigError, match="fingerprint .* --force"):
+    with pytest.raises(ConfigError, match=r"fingerprint .* --force"):
         check_plan_matches(plan, *args)
     check_plan_matches(plan, *args, force=True)
     with pytest.raises(ConfigError, match="channels"):
@@ -138,8 +142,15 @@ def test_bad_datasets_and_plan_files(tmp_path: Path) -> None:
 
 def test_plan_validates_its_fields() -> None:
     good = dict(
-        dataset="d", fingerprint="f", channel_names=("MR",), labels={"background": 0, "a": 1},
-        modality="MR", slice_axis=2, target_spacing=(1.0, 1.0), patch_size=(64, 64), batch_size=4,
+        dataset="d",
+        fingerprint="f",
+        channel_names=("MR",),
+        labels={"background": 0, "a": 1},
+        modality="MR",
+        slice_axis=2,
+        target_spacing=(1.0, 1.0),
+        patch_size=(64, 64),
+        batch_size=4,
     )
     Plan(**good)
     for key, value, match in [

@@ -116,6 +116,9 @@ def test_bad_training_options(kwargs: dict, match: str) -> None:
 def test_config_round_trip_and_unknown_keys() -> None:
     config = TrainConfig(patch_size=(64, 64), flip_axes=(0,))
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    old = {k: v for k, v in config.to_dict().items() if k not in ("geometry", "fold", "folds")}
+    old.update(slice_axis=2, batch_size=8, patch_size=[128, 128])  # a record before plans
+    assert TrainConfig.from_dict(old).geometry == "whole-slice"
     with pytest.raises(ConfigError, match="unknown training config keys"):
         TrainConfig.from_dict({"epochs": 1, "momentum": 0.9})
 

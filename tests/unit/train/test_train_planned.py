@@ -59,7 +59,7 @@ def test_plan_file_of_another_dataset_is_refused(
     other = make_toy_dataset(tmp_path / "other", seed=5)
     plan_path = save_plan(plan_dataset(other), tmp_path / "plans.json")
     plan = load_plan(plan_path)
-    with pytest.raises(ConfigError, match="fingerprint .* --force"):
+    with pytest.raises(ConfigError, match=r"fingerprint .* --force"):
         train(toy_dataset, tmp_path / "r", TrainConfig(**FAST), plan=plan)
     assert not (tmp_path / "r").exists()
     result = runner.invoke(
@@ -85,7 +85,10 @@ def test_cv_summary_over_two_folds(toy_dataset: Path, tmp_path: Path) -> None:
         app, ["cv-summary", *map(str, runs), "--json", str(tmp_path / "cv.json")]
     )
     assert result.exit_code == 0, result.output
-    assert "mean ± sd" in result.output and json.loads((tmp_path / "cv.json").read_text())["folds"] == 2
+    assert (
+        "mean ± sd" in result.output
+        and json.loads((tmp_path / "cv.json").read_text())["folds"] == 2
+    )
     with pytest.raises(ConfigError, match="fold 0 is given twice"):
         summarise_runs([runs[0], runs[0]])
     result = runner.invoke(app, ["cv-summary", str(tmp_path)])
@@ -94,7 +97,9 @@ def test_cv_summary_over_two_folds(toy_dataset: Path, tmp_path: Path) -> None:
 
 def test_plan_and_cohort_commands(tmp_path: Path) -> None:
     cohort = tmp_path / "cohort"
-    result = runner.invoke(app, ["data", "mni152-cohort", str(cohort), "--cases", "2", "--seed", "1"])
+    result = runner.invoke(
+        app, ["data", "mni152-cohort", str(cohort), "--cases", "2", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "one template brain" in result.output
     out = tmp_path / "plans.json"
@@ -103,7 +108,9 @@ def test_plan_and_cohort_commands(tmp_path: Path) -> None:
     assert "target spacing" in result.output and load_plan(out).patch_size == (128, 128)
     result = runner.invoke(app, ["plan", str(cohort), "--out", str(out)])
     assert result.exit_code == 2 and "--force" in result.output
-    result = runner.invoke(app, ["plan", str(cohort), "--out", str(tmp_path / "p.json"), "--max-patch", "100"])
+    result = runner.invoke(
+        app, ["plan", str(cohort), "--out", str(tmp_path / "p.json"), "--max-patch", "100"]
+    )
     assert result.exit_code == 2 and "multiples of 32" in result.output
     result = runner.invoke(app, ["data", "mni152-cohort", str(tmp_path / "x"), "--cases", "0"])
     assert result.exit_code == 2 and "--cases" in result.output
