@@ -59,7 +59,12 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_runs(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One briefly trained run directory per registered architecture (tiny variants)."""
+    """One briefly trained run directory per registered architecture (tiny variants).
+
+    Whole-slice geometry (pad recipe, 32x48 network input): the runtime's pad path and every
+    test built on :func:`tiny_bundle` rely on it; planned (window) runs and bundles have
+    their own fixtures (tests/unit/export/test_export_windowed.py, tests/unit/runtime/).
+    """
     torch = pytest.importorskip("torch")
     from medseg.models import list_models
     from medseg.train import TrainConfig, train
@@ -70,7 +75,14 @@ def toy_runs(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     try:
         for arch in list_models():
             run = tmp_path_factory.mktemp("runs") / arch
-            config = TrainConfig(arch=arch, variant="tiny", epochs=2, batch_size=4, lr=5e-3)
+            config = TrainConfig(
+                arch=arch,
+                variant="tiny",
+                geometry="whole-slice",  # the pad-recipe bundle these fixtures describe
+                epochs=2,
+                batch_size=4,
+                lr=5e-3,
+            )
             train(toy_data, run, config)
             runs[arch] = run
     finally:

@@ -211,20 +211,24 @@ def test_bad_runs_leave_no_report_and_name_the_problem(
 
 
 def test_validation_slices_outside_the_dataset_are_an_input_error(
-    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+    demo_bundle: Path, mni_dataset: Path, tmp_path: Path
 ) -> None:
-    """A dataset with the bundle's case ids but fewer slices is not the validation dataset."""
+    """A dataset with the bundle's case ids but fewer slices is not the validation dataset.
+
+    The committed demo bundle records validation slices (a slice-level split; the planned
+    tiny bundle records whole validation cases instead).
+    """
     import numpy as np
 
     from medseg.data.nifti import load_nifti, save_nifti
 
-    cropped = tmp_path / "toy"
-    shutil.copytree(toy_data, cropped)
+    cropped = tmp_path / "mni"
+    shutil.copytree(mni_dataset, cropped)
     for sub in ("imagesTr", "labelsTr"):
         for path in (cropped / sub).glob("*.nii.gz"):
             image = load_nifti(path)
             save_nifti(path, np.asarray(image.data)[..., :3], image.affine)
-    code, output = _bench(tiny_bundle, "--data", cropped, "--backends", "onnxruntime", *FAST)
+    code, output = _bench(demo_bundle, "--data", cropped, "--backends", "onnxruntime", *FAST)
     assert code == 2 and "outside this case's 3 slices" in output, output
 
 

@@ -122,3 +122,19 @@ def test_patch_size_conflicts_are_refused(
         with pytest.raises(ConfigError, match=match):
             export_bundle(planned_run, tmp_path / "b", options, lambda _: None)
         assert not (tmp_path / "b").exists()
+
+
+def test_int8_labels_do_not_depend_on_the_window_batch(
+    window_bundle: tuple[Path, list[str]], toy_data: Path
+) -> None:
+    from medseg.runtime import Segmenter, load_scan
+
+    bundle, _ = window_bundle
+    scan = load_scan([toy_data / "imagesTr" / "toy_002_0000.nii.gz"])
+    results = []
+    for batch in (1, 3, 8):
+        with Segmenter.from_bundle(bundle, "onnxruntime", "int8", batch_size=batch, threads=1) as s:
+            results.append(s.segment(scan.image, affine=scan.affine, probabilities=True))
+    assert results[0].labels.shape == scan.image.shape[1:]
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.labels, results[0].labels)

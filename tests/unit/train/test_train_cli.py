@@ -15,6 +15,7 @@ from medseg.cli.app import app
 runner = CliRunner()
 
 
+@pytest.mark.slow  # ~70 s on 2 shared cores: planning, patches, sliding-window validation
 def test_train_attention_fusion_one_epoch_on_mni(mni_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [
