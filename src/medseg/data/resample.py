@@ -14,7 +14,9 @@ one slice, whatever the scan size. numpy + scipy only: the lean runtime imports 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -89,7 +91,8 @@ def resize_slice(array: np.ndarray, size: tuple[int, int], order: int) -> np.nda
     flat = array.reshape(-1, h, w)
     out = np.empty((flat.shape[0], *size), dtype=np.float32)
     zoom = (size[0] / h, size[1] / w)
-    for i in range(flat.shape[0]):
+
+    def plane(i: int) -> None:
         ndimage.zoom(
             flat[i].astype(np.float32, copy=False),
             zoom,
@@ -99,7 +102,24 @@ def resize_slice(array: np.ndarray, size: tuple[int, int], order: int) -> np.nda
             grid_mode=True,
             prefilter=order > 1,
         )
+
+    # planes are independent and scipy.ndimage releases the GIL: same result, on every core
+    workers = min(_threads(), flat.shape[0])
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(plane, range(flat.shape[0])))
+    else:
+        for i in range(flat.shape[0]):
+            plane(i)
     return out.reshape(*lead, *size)
+
+
+def _threads() -> int:
+    """CPU cores this process may use (at most 8), for plane-parallel resampling."""
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(8, os.cpu_count() or 1))
 
 
 def _per_slice(
