@@ -176,11 +176,11 @@ def check_onnx_builds(
             adapter, Path(folder) / entry.file, manifest, precision, options
         )
         log(
-            f"[green]✓[/] {adapter.label} builds {entry.file} "
+            f"✓ {adapter.label} builds {entry.file} "
             f"({time.perf_counter() - started:.1f} s): {report.summary()}"
         )
         for warning in report.warnings:
-            log(f"[yellow]![/] {warning}")
+            log(f"! {warning}")
         reports[precision] = report
     return reports
 

@@ -266,6 +266,8 @@ class Manifest:
             for key in ("plan", "postprocess"):
                 if data[key] is None:
                     data.pop(key)
+            if not data["backend_accuracy"]:  # measured per backend since schema 2's exports
+                data.pop("backend_accuracy")
             defaults = Recipe().to_dict()
             for key in _RECIPE_V2_KEYS:
                 if data["preprocessing"][key] == defaults[key]:

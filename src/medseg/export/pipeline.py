@@ -433,7 +433,7 @@ def export_bundle(
             backends, precisions, fp32_by_backend, tmp, evaluate_on
         )
         log(
-            "[green]✓[/] accuracy per CPU backend ("
+            "✓ accuracy per CPU backend ("
             + "; ".join(
                 f"{b}: " + ", ".join(f"{p} {a['dice_drop_pts']:+.3f} pts" for p, a in by.items())
                 for b, by in backend_accuracy.items()

@@ -270,7 +270,7 @@ def export_windowed(
             classes,
             log,
         )
-        log(f"[green]✓[/] post-processing rules ({time.perf_counter() - t:.1f} s)")
+        log(f"✓ post-processing rules ({time.perf_counter() - t:.1f} s)")
         if options.fp16:
             from medseg.calibration import convert_fp16
 
@@ -324,7 +324,7 @@ def export_windowed(
             postprocess=post,
         )
         manifest.save(tmp)
-    log(f"[green]✓[/] bundle [bold]{out}[/] ({time.perf_counter() - started:.0f} s)")
+    log(f"✓ bundle {out} ({time.perf_counter() - started:.0f} s)")
     return manifest
 
 
@@ -362,7 +362,7 @@ def _int8(
             prepared, classes, recipe.patch_size, options.calib_slices, seed=0
         )
     for warning in caught:
-        log(f"[yellow]![/] {warning.message}")
+        log(f"! {warning.message}")
     calib.save_npz(tmp / calibration_name)
     info = {
         "dataset": str(options.calib_data),

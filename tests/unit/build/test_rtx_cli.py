@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from medseg.bench.networks import engine_networks, network_lines
 from medseg.bundle.manifest import Manifest
 from medseg.cli.app import app
-from medseg.errors import ConfigError, EngineBuildError
+from medseg.errors import BackendError, ConfigError
 from medseg.runtime.backends import create_backend
 from medseg.runtime.engines_rtx import parse_capabilities
 
@@ -70,7 +70,7 @@ def test_bench_networks_section_lists_every_plan(demo_built: tuple[Path, str]) -
 def test_rtx_backend_without_gpu_is_one_clear_error(demo_built: tuple[Path, str]) -> None:
     bundle, _ = demo_built
     manifest = Manifest.load(bundle)
-    with pytest.raises(EngineBuildError, match="no NVIDIA GPU visible"):
+    with pytest.raises(BackendError, match="no NVIDIA GPU visible"):
         create_backend(bundle, manifest, "tensorrt-rtx", "int8")
     with pytest.raises(ConfigError, match="the backend here is TensorRT-RTX"):
         create_backend(bundle, manifest, "tensorrt-rtx", "int8", threads=2)
