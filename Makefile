@@ -22,8 +22,9 @@ lint: install
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: lint
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. serve-install
+# first, so the tests that start a real tritonserver run instead of skipping.
+test: lint serve-install
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

@@ -169,17 +169,20 @@ def _load_data(path: Path, meta: dict[str, Any], train_config: dict[str, Any]) -
         train_config["seed"],
         recipe=recipe,
     )
-    if dict(data.spec.labels) != dict(meta["classes"]):
-        raise DatasetError(
-            f"{path} has labels {dict(data.spec.labels)} but the model was trained on "
-            f"{meta['classes']}"
-        )
-    if data.spec.num_channels != meta["in_channels"]:
-        raise ChannelMismatchError(
-            f"{path} has {data.spec.num_channels} channel(s) but the model takes "
-            f"{meta['in_channels']}"
-        )
+    check_dataset_matches_model(path, data.spec, meta)
     return data
+
+
+def check_dataset_matches_model(path: Path, spec: Any, meta: dict[str, Any]) -> None:
+    """A dataset's labels and channel count must be the trained model's (``meta``: checkpoint)."""
+    if dict(spec.labels) != dict(meta["classes"]):
+        raise DatasetError(
+            f"{path} has labels {dict(spec.labels)} but the model was trained on {meta['classes']}"
+        )
+    if spec.num_channels != meta["in_channels"]:
+        raise ChannelMismatchError(
+            f"{path} has {spec.num_channels} channel(s) but the model takes {meta['in_channels']}"
+        )
 
 
 def _training_orientation(root: Path, log: Callable[[str], None]) -> str | None:

@@ -200,22 +200,14 @@ def export_windowed(
         _entry,
         _step,
         _tool_versions,
+        check_dataset_matches_model,
     )
 
     meta = loaded.meta
     recipe = Recipe.from_dict(meta["recipe"])
     spec = window_input_spec(options, meta["in_channels"], recipe, INPUT_NAME)
     dataset = NnUNetDataset.open(data_path)
-    if dict(dataset.spec.labels) != dict(meta["classes"]):
-        raise DatasetError(
-            f"{data_path} has labels {dict(dataset.spec.labels)} but the model was trained on "
-            f"{meta['classes']}"
-        )
-    if dataset.spec.num_channels != meta["in_channels"]:
-        raise DatasetError(
-            f"{data_path} has {dataset.spec.num_channels} channel(s) but the model takes "
-            f"{meta['in_channels']}"
-        )
+    check_dataset_matches_model(data_path, dataset.spec, meta)
     classes = {k: v for k, v in dataset.spec.labels.items() if v > 0}
     split = meta.get("split")
     cases, validation = _validation_cases(dataset, split, recipe)
