@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +57,13 @@ def toy_dataset(tmp_path: Path) -> Path:
 def make_toy_dataset() -> Callable[..., Path]:
     """Factory: ``make_toy_dataset(root, num_cases=4, shape=(32, 32, 10), labels=None)``."""
     return write_toy_dataset
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Training tests run torch on one thread (the suite shares two cores), then restore it."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,12 +20,7 @@ from medseg.train.augment import build_augmentation  # noqa: E402
 FAST = {"arch": "unet", "variant": "tiny", "batch_size": 4, "lr": 5e-3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_run_directory_holds_a_loadable_checkpoint_and_logs(

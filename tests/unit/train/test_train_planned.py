@@ -21,12 +21,7 @@ FAST = {"arch": "unet", "variant": "tiny", "lr": 5e-3, "epochs": 1, "steps_per_e
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_planned_run_records_plan_recipe_split_and_validation(
