@@ -24,7 +24,9 @@ format's validator is built once per process. Dataclasses opt in to refusing unk
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
@@ -34,11 +36,15 @@ from medseg.config_io import json_ready
 from medseg.errors import ConfigError
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from pydantic import GetCoreSchemaHandler, ValidationError
     from pydantic_core import CoreSchema
 
 __all__ = [
     "FORBID_EXTRA",
+    "JsonRecord",
+    "NanFloat",
     "StrictBool",
     "StrictFloat",
     "StrictInt",
@@ -90,10 +96,44 @@ class Via:
         )
 
 
+def _nan_for_null(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+class _NullIsNan:
+    """Annotation marker: JSON ``null`` reads as NaN (:func:`json_ready` writes NaN as null)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_before_validator_function(_nan_for_null, handler(source))
+
+    def __repr__(self) -> str:
+        return "NullIsNan"
+
+
+class JsonRecord:
+    """``to_dict`` / ``from_dict`` of a format dataclass (the schema: its type hints)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: NaN/Inf -> ``None``, tuples -> lists."""
+        data: dict[str, Any] = json_ready(asdict(self))  # type: ignore[call-overload]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "results") -> Self:
+        """Validate and build; errors name ``source`` (the file) and the key path."""
+        return parse(cls, data, source)
+
+
 StrictInt = Annotated[int, _Strict()]
 StrictStr = Annotated[str, _Strict()]
 StrictFloat = Annotated[float, _Strict()]  # an int is still accepted (JSON has one number)
 StrictBool = Annotated[bool, _Strict()]
+#: A number where ``null`` means NaN (a metric that is undefined, e.g. Dice of empty masks).
+NanFloat = Annotated[float, _Strict(), _NullIsNan()]
 
 _TYPE_WORDS = {
     "int_type": "must be an integer",
@@ -180,7 +220,7 @@ def load_json(path: Path, what: str = "") -> Any:
     if not path.is_file():
         raise ConfigError(f"{label} does not exist")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{label} is not valid JSON: {exc}") from None
 
@@ -189,5 +229,7 @@ def save_json(path: Path, data: Any) -> Path:
     """Write strict JSON atomically (temp file then rename); NaN/Inf become ``null``."""
     path = Path(path)
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(
+            json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
     return path

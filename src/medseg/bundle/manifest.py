@@ -269,6 +269,8 @@ class Manifest:
         """Validate and parse; ConfigError naming ``where`` and the first wrong key otherwise."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must hold a JSON object")
+        if "schema_version" not in data:
+            raise ConfigError(f"{where}: missing key schema_version")
         version = data.get("schema_version")
         if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
             raise ConfigError(
