@@ -1,18 +1,15 @@
-"""JSON round trips of frozen option dataclasses (recipes, training options).
+"""JSON-ready values: the one NaN-to-null helper, and dataclasses as JSON dicts.
 
-Tuples become lists on the way out and lists become tuples on the way in (for fields
-annotated as tuples); unknown keys are an error naming them, never silently dropped.
+Reading JSON back into dataclasses is :mod:`medseg.schema` (pydantic).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, fields
-from typing import Any, TypeVar
+from dataclasses import asdict
+from typing import Any
 
-from medseg.errors import ConfigError
-
-__all__ = ["from_json_dict", "json_ready", "to_json_dict"]
+__all__ = ["json_ready", "to_json_dict"]
 
 
 def json_ready(value: Any) -> Any:
@@ -32,21 +29,6 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-T = TypeVar("T")
-
-
 def to_json_dict(obj: Any) -> dict[str, Any]:
     """A dataclass instance as a JSON-ready dict (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
-
-
-def from_json_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
-    """Build ``cls`` from :func:`to_json_dict` output; ``what`` names it in errors."""
-    known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
-    values = {
-        k: tuple(v) if isinstance(v, list) and "tuple" in known[k] else v for k, v in data.items()
-    }
-    return cls(**values)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from medseg.build.options import BuildOptions, parse_size
 from medseg.build.runtimes import RtxAdapter, RuntimeAdapter, TensorRTAdapter
 from medseg.bundle.manifest import Manifest, file_sha256
 from medseg.errors import ConfigError, EngineBuildError
+from medseg.events import Event, EventSink, ignore
 from medseg.runtime.engines import (
     EngineSidecar,
     engine_path,
@@ -63,10 +63,6 @@ class BuiltEngine:
         return self.sidecar.network
 
 
-def _quiet(line: str) -> None:
-    """The default ``log``: say nothing."""
-
-
 def open_runtime(options: BuildOptions) -> RuntimeAdapter:
     """The adapter of ``options.runtime``, its module imported and its environment checked."""
     if options.runtime == "tensorrt-rtx":
@@ -75,13 +71,14 @@ def open_runtime(options: BuildOptions) -> RuntimeAdapter:
 
 
 def build_engines(
-    bundle: Path, options: BuildOptions, log: Callable[[str], None] = _quiet
+    bundle: Path, options: BuildOptions, on_event: EventSink = ignore
 ) -> list[BuiltEngine]:
     """Build every requested precision of ``bundle`` with ``options.runtime``.
 
     Options and bundle files are checked first, then the runtime (module, GPU for standard
-    TensorRT); nothing is written unless all are fine. ``log`` gets one line per step: the
-    runtime, then per precision the network report, any warning of it, and the plan written.
+    TensorRT); nothing is written unless all are fine. ``on_event`` gets the runtime
+    (``info``), then per precision a ``start``, the network report (``info``, ``data``: the
+    report), its warnings, and the plan written (``done``, ``data``: path, seconds).
     """
     bundle = Path(bundle)
     manifest = Manifest.load(bundle)
@@ -91,10 +88,13 @@ def build_engines(
         check_parent_exists(options.timing_cache)
     adapter = open_runtime(options)
     key = adapter.key()
-    log(f"{adapter.describe()}: engines go to engines/{key}/")
+    on_event(
+        Event("build", "info", f"{adapter.describe()}: engines go to engines/{key}/", {"key": key})
+    )
     built = []
     for precision in precisions:
-        log(f"building {precision} from {sources[precision].name}...")
+        step = f"build.{precision}"
+        on_event(Event(step, "start", f"building {precision} from {sources[precision].name}..."))
         result = build_engine(
             sources[precision],
             manifest,
@@ -104,10 +104,18 @@ def build_engines(
             adapter=adapter,
         )
         if result.network is not None:
-            log(f"  network {precision}: {result.network.summary()}")
+            summary = f"network {precision}: {result.network.summary()}"
+            on_event(Event(step, "info", summary, {"network": result.network.to_dict()}))
             for warning in result.network.warnings:
-                log(f"! {warning}")
-        log(f"✓ {precision}: {result.path} ({result.build_seconds:.1f} s)")
+                on_event(Event(step, "warning", warning))
+        on_event(
+            Event(
+                step,
+                "done",
+                f"{precision}: {result.path} ({result.build_seconds:.1f} s)",
+                {"file": str(result.path), "seconds": result.build_seconds},
+            )
+        )
         built.append(result)
     return built
 
@@ -158,14 +166,14 @@ def compile_plan(
 def check_onnx_builds(
     folder: Path,
     manifest: Manifest,
-    log: Callable[[str], None] = _quiet,
+    on_event: EventSink = ignore,
     options: BuildOptions | None = None,
 ) -> dict[str, NetworkReport]:
     """Build every precision of a bundle (folder + its manifest, possibly not saved yet) with
     TensorRT-RTX in memory, writing nothing: the export-time check ``--check-tensorrt``.
 
     Returns:
-        precision -> network report (its warnings are also logged).
+        precision -> network report (also sent as a ``done`` event, then its warnings).
     """
     options = options or BuildOptions(runtime="tensorrt-rtx")
     adapter = open_runtime(options)
@@ -175,12 +183,17 @@ def check_onnx_builds(
         _, report, _ = compile_plan(
             adapter, Path(folder) / entry.file, manifest, precision, options
         )
-        log(
-            f"✓ {adapter.label} builds {entry.file} "
-            f"({time.perf_counter() - started:.1f} s): {report.summary()}"
+        seconds = time.perf_counter() - started
+        on_event(
+            Event(
+                f"check_tensorrt.{precision}",
+                "done",
+                f"{adapter.label} builds {entry.file} ({seconds:.1f} s): {report.summary()}",
+                {"file": entry.file, "seconds": round(seconds, 3), "network": report.to_dict()},
+            )
         )
         for warning in report.warnings:
-            log(f"! {warning}")
+            on_event(Event(f"check_tensorrt.{precision}", "warning", warning))
         reports[precision] = report
     return reports
 

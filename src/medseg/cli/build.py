@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from medseg.cli.common import DEBUG_OPTION, console, format_size, handle_errors
+from medseg.cli.events import rendered_events
 
 __all__ = ["build"]
 
@@ -84,13 +85,8 @@ def build(
         )
         started = time.perf_counter()
         label = "TensorRT-RTX" if runtime == "tensorrt-rtx" else "TensorRT"
-        with console.status(f"building {label} engines...") as status:
-
-            def log(line: str) -> None:  # plain text from the library: never markup
-                console.print(line, highlight=False, markup=False)
-                status.update(line)
-
-            built = build_engines(bundle, options, log)
+        with rendered_events(console, f"building {label} engines...") as on_event:
+            built = build_engines(bundle, options, on_event)
         table = Table(
             "precision",
             "engine",

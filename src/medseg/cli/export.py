@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.events import rendered_events
 from medseg.errors import ConfigError
 
 __all__ = ["export", "parse_batch"]
@@ -93,11 +94,8 @@ def export(
             guard_backend=guard_backend,
         )
 
-        def log(line: str) -> None:  # plain text from the library: never markup
-            console.print(line, highlight=False, markup=False)
-
-        with console.status("exporting..."):
-            manifest = export_bundle(checkpoint, out, options, log, force=force)
+        with rendered_events(console, "exporting...") as on_event:
+            manifest = export_bundle(checkpoint, out, options, on_event, force=force)
         rows = ", ".join(
             f"{p} Dice {e.accuracy['dice_mean']:.4f} ({e.accuracy['dice_drop_pts']:+.3f} pts)"
             for p, e in manifest.precisions.items()

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medseg.config_io import from_json_dict, to_json_dict
+from medseg.config_io import to_json_dict
 from medseg.errors import ConfigError
-from medseg.schema import FORBID_EXTRA
+from medseg.schema import FORBID_EXTRA, parse
 
 __all__ = [
     "PATCH_MULTIPLE",
@@ -167,7 +167,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        return from_json_dict(cls, data, "preprocessing recipe")
+        return parse(cls, data, "preprocessing recipe")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from medseg.runtime.engines import (
     check_plan_files,
     sidecar_path,
 )
+from medseg.schema import parse
 
 __all__ = ["BundlePlan", "find_plans"]
 
@@ -58,7 +59,7 @@ class BundlePlan:
 def _profile_range(sidecar: EngineSidecar, axis: str, default: DimRange, side: Path) -> DimRange:
     if axis not in sidecar.profile:
         return default
-    return DimRange.from_dict(sidecar.profile[axis], f"{side}: profile.{axis}")
+    return parse(DimRange, sidecar.profile[axis], f"{side}: profile.{axis}")
 
 
 def _check(plan: Path, precision: str, bundle: Path, manifest: Manifest) -> EngineSidecar:

@@ -8,6 +8,7 @@ with FP32 over every validation pixel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ import numpy as np
 from medseg.data.samples import SliceSet
 from medseg.export.ort import run_onnx
 
-__all__ = ["CPU_BACKENDS", "Accuracy", "evaluate_onnx", "installed_cpu_backends", "run_backend"]
+__all__ = [
+    "CPU_BACKENDS",
+    "Accuracy",
+    "accuracy_per_backend",
+    "evaluate_onnx",
+    "installed_cpu_backends",
+    "run_backend",
+]
 
 #: CPU backends the export measures accuracy on (each where installed).
 CPU_BACKENDS = ("onnxruntime", "openvino")
@@ -103,3 +111,33 @@ def evaluate_onnx(
     drop = 100.0 * (reference.dice_mean - mean)
     agreement = float(np.mean(predictions == reference.predictions))
     return Accuracy(dice, mean, drop, agreement, predictions)
+
+
+def accuracy_per_backend(
+    backends: tuple[str, ...],
+    precisions: dict[str, Any],
+    fp32_by_backend: dict[str, Accuracy],
+    folder: Path,
+    evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32)."""
+    from medseg.runtime.cpu import cpu_features
+
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for backend in backends:
+        runs = [p for p in ("fp32", "fp16", "bf16", "int8") if p in precisions or p == "bf16"]
+        if backend != "openvino" or cpu_features().bf16 is None:
+            runs.remove("bf16")  # bf16: the FP32 file on OpenVINO, with native BF16 only
+        by_precision: dict[str, dict[str, Any]] = {}
+        for precision in runs:
+            if precision == "fp32":
+                accuracy = fp32_by_backend[backend]
+            elif backend == "onnxruntime":
+                accuracy = None  # already measured: the precision entry's own accuracy
+            else:
+                file = precisions["fp32" if precision == "bf16" else precision].file
+                accuracy = evaluate_on(backend, precision)(folder / file)
+            record = accuracy.to_dict() if accuracy else dict(precisions[precision].accuracy)
+            by_precision[precision] = {**record, "reference": f"{backend} fp32"}
+        found[backend] = by_precision
+    return found

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ExportError
+from medseg.events import Event, EventSink
 from medseg.export.accuracy import Accuracy
 
 __all__ = ["GuardAttempt", "GuardOutcome", "guard_int8"]
@@ -68,7 +69,7 @@ def guard_int8(
     method: str,
     budget_pts: float,
     evaluate: Callable[[Path], Accuracy],
-    log: Callable[[str], None],
+    on_event: EventSink,
     backend: str = "onnxruntime",
 ) -> GuardOutcome:
     """Quantise ``fp32_path`` to ``int8_path`` within ``budget_pts`` of Dice drop, or fail.
@@ -80,13 +81,13 @@ def guard_int8(
         method: calibration method (``"max"`` or ``"entropy"``).
         budget_pts: largest acceptable Dice drop versus FP32, in points.
         evaluate: scores an ONNX file on the validation split (drop relative to FP32).
-        log: one line per attempt, for the terminal.
+        on_event: one ``int8.guard`` info event per attempt (``data``: layers kept, drop, met).
         backend: the CPU backend whose accuracy ``evaluate`` measures (``"onnxruntime"`` or
             ``"openvino"``); the sensitivity ranking is measured on it too.
 
     Raises:
         ExportError: the budget cannot be met even with all but one quantised layer in FP32
-            (all of them would be FP32, not INT8); the message and the log hold the table
+            (all of them would be FP32, not INT8); the message and the events hold the table
             of attempts.
     """
     from medseg.calibration import CalibrationMethod, Int8Config, layer_sensitivity, quantize_int8
@@ -113,9 +114,19 @@ def guard_int8(
                 if budget_pts == float("inf")
                 else f"{'within' if met else 'over'} the {budget_pts:g} pt budget"
             )
-            log(
-                f"  INT8 with {len(excluded):2d} layer(s) kept in FP32: Dice drop "
-                f"{accuracy.dice_drop_pts:+.3f} pts on {backend} ({verdict})"
+            on_event(
+                Event(
+                    "int8.guard",
+                    "info",
+                    f"INT8 with {len(excluded):2d} layer(s) kept in FP32: Dice drop "
+                    f"{accuracy.dice_drop_pts:+.3f} pts on {backend} ({verdict})",
+                    {
+                        "kept_fp32": len(excluded),
+                        "dice_drop_pts": accuracy.dice_drop_pts,
+                        "met": met,
+                        "backend": backend,
+                    },
+                )
             )
             return met
 
@@ -130,9 +141,16 @@ def guard_int8(
             else:
                 sensitivities = layer_sensitivity(fp32_path, tried[0][2], calibration)
             ranking = tuple(s.node for s in sensitivities)
-            log(
-                f"  most sensitive layers (measured on {backend}): "
-                + ", ".join(f"{s.node} (+{s.gain_db:.1f} dB in FP32)" for s in sensitivities[:5])
+            on_event(
+                Event(
+                    "int8.guard",
+                    "info",
+                    f"most sensitive layers (measured on {backend}): "
+                    + ", ".join(
+                        f"{s.node} (+{s.gain_db:.1f} dB in FP32)" for s in sensitivities[:5]
+                    ),
+                    {"ranking": list(ranking)},
+                )
             )
             # At most all but one layer: with every layer in FP32 the model is no longer INT8.
             most = len(ranking) - 1

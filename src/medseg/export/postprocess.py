@@ -16,12 +16,13 @@ recorded with the decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from medseg.data.postprocess import ClassRules, Postprocess, apply_class_rules
+from medseg.events import Event, EventSink
 from medseg.metrics import compute_case_metrics
 
 __all__ = ["MIN_GAIN", "ValidationCase", "decide_postprocess"]
@@ -133,14 +134,14 @@ def _hd95(cases: Sequence[ValidationCase], labels: list[np.ndarray], value: int)
 def decide_postprocess(
     cases: Sequence[ValidationCase],
     classes: Mapping[str, int],
-    log: Callable[[str], None] | None = None,
+    on_event: EventSink | None = None,
 ) -> Postprocess:
     """Per-class rules that improve the validation Dice, and their measured effect.
 
     Args:
         cases: FP32 validation predictions and references, each on its own grid.
         classes: class name -> value of the foreground classes.
-        log: receives one line per class.
+        on_event: one ``postprocess`` info event per class (``data``: its measured effect).
 
     Returns:
         A :class:`Postprocess` with a rule set for every class (possibly empty) and
@@ -164,16 +165,21 @@ def decide_postprocess(
             "hd95_mm_after": hd_after,
             "tried": tried,
         }
-        if log is not None:
+        if on_event is not None:
             kept = [t["rule"] for t in tried if t["kept"]] or ["none"]
             hd = (
                 f", HD95 {hd_before:.2f} -> {hd_after:.2f} mm"
                 if hd_before is not None and hd_after is not None
                 else ""
             )
-            log(
-                f"  post-processing {name}: {', '.join(map(str, kept))}; validation Dice "
-                f"{before:.4f} -> {after:.4f}{hd}"
+            on_event(
+                Event(
+                    "postprocess",
+                    "info",
+                    f"post-processing {name}: {', '.join(map(str, kept))}; validation Dice "
+                    f"{before:.4f} -> {after:.4f}{hd}",
+                    {"class": name, **effect[name]},
+                )
             )
     validation = {
         "cases": [c.case_id for c in cases],

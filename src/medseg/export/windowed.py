@@ -30,6 +30,7 @@ from medseg.data.plan_fingerprint import to_training_orientation
 from medseg.data.preprocessing import Recipe, normalize_volume
 from medseg.data.resample import resample_inplane
 from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import Accuracy
 from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
 from medseg.export.ort import compare_logits, run_onnx
@@ -38,8 +39,6 @@ from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
 
 __all__ = ["export_windowed", "window_input_spec"]
-
-Log = Callable[[str], None]
 
 
 def window_input_spec(options: Any, channels: int, recipe: Recipe, name: str) -> InputSpec:
@@ -188,19 +187,18 @@ def export_windowed(
     out: Path,
     options: Any,
     data_path: Path,
-    log: Log,
+    on_event: EventSink,
     started: float,
 ) -> Manifest:
     """The body of :func:`~medseg.export.pipeline.export_bundle` for a window recipe."""
-    from medseg.export.pipeline import (
+    from medseg.export.options import (
         CALIBRATION_NAME,
         INPUT_NAME,
         PARITY_MAX_ABS_DIFF,
         PARITY_MIN_ARGMAX,
-        _entry,
-        _step,
-        _tool_versions,
         check_dataset_matches_model,
+        precision_entry,
+        tool_versions,
     )
 
     meta = loaded.meta
@@ -221,6 +219,7 @@ def export_windowed(
     precisions: dict[str, PrecisionEntry] = {}
     calibration_info: dict[str, Any] | None = None
     with atomic_dir(out) as tmp:
+        on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, sliding-window validation..."))
         t = time.perf_counter()
         fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
         import torch
@@ -237,15 +236,20 @@ def export_windowed(
                 f"agreement {parity.argmax_agreement:.4%} (limit {PARITY_MIN_ARGMAX:.1%})"
             )
         fp32_acc, fp32_labels = _score(fp32, cases, recipe, classes, max_batch)
-        precisions["fp32"] = _entry(fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"})
+        precisions["fp32"] = precision_entry(
+            fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"}
+        )
         where = f"{len(cases)} validation case(s) on their own grids, sliding window"
-        log(
-            _step(
+        on_event(
+            file_done(
+                "onnx.fp32",
                 "ONNX FP32",
                 fp32,
                 t,
                 f"input {spec.height}x{spec.width} static, batch {spec.batch}; parity max|Δ| "
                 f"{parity.max_abs_diff:.1e}; val Dice {fp32_acc.dice_mean:.4f} ({where})",
+                parity=parity.to_dict(),
+                dice_mean=fp32_acc.dice_mean,
             )
         )
 
@@ -253,31 +257,47 @@ def export_windowed(
             return _score(path, cases, recipe, classes, max_batch, fp32_acc)[0]
 
         t = time.perf_counter()
-        log("post-processing decided on the FP32 validation predictions:")
+        on_event(
+            Event(
+                "postprocess", "start", "post-processing decided on the FP32 validation predictions"
+            )
+        )
         post = decide_postprocess(
             [
                 ValidationCase(c.case_id, lab, c.label, c.spacing, c.mask)
                 for c, lab in zip(cases, fp32_labels, strict=True)
             ],
             classes,
-            log,
+            on_event,
         )
-        log(f"✓ post-processing rules ({time.perf_counter() - t:.1f} s)")
+        seconds = time.perf_counter() - t
+        on_event(
+            Event(
+                "postprocess",
+                "done",
+                f"post-processing rules ({seconds:.1f} s)",
+                {"postprocess": post.to_dict(), "seconds": round(seconds, 3)},
+            )
+        )
         if options.fp16:
             from medseg.calibration import convert_fp16
 
+            on_event(Event("onnx.fp16", "start", "converting to FP16 (AutoCast)..."))
             t = time.perf_counter()
             path16 = tmp / ONNX_FILES["fp16"]
             result = convert_fp16(fp32, path16, reference_inputs=sample[:8])
             acc = evaluate(path16)
             p16 = compare_logits(fp32_sample, run_onnx(path16, sample))
-            precisions["fp16"] = _entry(path16, p16.to_dict(), acc, result.to_manifest())
-            log(
-                _step(
+            precisions["fp16"] = precision_entry(path16, p16.to_dict(), acc, result.to_manifest())
+            on_event(
+                file_done(
+                    "onnx.fp16",
                     "ONNX FP16",
                     path16,
                     t,
                     f"val Dice {acc.dice_mean:.4f} (drop {acc.dice_drop_pts:+.3f} pts)",
+                    dice_mean=acc.dice_mean,
+                    dice_drop_pts=acc.dice_drop_pts,
                 )
             )
         if options.int8:
@@ -292,7 +312,7 @@ def export_windowed(
                 tmp,
                 evaluate,
                 precisions,
-                log,
+                on_event,
                 CALIBRATION_NAME,
             )
         manifest = Manifest(
@@ -309,14 +329,15 @@ def export_windowed(
                 "dataset": meta["dataset"],
                 "validation": validation,
             },
-            tool_versions=_tool_versions(),
+            tool_versions=tool_versions(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             orientation=meta.get("orientation") or "RAS",
             plan=meta.get("plan"),
             postprocess=post,
         )
         manifest.save(tmp)
-    log(f"✓ bundle {out} ({time.perf_counter() - started:.0f} s)")
+    seconds = time.perf_counter() - started
+    on_event(Event("bundle", "done", f"bundle {out} ({seconds:.0f} s)", {"bundle": str(out)}))
     return manifest
 
 
@@ -331,16 +352,17 @@ def _int8(
     tmp: Path,
     evaluate: Callable[[Path], Accuracy],
     precisions: dict[str, PrecisionEntry],
-    log: Log,
+    on_event: EventSink,
     calibration_name: str,
 ) -> dict[str, Any]:
     """INT8: calibration patches from the training cases of the split, Q/DQ, guard, score."""
     from medseg.calibration.slices import select_calibration_patches
     from medseg.data.plan_cases import load_prepared_cases
     from medseg.export.guard import guard_int8
-    from medseg.export.pipeline import _entry, _step
+    from medseg.export.options import precision_entry
 
     assert recipe.patch_size is not None
+    on_event(Event("calibration", "start", "drawing calibration patches..."))
     t = time.perf_counter()
     calib_root = NnUNetDataset.open(options.calib_data)
     split = meta.get("split") or {}
@@ -348,24 +370,28 @@ def _int8(
     if not train_ids:  # another dataset than the run's: its training cases
         train_ids = list(calib_root.case_ids("train"))
     prepared = load_prepared_cases(calib_root, train_ids, recipe)
-    with warnings.catch_warnings(record=True) as caught:  # shown as log lines
+    with warnings.catch_warnings(record=True) as caught:  # sent as warning events
         warnings.simplefilter("always")
         calib = select_calibration_patches(
             prepared, classes, recipe.patch_size, options.calib_slices, seed=0
         )
     for warning in caught:
-        log(f"! {warning.message}")
+        on_event(Event("calibration", "warning", str(warning.message)))
     calib.save_npz(tmp / calibration_name)
     info = {
         "dataset": str(options.calib_data),
         "file": calibration_name,
         **calib.to_manifest(),
     }
-    log(_step("calibration patches", tmp / calibration_name, t, f"{len(calib.refs)} patches"))
+    patches = f"{len(calib.refs)} patches"
+    on_event(file_done("calibration", "calibration patches", tmp / calibration_name, t, patches))
+    on_event(Event("int8", "start", "quantising to INT8 (Q/DQ), accuracy guard..."))
     t = time.perf_counter()
     budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
     path8 = tmp / ONNX_FILES["int8"]
-    outcome = guard_int8(fp32, path8, calib.images, options.calib_method, budget, evaluate, log)
+    outcome = guard_int8(
+        fp32, path8, calib.images, options.calib_method, budget, evaluate, on_event
+    )
     parity = compare_logits(fp32_sample, run_onnx(path8, sample))
     details = {
         "calibration_method": options.calib_method,
@@ -374,14 +400,17 @@ def _int8(
         "max_dice_drop_pts": options.max_dice_drop,
         "guard_attempts": [a.to_dict() for a in outcome.attempts],
     }
-    precisions["int8"] = _entry(path8, parity.to_dict(), outcome.accuracy, details)
-    log(
-        _step(
+    precisions["int8"] = precision_entry(path8, parity.to_dict(), outcome.accuracy, details)
+    on_event(
+        file_done(
+            "int8",
             "ONNX INT8",
             path8,
             t,
             f"Q/DQ on {len(outcome.result.quantized_nodes)} layers; val Dice "
             f"{outcome.accuracy.dice_mean:.4f} (drop {outcome.accuracy.dice_drop_pts:+.3f} pts)",
+            dice_mean=outcome.accuracy.dice_mean,
+            dice_drop_pts=outcome.accuracy.dice_drop_pts,
         )
     )
     return info

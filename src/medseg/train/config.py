@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from medseg.config_io import from_json_dict, to_json_dict
+from medseg.config_io import to_json_dict
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA, parse
 
 __all__ = ["TrainConfig"]
 
@@ -50,6 +51,8 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         amp: FP16 mixed precision; only on CUDA (``None`` = on for CUDA, off on CPU).
     """
+
+    __pydantic_config__ = FORBID_EXTRA  # read back from a run's config.json (medseg.schema)
 
     arch: str = "attention-fusion"
     variant: str = "small"
@@ -127,4 +130,4 @@ class TrainConfig:
         """
         if "geometry" not in data:
             data = {**data, "geometry": "whole-slice"}
-        return from_json_dict(cls, data, "training config")
+        return parse(cls, data, "training config")

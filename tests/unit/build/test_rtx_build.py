@@ -14,6 +14,7 @@ from rtx_testutils import bundle_with, conv_graph
 from medseg.build import BuildOptions, BuiltEngine, build_engines
 from medseg.bundle.manifest import PRECISIONS, Manifest
 from medseg.errors import EngineBuildError
+from medseg.events import Event
 from medseg.runtime.cuda import GpuInfo
 from medseg.runtime.engines import EngineSidecar, check_engine, find_engine, sidecar_path
 from medseg.runtime.engines_rtx import check_rtx_engine, find_rtx_engine
@@ -38,8 +39,9 @@ def built(arch_bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     out = {}
     for arch, source in arch_bundles.items():
         bundle = Path(shutil.copytree(source, tmp_path_factory.mktemp("rtx") / arch))
-        lines: list[str] = []
-        engines = build_engines(bundle, BuildOptions(runtime="tensorrt-rtx"), lines.append)
+        events: list[Event] = []
+        engines = build_engines(bundle, BuildOptions(runtime="tensorrt-rtx"), events.append)
+        lines = [e.message for e in events]
         out[arch] = (bundle, Manifest.load(bundle), {e.precision: e for e in engines}, lines)
     return out
 

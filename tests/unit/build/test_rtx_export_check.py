@@ -43,5 +43,5 @@ def test_check_onnx_builds_names_the_refused_node(
     bundle = bundle_with(arch_bundles["unet"], tmp_path / "b", "fp16", bad)
     lines: list[str] = []
     with pytest.raises(EngineBuildError, match=r"node 'refused_Det' \(Det\)"):
-        check_onnx_builds(bundle, Manifest.load(bundle), lines.append)
+        check_onnx_builds(bundle, Manifest.load(bundle), lambda event: lines.append(event.message))
     assert any("builds model.onnx" in line for line in lines)  # fp32 passed before fp16 failed

@@ -92,7 +92,7 @@ def test_recipe_round_trips_through_json() -> None:
 
 
 def test_recipe_from_dict_rejects_unknown_keys() -> None:
-    with pytest.raises(ConfigError, match="unknown preprocessing recipe keys"):
+    with pytest.raises(ConfigError, match="preprocessing recipe: unknown key windowing"):
         Recipe.from_dict({"modality": "MR", "windowing": [0, 1]})
 
 

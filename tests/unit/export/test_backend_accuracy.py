@@ -62,7 +62,10 @@ def test_guard_forced_on_openvino(
     )
     try:
         manifest = export_bundle(
-            toy_runs["attention-fusion"], tmp_path / "b", options, lines.append
+            toy_runs["attention-fusion"],
+            tmp_path / "b",
+            options,
+            lambda event: lines.append(event.message),
         )
     except ExportError as exc:  # even all-but-one layer in FP32 missed it on OpenVINO
         assert "tried" in str(exc)
@@ -83,7 +86,7 @@ def test_guard_forced_on_openvino(
 
 
 def test_guard_backend_must_be_installed(monkeypatch: pytest.MonkeyPatch, toy_data: Path) -> None:
-    monkeypatch.setattr("medseg.export.pipeline.installed_cpu_backends", lambda: ("onnxruntime",))
+    monkeypatch.setattr("medseg.export.options.installed_cpu_backends", lambda: ("onnxruntime",))
     with pytest.raises(MissingDependencyError, match=r"medseg-edge\[openvino\]"):
         ExportOptions(int8=True, calib_data=toy_data, guard_backend="openvino")
     assert ExportOptions(int8=True, calib_data=toy_data).int8_backend == "onnxruntime"

@@ -11,6 +11,7 @@ import pytest
 
 from medseg.bundle import Manifest
 from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.events import Event
 from medseg.export import ExportOptions, export_bundle
 
 pytest.importorskip("modelopt")
@@ -95,7 +96,7 @@ def test_guard_fails_with_the_table_when_the_budget_is_impossible(
             "max",
             -1.0,
             lambda p: evaluate_onnx(p, data.val, classes, reference),
-            lines.append,
+            lambda event: lines.append(event.message),
         )
     assert any("most sensitive layers" in line for line in lines)
     assert sum("kept in FP32" in line for line in lines) >= 3
@@ -176,9 +177,16 @@ def test_tampered_onnx_is_refused_by_the_manifest(
 def test_fewer_calibration_slices_than_asked_warns_and_uses_all(
     toy_runs: dict[str, Path], toy_data: Path, tmp_path: Path
 ) -> None:
-    lines: list[str] = []
+    events: list[Event] = []
     options = ExportOptions(int8=True, calib_data=toy_data, calib_slices=500)
-    manifest = export_bundle(toy_runs["unet"], tmp_path / "b", options, lines.append)
+    manifest = export_bundle(toy_runs["unet"], tmp_path / "b", options, events.append)
+    lines = [e.message for e in events]
     assert any("asked for 500 calibration slices" in line for line in lines), lines
+    warned = [e for e in events if e.status == "warning"]
+    assert any(e.step == "calibration" for e in warned) and not any("✓" in m for m in lines)
+    done = {e.step: e.data for e in events if e.status == "done"}
+    assert done["onnx.fp32"]["size_bytes"] == (tmp_path / "b" / "model.onnx").stat().st_size
+    assert done["onnx.fp32"]["dice_mean"] == manifest.precisions["fp32"].accuracy["dice_mean"]
+    assert done["bundle"]["bundle"] == str(tmp_path / "b")
     assert manifest.calibration is not None
     assert len(manifest.calibration["slice_ids"]) < 500

@@ -46,7 +46,7 @@ def window_bundle(
     options = ExportOptions(
         fp16=True, int8=True, calib_data=toy_data, calib_slices=8, batch=(1, 4, 8)
     )
-    export_bundle(planned_run, out, options, lines.append)
+    export_bundle(planned_run, out, options, lambda event: lines.append(event.message))
     return out, lines
 
 

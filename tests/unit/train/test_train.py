@@ -114,7 +114,7 @@ def test_config_round_trip_and_unknown_keys() -> None:
     old = {k: v for k, v in config.to_dict().items() if k not in ("geometry", "fold", "folds")}
     old.update(slice_axis=2, batch_size=8, patch_size=[128, 128])  # a record before plans
     assert TrainConfig.from_dict(old).geometry == "whole-slice"
-    with pytest.raises(ConfigError, match="unknown training config keys"):
+    with pytest.raises(ConfigError, match="training config: unknown key momentum"):
         TrainConfig.from_dict({"epochs": 1, "momentum": 0.9})
 
 

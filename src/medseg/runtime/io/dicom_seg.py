@@ -188,22 +188,25 @@ def write_dicom_seg(
         source_number = 0
     check_seg_source(series)
     try:
-        seg = _segmentation(
-            hd,
-            series,
-            pixel_array,
-            descriptions,
-            source_number,
-            algorithm_name,
-            algorithm_version,
-            series_description,
-        )
+        with _family_name_as_written(series.datasets) as name:
+            seg = _segmentation(
+                hd,
+                series,
+                pixel_array,
+                descriptions,
+                source_number,
+                algorithm_name,
+                algorithm_version,
+                series_description,
+            )
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
         raise _fail(
             series.folder,
             f"highdicom cannot build a SEG from this series ({type(exc).__name__}: {exc})",
             "source images with complete patient, study and frame-of-reference attributes",
         ) from exc
+    if name is not None:
+        seg.PatientName = name  # the source's value, exactly as the scanner wrote it
     with atomic_file(path) as tmp:
         seg.save_as(tmp)
     return path
@@ -246,21 +249,21 @@ def _segmentation(
 ) -> Any:
     from pydicom.uid import generate_uid
 
-    with _family_name_as_written(series.datasets) as name:
-        seg = _build(
-            hd,
-            series,
-            pixel_array,
-            descriptions,
-            source_number,
-            algorithm_name,
-            algorithm_version,
-            series_description,
-            generate_uid,
-        )
-    if name is not None:
-        seg.PatientName = name  # the source's value, exactly as the scanner wrote it
-    return seg
+    return hd.seg.Segmentation(
+        source_images=list(series.datasets),
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=source_number + _SERIES_NUMBER_OFFSET,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="medseg-edge",
+        manufacturer_model_name=algorithm_name,
+        software_versions=algorithm_version,
+        device_serial_number="0",
+        series_description=series_description,
+    )
 
 
 @contextmanager
@@ -283,31 +286,3 @@ def _family_name_as_written(datasets: Sequence[Any]) -> Iterator[Any]:
         for ds, name, change in zip(datasets, names, single, strict=True):
             if change:
                 ds.PatientName = name
-
-
-def _build(
-    hd: Any,
-    series: DicomSeries,
-    pixel_array: np.ndarray,
-    descriptions: list[Any],
-    source_number: int,
-    algorithm_name: str,
-    algorithm_version: str,
-    series_description: str,
-    generate_uid: Any,
-) -> Any:
-    return hd.seg.Segmentation(
-        source_images=list(series.datasets),
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=source_number + _SERIES_NUMBER_OFFSET,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="medseg-edge",
-        manufacturer_model_name=algorithm_name,
-        software_versions=algorithm_version,
-        device_serial_number="0",
-        series_description=series_description,
-    )
