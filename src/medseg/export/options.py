@@ -14,6 +14,7 @@ from typing import Any
 
 from medseg import __version__
 from medseg.bundle import DimRange, InputSpec, PrecisionEntry, file_sha256
+from medseg.data.preprocessing import Recipe
 from medseg.deps import EXTRA_OF
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, MissingDependencyError
 from medseg.export.accuracy import CPU_BACKENDS, Accuracy, installed_cpu_backends
@@ -28,6 +29,7 @@ __all__ = [
     "input_spec",
     "precision_entry",
     "tool_versions",
+    "window_input_spec",
 ]
 
 INPUT_NAME = "image"
@@ -136,6 +138,24 @@ def input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, int
     else:
         height, width = DimRange(h, h, h), DimRange(w, w, w)
     return InputSpec(INPUT_NAME, channels, DimRange(*options.batch), height, width)
+
+
+def window_input_spec(options: Any, channels: int, recipe: Recipe, name: str) -> InputSpec:
+    """Static ``patch_size`` H x W, the options' batch range; conflicting sizes refused."""
+    assert recipe.patch_size is not None  # a window recipe
+    ph, pw = recipe.patch_size
+    if options.dynamic_hw:
+        raise ConfigError(
+            "--dynamic-hw does not apply to a sliding-window run: its network input is the "
+            f"static patch {ph}x{pw} (slices of any size are covered by windows)"
+        )
+    if options.height is not None and (options.height, options.width) != (ph, pw):
+        raise ConfigError(
+            f"--height/--width {options.height}x{options.width} differ from the run's patch "
+            f"{ph}x{pw}; a sliding-window bundle's input is its training patch"
+        )
+    static = (DimRange(ph, ph, ph), DimRange(pw, pw, pw))
+    return InputSpec(name, channels, DimRange(*options.batch), *static)
 
 
 def check_dataset_matches_model(path: Path, spec: Any, meta: dict[str, Any]) -> None:

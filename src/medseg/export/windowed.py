@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_dir
-from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.bundle import ONNX_FILES, Manifest, PrecisionEntry, file_sha256
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.plan_fingerprint import to_training_orientation
 from medseg.data.preprocessing import Recipe, normalize_volume
@@ -33,30 +33,13 @@ from medseg.errors import ConfigError, DatasetError, ExportError
 from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import Accuracy
 from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
+from medseg.export.options import window_input_spec
 from medseg.export.ort import compare_logits, run_onnx
 from medseg.export.postprocess import ValidationCase, decide_postprocess
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
 
 __all__ = ["export_windowed", "window_input_spec"]
-
-
-def window_input_spec(options: Any, channels: int, recipe: Recipe, name: str) -> InputSpec:
-    """Static ``patch_size`` H x W, the options' batch range; conflicting sizes refused."""
-    assert recipe.patch_size is not None  # a window recipe
-    ph, pw = recipe.patch_size
-    if options.dynamic_hw:
-        raise ConfigError(
-            "--dynamic-hw does not apply to a sliding-window run: its network input is the "
-            f"static patch {ph}x{pw} (slices of any size are covered by windows)"
-        )
-    if options.height is not None and (options.height, options.width) != (ph, pw):
-        raise ConfigError(
-            f"--height/--width {options.height}x{options.width} differ from the run's patch "
-            f"{ph}x{pw}; a sliding-window bundle's input is its training patch"
-        )
-    static = (DimRange(ph, ph, ph), DimRange(pw, pw, pw))
-    return InputSpec(name, channels, DimRange(*options.batch), *static)
 
 
 @dataclass(frozen=True)
