@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA, StrictBool, StrictFloat, parse
 
 __all__ = ["ClassRules", "Postprocess", "apply_class_rules", "apply_postprocess"]
 
@@ -40,9 +41,11 @@ class ClassRules:
         fill_holes: fill enclosed background cavities of the class.
     """
 
-    largest_component: bool = False
-    min_island_mm3: float | None = None
-    fill_holes: bool = False
+    __pydantic_config__ = FORBID_EXTRA
+
+    largest_component: StrictBool = False
+    min_island_mm3: StrictFloat | None = None
+    fill_holes: StrictBool = False
 
     def __post_init__(self) -> None:
         v = self.min_island_mm3
@@ -62,21 +65,8 @@ class ClassRules:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> ClassRules:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where} must be an object")
-        unknown = sorted(set(data) - {"largest_component", "min_island_mm3", "fill_holes"})
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown keys {unknown}; known: fill_holes, largest_component, "
-                "min_island_mm3"
-            )
-        lcc, holes = data.get("largest_component", False), data.get("fill_holes", False)
-        island = data.get("min_island_mm3")
-        if not isinstance(lcc, bool) or not isinstance(holes, bool):
-            raise ConfigError(f"{where}: largest_component and fill_holes must be true/false")
-        if island is not None and (isinstance(island, bool) or not isinstance(island, int | float)):
-            raise ConfigError(f"{where}.min_island_mm3 must be a number or null, got {island!r}")
-        return cls(lcc, None if island is None else float(island), holes)
+        """Validate (:func:`medseg.schema.parse`); errors name ``where`` and the key."""
+        return parse(cls, data, where)
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,11 @@ def test_postprocess_round_trips_and_refuses_bad_entries() -> None:
     assert Postprocess.from_dict(post.to_dict(), list(CLASSES), "postprocess") == post
     with pytest.raises(ConfigError, match="unknown classes"):
         Postprocess.from_dict({"classes": {"liver": {}}}, list(CLASSES), "postprocess")
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"postprocess\.classes\.organ: unknown key biggest"):
         Postprocess.from_dict(
             {"classes": {"organ": {"biggest": True}}}, list(CLASSES), "postprocess"
         )
     with pytest.raises(ConfigError, match="min_island_mm3"):
         ClassRules(min_island_mm3=-1.0)
+    with pytest.raises(ConfigError, match=r"organ: fill_holes must be true or false, got str"):
+        ClassRules.from_dict({"fill_holes": "yes"}, "organ")
