@@ -29,8 +29,9 @@ def split_list(text: str, option: str) -> tuple[str, ...]:
 
 
 def _batches(text: str) -> tuple[int, ...]:
+    values = split_list(text, "--batch")
     try:
-        return tuple(int(b) for b in split_list(text, "--batch"))
+        return tuple(int(b) for b in values)
     except ValueError:
         raise ConfigError(f"--batch {text!r} must be comma-separated integers, e.g. 1,8") from None
 
