@@ -137,7 +137,10 @@ def test_fold_ensemble_bundle_matches_nnunet_predictor(
     assert isinstance(result.timing, NnunetTiming)
     assert list(result.timing.fold_inference_s) == ["0", "1"]
     assert all(s > 0 for s in result.timing.fold_inference_s.values())
-    for res, floor, tol in ((half, 0.9999, 2e-3), (result, 0.999, None)):
+    # measured on cohort cases: float16 accumulator 100 % of voxels, softmax max |diff| 4e-4 to
+    # 6e-4; float32 accumulator 99.97-99.999 % of voxels, mean |diff| 1e-4 (max 0.11 at voxels
+    # only window corners reach, where nnU-Net's float16 logits underflow to 0)
+    for res, floor, tol in ((half, 0.9999, 1e-3), (result, 0.999, None)):
         labels = res.labels.transpose(2, 1, 0)
         probs = res.probabilities.transpose(0, 3, 2, 1)  # type: ignore[union-attr]
         assert (labels == ref_seg).mean() >= floor
