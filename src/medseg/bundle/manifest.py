@@ -112,8 +112,9 @@ def _preprocessing(data: Any, fields: dict[str, Any]) -> Recipe | NnunetRecipe:
     body = {k: v for k, v in data.items() if k != "kind"}
     try:
         return parse_recipe(body)
-    except ValidationError as exc:
-        raise ConfigError(f"preprocessing.{describe_error(exc)}") from None
+    except ValidationError as exc:  # same wording as a directly typed field
+        nested = bool(exc.errors(include_url=False)[0]["loc"])
+        raise ConfigError(f"preprocessing{'.' if nested else ': '}{describe_error(exc)}") from None
 
 
 def parse_recipe(body: dict[str, Any]) -> Recipe:
