@@ -320,7 +320,9 @@ class Manifest:
                     f"backend_accuracy.{backend} has precisions {wrong}; accepted: "
                     f"{', '.join(RUNTIME_PRECISIONS)}"
                 )
-        self._check_schema3()
+        from medseg.bundle.folds import check_schema3  # folds.py imports this module
+
+        check_schema3(self)
         recipe = self.preprocessing
         if isinstance(recipe, NnunetRecipe):
             return
@@ -335,51 +337,6 @@ class Manifest:
                     f"a 'window' recipe with patch_size {ph}x{pw} needs a static "
                     f"input of that size, got height {h} and width {w}"
                 )
-
-    def _check_schema3(self) -> None:
-        """Rules of nnU-Net recipes, 3D inputs and fold ensembles (schema 3)."""
-        recipe = self.preprocessing
-        uses = isinstance(recipe, NnunetRecipe) or self.folds is not None
-        if (uses or self.input.depth is not None) and self.schema_version < NNUNET_SCHEMA_VERSION:
-            raise ConfigError(
-                f"nnU-Net preprocessing, folds and input.depth need schema_version "
-                f"{NNUNET_SCHEMA_VERSION}, got {self.schema_version}"
-            )
-        if self.folds is not None:
-            if not self.folds or len(set(self.folds)) != len(self.folds):
-                raise ConfigError(f"folds {list(self.folds)} must be distinct names, at least one")
-            for precision, entry in self.precisions.items():
-                if entry.folds is None or list(entry.folds) != list(self.folds):
-                    raise ConfigError(
-                        f"precisions.{precision}.folds must list the folds {list(self.folds)}, "
-                        f"got {None if entry.folds is None else list(entry.folds)}"
-                    )
-                for fold, item in entry.folds.items():
-                    if item.file != f"{fold_dir(fold)}/{ONNX_FILES[precision]}":
-                        raise ConfigError(
-                            f"precisions.{precision}.folds.{fold}.file is {item.file!r}; "
-                            f"expected {fold_dir(fold)}/{ONNX_FILES[precision]!r}"
-                        )
-        else:
-            with_folds = sorted(p for p, e in self.precisions.items() if e.folds is not None)
-            if with_folds:
-                raise ConfigError(f"precisions {with_folds} list folds but the manifest has none")
-        if not isinstance(recipe, NnunetRecipe):
-            return
-        if self.input.patch != recipe.patch_size:
-            raise ConfigError(
-                f"input patch {self.input.patch} must be the nnU-Net patch_size "
-                f"{recipe.patch_size} (static; 2d: height x width, 3d: depth, height, width)"
-            )
-        if self.input.channels != recipe.num_input_channels:
-            raise ConfigError(
-                f"input.channels {self.input.channels} must equal the recipe's "
-                f"num_input_channels {recipe.num_input_channels}"
-            )
-        if dict(self.classes) != dict(recipe.labels):
-            raise ConfigError(
-                f"classes {dict(self.classes)} must equal the nnU-Net labels {dict(recipe.labels)}"
-            )
 
     @property
     def num_classes(self) -> int:
