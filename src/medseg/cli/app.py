@@ -16,6 +16,7 @@ from medseg.cli import build as build_cmd
 from medseg.cli import data, demo
 from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
+from medseg.cli import import_cmd
 from medseg.cli import infer as infer_cmd
 from medseg.cli import plan as plan_cmd
 from medseg.cli import serve as serve_cmd
@@ -57,6 +58,7 @@ def _register(target: typer.Typer, name: str, command: Callable[..., None]) -> N
 
 
 app.add_typer(data.app, name="data")
+app.add_typer(import_cmd.app, name="import")
 for _name, _command in PIPELINE.items():
     _register(app, _name, _command)
 app.command("demo")(demo.demo)

@@ -153,6 +153,8 @@ def _child(spec: dict[str, object]) -> None:  # pragma: no cover - runs in the c
             cpu = torch.device("cpu")
             trainer = nnUNetTrainer(fold_plans, configuration, fold, dataset_json, cpu)
             trainer.initialize()
+            # sets inference_allowed_mirroring_axes as nnU-Net's get_dataloaders does
+            trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
             (folder / f"fold_{fold}").mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(str(folder / f"fold_{fold}" / "checkpoint_final.pth"))
         (folder / "plans.json").write_text(json.dumps(plans, indent=2))
