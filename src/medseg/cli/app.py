@@ -13,10 +13,9 @@ import typer
 from medseg import __version__
 from medseg.cli import bench as bench_cmd
 from medseg.cli import build as build_cmd
-from medseg.cli import data, demo
+from medseg.cli import data, demo, import_cmd
 from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
-from medseg.cli import import_cmd
 from medseg.cli import infer as infer_cmd
 from medseg.cli import plan as plan_cmd
 from medseg.cli import serve as serve_cmd

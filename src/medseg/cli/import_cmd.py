@@ -39,8 +39,10 @@ def nnunet(
     per-channel normalisation with its statistics, patch size, mirroring axes) is recorded.
 
     Examples:
-        medseg import nnunet nnUNet_results/Dataset001_X/nnUNetTrainer__nnUNetPlans__3d_fullres --out runs/x3d --folds 0,1
-        medseg import nnunet RESULT --out runs/x2d --configuration 2d --checkpoint checkpoint_best.pth
+        medseg import nnunet results/Dataset001_X/nnUNetTrainer__nnUNetPlans__3d_fullres \
+            --out runs/x3d --folds 0,1
+        medseg import nnunet RESULT --out runs/x2d --configuration 2d \
+            --checkpoint checkpoint_best.pth
     """
     with handle_errors(debug):
         from medseg.importers.nnunet import import_nnunet, parse_folds

@@ -3,9 +3,9 @@
 An nnU-Net result folder (``nnUNet_results/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``)
 holds ``plans.json``, ``dataset.json``, ``dataset_fingerprint.json`` and ``fold_<k>/<checkpoint>``.
 :func:`import_nnunet` checks all of it first (one line naming what is wrong, nothing written),
-rebuilds the planned network with nnU-Net's ``get_network_from_plans`` (dynamic_network_architectures
-``network_class_name`` + ``arch_kwargs``, ``_kw_requires_import``), loads every fold's
-``network_weights`` with ``torch.load(weights_only=True)`` into it (strict) and writes, atomically::
+rebuilds the planned network with nnU-Net's ``get_network_from_plans``
+(dynamic_network_architectures ``network_class_name`` + ``arch_kwargs``,
+``_kw_requires_import``), loads every fold's ``network_weights`` with ``torch.load(weights_only=True)`` into it (strict) and writes, atomically::
 
     RUN/nnunet.json          source facts + nnU-Net's preprocessing recipe (see recipe_dict)
     RUN/plans.json  RUN/dataset.json  RUN/dataset_fingerprint.json   copies of the originals
@@ -317,7 +317,9 @@ def recipe_dict(result: NnunetResult) -> dict[str, Any]:
         if scheme == "CTNormalization":
             props = stats.get(str(ch))
             if props is None:
-                raise ConfigError(f"dataset_fingerprint.json: no intensity statistics of channel {ch}")
+                raise ConfigError(
+                    f"dataset_fingerprint.json: no intensity statistics of channel {ch}"
+                )
             for key in ("percentile_00_5", "percentile_99_5", "mean", "std"):
                 entry[key] = float(props[key])
         normalization.append(entry)

@@ -8,9 +8,9 @@ mni152-cohort``) into the folders ``nnUNetv2_train`` would leave behind::
         fold_0/checkpoint_final.pth  fold_1/checkpoint_final.pth ...
 
 Steps, all nnU-Net's: ``extract_fingerprints``, ``plan_experiments`` (the default
-``ExperimentPlanner``: real plans) and ``preprocess`` (the trainer needs its folders), then the plans' networks are shrunk (``features_per_stage``
-divided so the widest stage has ``max_features``), an ``nnUNetTrainer`` is built per fold and
-its ``save_checkpoint`` writes the checkpoint (``network_weights``, ``init_args``,
+``ExperimentPlanner``: real plans) and ``preprocess`` (the trainer needs its folders), then
+the plans' networks are shrunk (``features_per_stage`` divided so the widest stage has
+``max_features``), an ``nnUNetTrainer`` is built per fold and its ``save_checkpoint`` writes the checkpoint (``network_weights``, ``init_args``,
 ``trainer_name``, ``inference_allowed_mirroring_axes``, optimiser state, ...). The weights are
 the trainer's own initialisation with a per-fold seed: an UNTRAINED network. It exercises every
 step of an import and of the parity checks, not accuracy.
@@ -30,6 +30,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medseg.errors import ConfigError, DatasetError, MissingDependencyError
 
@@ -116,13 +117,13 @@ def make_nnunet_results(
     return {c: out / name / f"nnUNetTrainer__nnUNetPlans__{c}" for c in configurations}
 
 
-def _shrink(arch_kwargs: dict[str, object], max_features: int) -> None:
-    features = [int(f) for f in arch_kwargs["features_per_stage"]]  # type: ignore[attr-defined]
+def _shrink(arch_kwargs: dict[str, Any], max_features: int) -> None:
+    features = [int(f) for f in arch_kwargs["features_per_stage"]]
     factor = max(1, max(features) // max_features)
     arch_kwargs["features_per_stage"] = [max(2, f // factor) for f in features]
 
 
-def _child(spec: dict[str, object]) -> None:  # pragma: no cover - runs in the child process
+def _child(spec: dict[str, Any]) -> None:  # pragma: no cover - runs in the child process
     import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
@@ -131,23 +132,27 @@ def _child(spec: dict[str, object]) -> None:  # pragma: no cover - runs in the c
     )
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    dataset_id = int(spec["dataset_id"])  # type: ignore[call-overload]
+    dataset_id = int(spec["dataset_id"])
     extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True)
     plan_experiments([dataset_id])
-    configurations = list(spec["configurations"])  # type: ignore[call-overload]
+    configurations = list(spec["configurations"])
     preprocess([dataset_id], configurations=configurations, num_processes=[1] * len(configurations))
-    pre = next(Path(os.environ["nnUNet_preprocessed"]).iterdir())
+    pre = next(Path(os.environ["nnUNet_preprocessed"]).iterdir())  # noqa: SIM112
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
-    for configuration in spec["configurations"]:  # type: ignore[attr-defined]
+    for configuration in spec["configurations"]:
         if configuration not in plans["configurations"]:
-            raise SystemExit(f"nnU-Net did not plan {configuration}: {list(plans['configurations'])}")
-        _shrink(plans["configurations"][configuration]["architecture"]["arch_kwargs"],
-                int(spec["max_features"]))  # type: ignore[call-overload]
-    results = Path(os.environ["nnUNet_results"]) / pre.name
-    for configuration in spec["configurations"]:  # type: ignore[attr-defined]
+            raise SystemExit(
+                f"nnU-Net did not plan {configuration}: {list(plans['configurations'])}"
+            )
+        _shrink(
+            plans["configurations"][configuration]["architecture"]["arch_kwargs"],
+            int(spec["max_features"]),
+        )
+    results = Path(os.environ["nnUNet_results"]) / pre.name  # noqa: SIM112
+    for configuration in spec["configurations"]:
         folder = results / f"nnUNetTrainer__nnUNetPlans__{configuration}"
-        for fold in spec["folds"]:  # type: ignore[attr-defined]
+        for fold in spec["folds"]:
             torch.manual_seed(1000 * fold + 7)
             fold_plans = {**plans, "continue_training": False}  # as nnU-Net's run_training sets
             cpu = torch.device("cpu")
