@@ -5,7 +5,8 @@ holds ``plans.json``, ``dataset.json``, ``dataset_fingerprint.json`` and ``fold_
 :func:`import_nnunet` checks all of it first (one line naming what is wrong, nothing written),
 rebuilds the planned network with nnU-Net's ``get_network_from_plans``
 (dynamic_network_architectures ``network_class_name`` + ``arch_kwargs``,
-``_kw_requires_import``), loads every fold's ``network_weights`` with ``torch.load(weights_only=True)`` into it (strict) and writes, atomically::
+``_kw_requires_import``), loads every fold's ``network_weights`` with
+``torch.load(weights_only=True)`` into it (strict) and writes, atomically::
 
     RUN/nnunet.json          source facts + nnU-Net's preprocessing recipe (see recipe_dict)
     RUN/plans.json  RUN/dataset.json  RUN/dataset_fingerprint.json   copies of the originals

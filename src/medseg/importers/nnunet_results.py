@@ -10,7 +10,8 @@ mni152-cohort``) into the folders ``nnUNetv2_train`` would leave behind::
 Steps, all nnU-Net's: ``extract_fingerprints``, ``plan_experiments`` (the default
 ``ExperimentPlanner``: real plans) and ``preprocess`` (the trainer needs its folders), then
 the plans' networks are shrunk (``features_per_stage`` divided so the widest stage has
-``max_features``), an ``nnUNetTrainer`` is built per fold and its ``save_checkpoint`` writes the checkpoint (``network_weights``, ``init_args``,
+``max_features``), an ``nnUNetTrainer`` is built per fold and its ``save_checkpoint`` writes the
+checkpoint (``network_weights``, ``init_args``,
 ``trainer_name``, ``inference_allowed_mirroring_axes``, optimiser state, ...). The weights are
 the trainer's own initialisation with a per-fold seed: an UNTRAINED network. It exercises every
 step of an import and of the parity checks, not accuracy.
