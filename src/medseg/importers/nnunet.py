@@ -38,6 +38,7 @@ __all__ = [
     "build_network",
     "import_nnunet",
     "parse_folds",
+    "read_imported_run",
     "read_nnunet_result",
     "recipe_dict",
 ]
@@ -406,3 +407,46 @@ def import_nnunet(
             torch.save(dict(state), tmp / f"fold_{fold}" / "weights.pt")
         (tmp / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return ImportedRun(out, result, parameters)
+
+
+def read_imported_run(run: Path) -> tuple[NnunetResult, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Read a run written by :func:`import_nnunet`.
+
+    Returns:
+        The result (``folder`` = the run), ``{fold: state dict}`` (``weights_only=True``) and
+        the ``nnunet.json`` record (``source``, ``preprocessing``).
+
+    Raises:
+        DatasetError: not an imported nnU-Net run, or a missing / unreadable file.
+    """
+    run = Path(run)
+    if not (run / IMPORT_FILE).is_file():
+        raise DatasetError(f"{run} is not an imported nnU-Net run (no {IMPORT_FILE})")
+    record = _load_json(run / IMPORT_FILE, IMPORT_FILE)
+    _require_torch()
+    import pickle
+
+    import torch
+
+    source = record.get("source", {})
+    folds = tuple(str(f) for f in source.get("folds", ()))
+    weights: dict[str, dict[str, Any]] = {}
+    for fold in folds:
+        path = run / f"fold_{fold}" / "weights.pt"
+        try:
+            weights[fold] = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+            raise DatasetError(f"{path}: cannot load the fold's weights ({exc})") from None
+    mirror = record.get("preprocessing", {}).get("mirror_axes", ())
+    result = NnunetResult(
+        folder=run,
+        configuration=str(source.get("configuration")),
+        folds=folds,
+        checkpoint="weights.pt",
+        trainer_name=str(source.get("trainer")),
+        mirror_axes=tuple(int(a) for a in mirror),
+        plans=_load_json(run / "plans.json", "plans.json"),
+        dataset_json=_load_json(run / "dataset.json", "dataset.json"),
+        fingerprint=_load_json(run / "dataset_fingerprint.json", "dataset_fingerprint.json"),
+    )
+    return result, weights, record
