@@ -275,7 +275,7 @@ def test_truncated_dicom_files_are_called_truncated(
     ("section", "key", "value", "expected"),
     [
         ("preprocessing", "percentiles", [99.5, 0.5], "preprocessing: percentiles"),
-        ("input", "height", {"min": 0, "opt": -3, "max": 0}, "input.height is 0:-3:0"),
+        ("input", "height", {"min": 0, "opt": -3, "max": 0}, "input.height: shape range 0:-3:0"),
     ],
 )
 def test_manifest_errors_name_the_file_and_key(
