@@ -303,51 +303,18 @@ def build_network(result: NnunetResult) -> Any:
 
 
 def recipe_dict(result: NnunetResult) -> dict[str, Any]:
-    """nnU-Net's preprocessing of the imported configuration, in the contract's NnunetRecipe form.
+    """nnU-Net's preprocessing of the imported configuration, as the manifest records it.
 
-    Normalisation statistics come from the fingerprint (``foreground_intensity_properties_per_
-    channel``: percentile_00_5, percentile_99_5, mean, std), the reader from ``plans.json``.
+    :meth:`medseg.data.nnunet_recipe.NnunetRecipe.from_plans` (normalisation statistics from
+    ``plans.json``'s ``foreground_intensity_properties_per_channel``, which nnU-Net's planner
+    copies from the fingerprint; mirroring axes from the checkpoints), validated.
     """
-    config = result.config
-    stats = result.fingerprint.get("foreground_intensity_properties_per_channel", {})
-    normalization = []
-    for ch, scheme in enumerate(config["normalization_schemes"]):
-        entry: dict[str, Any] = {
-            "scheme": scheme,
-            "use_mask_for_norm": bool(config["use_mask_for_norm"][ch]),
-        }
-        if scheme == "CTNormalization":
-            props = stats.get(str(ch))
-            if props is None:
-                raise ConfigError(
-                    f"dataset_fingerprint.json: no intensity statistics of channel {ch}"
-                )
-            for key in ("percentile_00_5", "percentile_99_5", "mean", "std"):
-                entry[key] = float(props[key])
-        normalization.append(entry)
-    kwargs = config.get("resampling_fn_data_kwargs", {})
-    prob_kwargs = config.get("resampling_fn_probabilities_kwargs", {})
-    return {
-        "kind": "nnunet",
-        "configuration": result.configuration,
-        "image_reader": result.plans.get("image_reader_writer", "SimpleITKIO"),
-        "transpose_forward": [int(a) for a in result.plans["transpose_forward"]],
-        "transpose_backward": [int(a) for a in result.plans["transpose_backward"]],
-        "spacing": [float(s) for s in config["spacing"]],
-        "patch_size": [int(p) for p in config["patch_size"]],
-        "normalization": normalization,
-        "resampling": {
-            "order_data": int(kwargs.get("order", 3)),
-            "order_probabilities": int(prob_kwargs.get("order", 1)),
-            "order_z": int(kwargs.get("order_z", 0)),
-            "force_separate_z": kwargs.get("force_separate_z"),
-            "separate_z_anisotropy_threshold": 3.0,
-        },
-        "mirror_axes": list(result.mirror_axes),
-        "tile_step_size": 0.5,
-        "labels": result.labels,
-        "num_input_channels": result.num_input_channels,
-    }
+    from medseg.data.nnunet_recipe import NnunetRecipe
+
+    recipe = NnunetRecipe.from_plans(
+        result.plans, result.dataset_json, result.configuration, result.mirror_axes
+    )
+    return recipe.to_dict()
 
 
 @dataclass(frozen=True)
