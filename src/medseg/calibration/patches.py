@@ -65,7 +65,8 @@ def draw_patches(
             raise DatasetError(f"case {k}: volume shape {volume.shape} is not (C, z, y, x)")
         shape = volume.shape[1:]
         fg = np.argwhere(label > 0) if label is not None and i % 2 == 0 else np.empty((0, 3))
-        centre = fg[rng.integers(len(fg))] if len(fg) else [rng.integers(n) for n in shape]
+        pick = fg[rng.integers(len(fg))] if len(fg) else [rng.integers(n) for n in shape]
+        centre = [int(c) for c in pick]
         if len(patch) == 2:  # one slice, a 2-D window on it
             z = int(centre[0])
             plane = volume[:, z]
