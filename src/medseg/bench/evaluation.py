@@ -85,7 +85,7 @@ def evaluation_cases(
                 "this bundle records no validation slice ids (exported by an older medseg); "
                 "re-export it, or use --split test / --split all"
             )
-        axis = "xyz"[manifest.preprocessing.slice_axis]
+        axis = "xyz"[manifest.medseg_recipe("medseg bench").slice_axis]
         by_case: dict[str, list[int]] = {}
         for text in ids:
             case_id, _, where = str(text).rpartition(":")
@@ -182,7 +182,7 @@ def evaluate_variant(
     """
     manifest = segmenter.manifest
     classes = {n: v for n, v in manifest.classes.items() if v != 0}
-    axis = manifest.preprocessing.slice_axis
+    axis = manifest.medseg_recipe("medseg bench").slice_axis
     dice = DiceAccumulator(classes, empty="nan")  # pooled counts; an absent class is null
     hd95: dict[str, list[float]] = {n: [] for n in classes}
     labels: dict[str, np.ndarray] = {}

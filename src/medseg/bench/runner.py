@@ -257,7 +257,7 @@ def run_bench(
                 f"--batch {b} is outside the bundle's batch range {manifest.input.batch} "
                 "(min:opt:max)"
             )
-    recipe = manifest.preprocessing
+    recipe = manifest.medseg_recipe("medseg bench")
     if options.tta and (recipe.size_policy != "window" or not recipe.mirror_axes):
         raise ConfigError(
             "--tta needs a sliding-window bundle whose recipe records mirror_axes; this one "

@@ -68,26 +68,30 @@ def check_io(network: Any, manifest: Manifest, onnx_path: Path) -> None:
 
 
 def add_profile(builder: Any, config: Any, spec: InputSpec) -> None:
-    """One optimisation profile: ``(N, C, H, W)`` min/opt/max from the manifest's ranges.
+    """One optimisation profile from the manifest's ranges: ``(N, C, H, W)``, or for a 3D
+    input (``input.depth``, layout NCDHW) ``(N, C, D, H, W)`` min/opt/max.
 
-    Driven by the manifest alone, so a static H x W (only the batch dynamic) and a dynamic
-    one build the same way.
+    Driven by the manifest alone, so a static patch (only the batch dynamic) and a dynamic
+    H x W build the same way; TensorRT and TensorRT-RTX share this code.
     """
     profile = builder.create_optimization_profile()
-    shapes = [
-        (getattr(spec.batch, k), spec.channels, getattr(spec.height, k), getattr(spec.width, k))
-        for k in ("min", "opt", "max")
-    ]
+    axes = [spec.batch, spec.height, spec.width]
+    if spec.depth is not None:
+        axes.insert(1, spec.depth)
+    shapes = []
+    for k in ("min", "opt", "max"):
+        sizes = [getattr(r, k) for r in axes]
+        shapes.append((sizes[0], spec.channels, *sizes[1:]))
     profile.set_shape(spec.name, *shapes)
     config.add_optimization_profile(profile)
 
 
 def profile_record(spec: InputSpec) -> dict[str, dict[str, int]]:
-    """The sidecar's ``profile``: ``{"batch"|"height"|"width": {min, opt, max}}``."""
-    return {
-        axis: {"min": r.min, "opt": r.opt, "max": r.max}
-        for axis, r in (("batch", spec.batch), ("height", spec.height), ("width", spec.width))
-    }
+    """The sidecar's ``profile``: ``{"batch"|["depth"]|"height"|"width": {min, opt, max}}``."""
+    axes = [("batch", spec.batch), ("height", spec.height), ("width", spec.width)]
+    if spec.depth is not None:
+        axes.insert(1, ("depth", spec.depth))
+    return {axis: {"min": r.min, "opt": r.opt, "max": r.max} for axis, r in axes}
 
 
 def network_report(trt: ModuleType, network: Any, precision: str, onnx_name: str) -> NetworkReport:

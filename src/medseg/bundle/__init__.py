@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medseg.bundle.folds import SINGLE_MODEL, bundle_onnx_paths
 from medseg.bundle.manifest import (
     MANIFEST_NAME,
     ONNX_FILES,
@@ -9,9 +10,11 @@ from medseg.bundle.manifest import (
     RUNTIME_PRECISIONS,
     SCHEMA_VERSION,
     DimRange,
+    FoldFile,
     InputSpec,
     Manifest,
     PrecisionEntry,
+    ensemble_sha256,
     file_precision,
     file_sha256,
 )
@@ -22,10 +25,14 @@ __all__ = [
     "PRECISIONS",
     "RUNTIME_PRECISIONS",
     "SCHEMA_VERSION",
+    "SINGLE_MODEL",
     "DimRange",
+    "FoldFile",
     "InputSpec",
     "Manifest",
     "PrecisionEntry",
+    "bundle_onnx_paths",
+    "ensemble_sha256",
     "file_precision",
     "file_sha256",
 ]

@@ -15,6 +15,15 @@ Schema version 2 (issue 12) adds the ``"window"`` recipe (a static network patch
 slices resampled to a target spacing), the dataset ``plan`` the model was trained with (stored
 verbatim) and the per-class ``postprocess`` rules decided on validation. Version-1 manifests
 still load (they have neither, and their recipes default the new fields).
+
+Schema version 3 (issue 15) adds imported nnU-Net models: ``preprocessing`` may be an
+:class:`~medseg.data.nnunet_recipe.NnunetRecipe` (``"kind": "nnunet"``; the medseg
+:class:`~medseg.data.preprocessing.Recipe` is kind ``"medseg"``, the default when the key is
+absent), ``input.depth`` with layout ``"NCDHW"`` for 3D patches (static, only the batch
+varies), and fold ensembles: ``folds`` names the folds, each fold's ONNX files live in
+``fold_<k>/`` and each precision entry lists them under ``folds`` (the entry's own ``sha256``
+is :func:`ensemble_sha256` of the fold digests). A manifest that uses none of these may keep
+schema 2; one that uses any must say 3.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.data.orientation import reorient_plan
 from medseg.data.postprocess import Postprocess
 from medseg.data.preprocessing import Recipe
@@ -41,16 +51,21 @@ __all__ = [
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
     "DimRange",
+    "FoldFile",
     "InputSpec",
     "Manifest",
     "PrecisionEntry",
+    "ensemble_sha256",
     "file_precision",
     "file_sha256",
+    "fold_dir",
 ]
 
 SCHEMA_VERSION = 2
 #: Versions this medseg reads (1: before plans, windows and post-processing).
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
+#: The version a manifest with nnU-Net preprocessing, folds or a 3D input must carry.
+NNUNET_SCHEMA_VERSION = 3
 MANIFEST_NAME = "medseg.json"
 PRECISIONS = _PRECISIONS  # medseg.names, re-exported here
 #: Recipe fields added with schema 2 (left out of a version-1 manifest when at their defaults).
@@ -66,6 +81,46 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def fold_dir(fold: str) -> str:
+    """Folder of one fold's ONNX files inside a bundle (``fold_<k>``)."""
+    return f"fold_{fold}"
+
+
+def ensemble_sha256(digests: dict[str, str]) -> str:
+    """The identity of a fold ensemble: sha256 of ``fold:digest`` lines in fold order."""
+    text = "".join(f"{fold}:{digest}\n" for fold, digest in digests.items())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _preprocessing(data: Any, fields: dict[str, Any]) -> Recipe | NnunetRecipe:
+    """The ``preprocessing`` section: by its ``kind``, ``"medseg"`` (default) or ``"nnunet"``."""
+    if isinstance(data, Recipe | NnunetRecipe):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"preprocessing must be an object, got {type(data).__name__}")
+    kind = data.get("kind", "medseg")
+    if kind == "nnunet":
+        return NnunetRecipe.from_dict(data)
+    if kind != "medseg":
+        raise ConfigError(f"preprocessing.kind {kind!r} must be 'medseg' or 'nnunet'")
+    from pydantic import ValidationError
+
+    from medseg.schema import describe_error
+
+    body = {k: v for k, v in data.items() if k != "kind"}
+    try:
+        return parse_recipe(body)
+    except ValidationError as exc:
+        raise ConfigError(f"preprocessing.{describe_error(exc)}") from None
+
+
+def parse_recipe(body: dict[str, Any]) -> Recipe:
+    """A medseg :class:`Recipe` validated by its type hints (pydantic)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Recipe).validate_python(body)
 
 
 def _postprocess(data: Any, fields: dict[str, Any]) -> Postprocess | None:
@@ -114,8 +169,9 @@ class InputSpec:
         name: ONNX input name.
         channels: ``C``.
         batch, height, width: allowed ranges of ``N``, ``H``, ``W`` (H and W multiples of 16).
-        layout: always ``"NCHW"``.
+        layout: ``"NCHW"``, or ``"NCDHW"`` for a 3D patch (schema 3, with ``depth``).
         dtype: always ``"float32"`` (precision lives inside the graph; I/O stays FP32).
+        depth: allowed ``D`` of a 3D input (static); ``None`` for 2D.
     """
 
     __pydantic_config__ = FORBID_EXTRA
@@ -127,6 +183,39 @@ class InputSpec:
     width: DimRange
     layout: StrictStr = "NCHW"
     dtype: StrictStr = "float32"
+    depth: DimRange | None = None
+
+    def __post_init__(self) -> None:
+        expected = "NCHW" if self.depth is None else "NCDHW"
+        if self.layout != expected:
+            raise ConfigError(
+                f"input.layout {self.layout!r} must be {expected!r} "
+                f"({'no depth' if self.depth is None else 'with input.depth'})"
+            )
+        if self.depth is not None and not (
+            self.depth.is_static and self.height.is_static and self.width.is_static
+        ):
+            raise ConfigError(
+                f"a 3D input needs a static patch (only the batch varies), got depth "
+                f"{self.depth}, height {self.height}, width {self.width}"
+            )
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        """The static spatial patch ``(H, W)`` or ``(D, H, W)`` (the minima)."""
+        hw = (self.height.min, self.width.min)
+        return hw if self.depth is None else (self.depth.min, *hw)
+
+
+@dataclass(frozen=True)
+class FoldFile:
+    """One fold's ONNX file of a precision (``fold_<k>/<file>``)."""
+
+    __pydantic_config__ = FORBID_EXTRA
+
+    file: StrictStr
+    sha256: StrictStr
+    size_bytes: StrictInt
 
 
 @dataclass(frozen=True)
@@ -144,6 +233,9 @@ class PrecisionEntry:
             ``argmax_agreement`` with FP32.
         details: precision-specific facts (FP16: op types kept in FP32; INT8: calibration
             method, quantised and excluded nodes, the accuracy-guard attempts).
+        folds: fold ensembles (schema 3): ``{fold: FoldFile}``, the file inside
+            ``fold_<k>/``; then ``sha256`` is :func:`ensemble_sha256` of their digests,
+            ``size_bytes`` their sum, and parity/accuracy are the ensemble's.
     """
 
     __pydantic_config__ = FORBID_EXTRA
@@ -154,6 +246,7 @@ class PrecisionEntry:
     parity: dict[str, float]
     accuracy: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    folds: dict[str, FoldFile] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +275,7 @@ class Manifest:
     classes: dict[str, StrictInt]
     input: InputSpec
     output_name: StrictStr
-    preprocessing: Recipe
+    preprocessing: Annotated[Recipe | NnunetRecipe, Via(_preprocessing)]
     precisions: dict[str, PrecisionEntry]
     calibration: dict[str, Any] | None
     source: dict[str, Any]
@@ -193,6 +286,7 @@ class Manifest:
     plan: dict[str, Any] | None = None
     postprocess: Annotated[Postprocess | None, Via(_postprocess)] = None
     backend_accuracy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    folds: tuple[StrictStr, ...] | None = None
 
     def __post_init__(self) -> None:
         """Cross-field rules (types are checked by the schema, :func:`medseg.schema.parse`)."""
@@ -225,7 +319,12 @@ class Manifest:
                     f"backend_accuracy.{backend} has precisions {wrong}; accepted: "
                     f"{', '.join(RUNTIME_PRECISIONS)}"
                 )
+        self._check_schema3()
         recipe = self.preprocessing
+        if isinstance(recipe, NnunetRecipe):
+            return
+        if self.input.depth is not None:
+            raise ConfigError("input.depth (a 3D input) needs nnU-Net preprocessing")
         if recipe.size_policy == "window":
             assert recipe.patch_size is not None  # guaranteed by Recipe
             ph, pw = recipe.patch_size
@@ -236,14 +335,76 @@ class Manifest:
                     f"input of that size, got height {h} and width {w}"
                 )
 
+    def _check_schema3(self) -> None:
+        """Rules of nnU-Net recipes, 3D inputs and fold ensembles (schema 3)."""
+        recipe = self.preprocessing
+        uses = isinstance(recipe, NnunetRecipe) or self.folds is not None
+        if (uses or self.input.depth is not None) and self.schema_version < NNUNET_SCHEMA_VERSION:
+            raise ConfigError(
+                f"nnU-Net preprocessing, folds and input.depth need schema_version "
+                f"{NNUNET_SCHEMA_VERSION}, got {self.schema_version}"
+            )
+        if self.folds is not None:
+            if not self.folds or len(set(self.folds)) != len(self.folds):
+                raise ConfigError(f"folds {list(self.folds)} must be distinct names, at least one")
+            for precision, entry in self.precisions.items():
+                if entry.folds is None or list(entry.folds) != list(self.folds):
+                    raise ConfigError(
+                        f"precisions.{precision}.folds must list the folds {list(self.folds)}, "
+                        f"got {None if entry.folds is None else list(entry.folds)}"
+                    )
+                for fold, item in entry.folds.items():
+                    if item.file != f"{fold_dir(fold)}/{ONNX_FILES[precision]}":
+                        raise ConfigError(
+                            f"precisions.{precision}.folds.{fold}.file is {item.file!r}; "
+                            f"expected {fold_dir(fold)}/{ONNX_FILES[precision]!r}"
+                        )
+        else:
+            with_folds = sorted(p for p, e in self.precisions.items() if e.folds is not None)
+            if with_folds:
+                raise ConfigError(f"precisions {with_folds} list folds but the manifest has none")
+        if not isinstance(recipe, NnunetRecipe):
+            return
+        if self.input.patch != recipe.patch_size:
+            raise ConfigError(
+                f"input patch {self.input.patch} must be the nnU-Net patch_size "
+                f"{recipe.patch_size} (static; 2d: height x width, 3d: depth, height, width)"
+            )
+        if self.input.channels != recipe.num_input_channels:
+            raise ConfigError(
+                f"input.channels {self.input.channels} must equal the recipe's "
+                f"num_input_channels {recipe.num_input_channels}"
+            )
+        if dict(self.classes) != dict(recipe.labels):
+            raise ConfigError(
+                f"classes {dict(self.classes)} must equal the nnU-Net labels {dict(recipe.labels)}"
+            )
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def medseg_recipe(self, what: str) -> Recipe:
+        """The medseg :class:`Recipe`; ConfigError naming ``what`` for an nnU-Net bundle."""
+        if isinstance(self.preprocessing, NnunetRecipe):
+            raise ConfigError(
+                f"{what} does not support nnU-Net bundles yet (preprocessing kind 'nnunet'); "
+                "medseg infer runs them (ONNX Runtime or OpenVINO)"
+            )
+        return self.preprocessing
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, the exact content of ``medseg.json``."""
         data = asdict(self)
         data["preprocessing"] = self.preprocessing.to_dict()
+        if self.folds is None:  # schema 1/2 manifests are written back without the new keys
+            data.pop("folds")
+            for entry in data["precisions"].values():
+                entry.pop("folds")
+        else:
+            data["folds"] = list(self.folds)
+        if self.input.depth is None:
+            data["input"].pop("depth")
         data["postprocess"] = None if self.postprocess is None else self.postprocess.to_dict()
         if self.schema_version < 2:  # written back as it was read
             for key in ("plan", "postprocess"):
@@ -295,6 +456,11 @@ class Manifest:
         if precision not in self.precisions:
             raise ConfigError(
                 f"bundle {bundle} has no {precision} model; it has {sorted(self.precisions)}"
+            )
+        if self.folds is not None:
+            raise ConfigError(
+                f"bundle {bundle} holds the folds {list(self.folds)}; use "
+                "medseg.bundle.bundle_onnx_paths for its per-fold files"
             )
         entry = self.precisions[precision]
         path = Path(bundle) / entry.file

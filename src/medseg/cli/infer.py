@@ -47,8 +47,11 @@ def infer(
         None, "--threads", help="CPU threads (ONNX Runtime, OpenVINO)."
     ),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="TensorRT: replay a CUDA graph."),
-    tta: bool = typer.Option(
-        False, "--tta", help="Mirroring test-time augmentation (sliding-window bundles)."
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Mirroring test-time augmentation (sliding-window bundles; nnU-Net bundles: on "
+        "unless --no-tta, as nnU-Net).",
     ),
     no_postprocess: bool = typer.Option(
         False, "--no-postprocess", help="Skip the bundle's per-class post-processing."
@@ -80,6 +83,7 @@ def infer(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
+        from medseg.data.nnunet_recipe import NnunetRecipe
         from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
@@ -128,12 +132,12 @@ def infer(
                     soft_wrap=True,
                 )
             recipe = segmenter.manifest.preprocessing
-            windowed = recipe.size_policy == "window"
+            windowed = isinstance(recipe, NnunetRecipe) or recipe.size_policy == "window"
             what = "windows" if windowed else "slices"
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
                 f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size} "
-                f"{what}" + (" (mirroring TTA)" if tta else ""),
+                f"{what}" + (" (mirroring TTA)" if segmenter.tta else ""),
                 highlight=False,
             )
             with Progress(

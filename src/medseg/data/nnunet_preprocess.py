@@ -238,7 +238,9 @@ def logits_to_segmentation(
     """nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``.
 
     Args:
-        logits: ``(K, *network_shape)`` float32 (the sliding window's, fold-averaged).
+        logits: ``(K, *network_shape)`` float32 (the sliding window's, fold-averaged), or
+            float16: then the resampled logits are float16 too, as nnU-Net's (whose
+            predictor hands half-precision logits to this step).
         props: from :func:`preprocess`.
         recipe: the same recipe.
 
@@ -254,8 +256,9 @@ def logits_to_segmentation(
     original = [props.spacing[a] for a in recipe.transpose_forward]
     current = _target_spacing(recipe, original)
     r = recipe.resampling
+    dtype = logits.dtype if logits.dtype in (np.float16, np.float32) else np.float32
     resampled = resample_to_shape(
-        logits.astype(np.float32, copy=False),
+        logits.astype(dtype, copy=False),
         props.shape_after_cropping,
         current,
         original,
@@ -264,7 +267,8 @@ def logits_to_segmentation(
         r.force_separate_z,
         r.separate_z_anisotropy_threshold,
     )
-    prob = resampled - resampled.max(axis=0, keepdims=True)
+    prob = resampled.astype(np.float32)  # a copy: softmax in float32, as nnU-Net
+    prob -= prob.max(axis=0, keepdims=True)
     np.exp(prob, out=prob)
     prob /= prob.sum(axis=0, keepdims=True)
     seg = prob.argmax(axis=0).astype(np.uint8 if k < 256 else np.uint16)

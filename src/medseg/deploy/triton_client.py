@@ -161,13 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if manifest.preprocessing.size_policy == "window":
+    recipe = manifest.medseg_recipe("the Triton client")
+    if recipe.size_policy == "window":
         labels = segment_windowed_remote(volume, image, manifest, client, args.model, batch_size)
         nib.save(nib.Nifti1Image(labels, image.affine), str(args.out))
-        print(
-            f"wrote {args.out} (sliding window, {labels.shape[manifest.preprocessing.slice_axis]}"
-            " slices)"
-        )
+        print(f"wrote {args.out} (sliding window, {labels.shape[recipe.slice_axis]} slices)")
         return 0
     slices, geometry = preprocess(volume, manifest)
     spec, (height, width) = manifest.input, geometry.padded
@@ -179,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     logits = infer_logits(client, args.model, slices, manifest, batch_size)
-    labels = postprocess(logits, geometry, manifest.preprocessing.slice_axis)
+    labels = postprocess(logits, geometry, recipe.slice_axis)
     nib.save(nib.Nifti1Image(labels, image.affine), str(args.out))
     names = {v: k for k, v in manifest.classes.items()}
     counts = ", ".join(

@@ -129,7 +129,10 @@ def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfi
         platform = c.platform or f"{c.backend} backend"
         rows.append(f"| `{c.name}` | {platform} | {precision} | {c.max_batch_size} | {where} |")
     classes = ", ".join(f"{v} = {k}" for k, v in manifest.classes.items())
-    steps = "\n".join(f"{i}. {s}" for i, s in enumerate(_recipe_steps(manifest.preprocessing), 1))
+    steps = "\n".join(
+        f"{i}. {s}"
+        for i, s in enumerate(_recipe_steps(manifest.medseg_recipe("Triton deployment")), 1)
+    )
     raw = [c for c in configs if not c.backend]
     commands = "\n".join(serve_commands('"$PWD"', raw[0].name)) if raw else ""
     segment_section = _segment_section(segmenter) if segmenter else ""

@@ -30,6 +30,7 @@ from types import TracebackType
 import numpy as np
 
 from medseg.bundle.manifest import Manifest, file_precision
+from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
 from medseg.data.postprocess import apply_postprocess
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
@@ -122,9 +123,12 @@ class Segmenter:
         manifest: Manifest,
         precision: str = "fp32",
         batch_size: int | None = None,
-        tta: bool = False,
+        tta: bool | None = None,
         postprocess: bool = True,
     ) -> None:
+        if isinstance(manifest.preprocessing, NnunetRecipe):
+            raise ConfigError("an nnU-Net bundle runs with NnunetSegmenter (Segmenter.from_bundle)")
+        tta = bool(tta)
         batch = manifest.input.batch
         windowed = manifest.preprocessing.size_policy == "window"
         if tta and not windowed:
@@ -160,7 +164,7 @@ class Segmenter:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         cuda_graph: bool = False,
-        tta: bool = False,
+        tta: bool | None = None,
         postprocess: bool = True,
     ) -> Segmenter:
         """Open a bundle with a backend.
@@ -177,7 +181,8 @@ class Segmenter:
             providers: ONNX Runtime providers (``"cuda"``, ``"cpu"``, ``"tensorrt"``).
             threads: CPU threads (ONNX Runtime intra-op, OpenVINO inference threads).
             cuda_graph: TensorRT: replay a captured CUDA graph for full batches.
-            tta: mirroring test-time augmentation (window recipes).
+            tta: mirroring test-time augmentation (window recipes; ``None``: off, except for
+                nnU-Net bundles, which mirror as nnU-Net does unless ``False``).
             postprocess: apply the manifest's post-processing rules.
 
         Raises:
@@ -192,6 +197,13 @@ class Segmenter:
             )
         if backend not in ("auto", *BACKENDS):
             raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
+        if isinstance(manifest.preprocessing, NnunetRecipe):  # runtime/nnunet_pipeline.py
+            from medseg.runtime.nnunet_pipeline import NnunetSegmenter, fold_backends
+
+            if cuda_graph:
+                raise ConfigError("--cuda-graph is a TensorRT option; nnU-Net bundles run on CPU")
+            runners = fold_backends(bundle, manifest, backend, precision, providers, threads)
+            return NnunetSegmenter(runners, manifest, precision, batch_size, tta, postprocess)
         runner = create_backend(
             bundle,
             manifest,
@@ -250,7 +262,7 @@ class Segmenter:
 
     def _slices(self, image: np.ndarray, source: str) -> tuple[np.ndarray, Geometry]:
         """:meth:`preprocess` of a volume already checked by :meth:`check_volume`."""
-        recipe = self.manifest.preprocessing
+        recipe = self.manifest.medseg_recipe("the slice pipeline")
         volume = normalize_volume(image, recipe)
         axis = recipe.slice_axis
         stack = np.moveaxis(volume, axis + 1, 0)  # (N, C, H, W)
@@ -372,7 +384,7 @@ class Segmenter:
                 raise ConfigError(f"{source}: spacing {tuple(spacing)} must be 3 values (mm)")
             perm = reorient_plan(*change)[0] if change is not None else (0, 1, 2)
             net_spacing = tuple(float(spacing[p]) for p in perm)
-        if self.manifest.preprocessing.size_policy == "window":
+        if self.manifest.medseg_recipe("Segmenter").size_policy == "window":
             labels, probs, num, timing = self._segment_windowed(
                 volume, net_spacing, probabilities, progress, t0
             )
@@ -415,7 +427,7 @@ class Segmenter:
         t1 = time.perf_counter()
         logits, inference_s, compute_s, calls = self.predict_logits(slices, progress)
         t2 = time.perf_counter()
-        axis = self.manifest.preprocessing.slice_axis
+        axis = self.manifest.medseg_recipe("Segmenter").slice_axis
         labels = restore_size(logits.argmax(axis=1).astype(np.uint8), geometry, is_label=True)
         labels = np.moveaxis(labels, 0, axis)
         probs = None
@@ -454,7 +466,7 @@ class Segmenter:
         result = segment_windowed(
             volume,
             spacing,
-            self.manifest.preprocessing,
+            self.manifest.medseg_recipe("Segmenter"),
             predict,
             self.batch_size,
             self.manifest.num_classes,

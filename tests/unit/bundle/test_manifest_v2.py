@@ -65,8 +65,8 @@ def test_window_recipe_refuses_a_dynamic_or_mismatched_input(demo_bundle: Path) 
 
 def test_unknown_schema_and_bad_postprocess_are_named(demo_bundle: Path) -> None:
     raw = json.loads((demo_bundle / "medseg.json").read_text())
-    with pytest.raises(ConfigError, match="reads versions 1, 2"):
-        Manifest.from_dict({**raw, "schema_version": 3})
+    with pytest.raises(ConfigError, match="reads versions 1, 2, 3"):
+        Manifest.from_dict({**raw, "schema_version": 4})
     with pytest.raises(ConfigError, match=r"postprocess\.classes has unknown classes"):
         Manifest.from_dict({**raw, "schema_version": 2, "postprocess": {"classes": {"x": {}}}})
     with pytest.raises(ConfigError, match="plan must be an object"):

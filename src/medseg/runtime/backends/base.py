@@ -56,10 +56,11 @@ def check_model_io(
         ModelMismatchError: a rank other than 4, or a fixed ``C`` / ``K`` / ``H`` / ``W``
             that differs from the manifest (the message names the manifest key).
     """
+    rank, axes = (4, "(N, C, H, W)") if spec.depth is None else (5, "(N, C, D, H, W)")
     for what, shape in (("input", input_shape), ("output", output_shape)):
-        if len(shape) != 4:
+        if len(shape) != rank:
             raise ModelMismatchError(
-                f"{where}: its {what} has shape {list(shape)}, expected 4 dimensions (N, C, H, W)"
+                f"{where}: its {what} has shape {list(shape)}, expected {rank} dimensions {axes}"
             )
     channels, classes = _fixed(input_shape[1]), _fixed(output_shape[1])
     if channels is not None and channels != spec.channels:
@@ -72,10 +73,11 @@ def check_model_io(
             f"{where}: the model outputs {classes} classes but medseg.json classes lists "
             f"{num_classes}; re-export the bundle (or fix its classes)"
         )
-    for key, dim, allowed in (
-        ("input.height", input_shape[2], spec.height),
-        ("input.width", input_shape[3], spec.width),
-    ):
+    spatial = [("input.height", input_shape[-2], spec.height)]
+    spatial.append(("input.width", input_shape[-1], spec.width))
+    if spec.depth is not None:
+        spatial.insert(0, ("input.depth", input_shape[2], spec.depth))
+    for key, dim, allowed in spatial:
         size = _fixed(dim)
         if size is not None and not (allowed.min == allowed.max == size):
             raise ModelMismatchError(
@@ -166,22 +168,22 @@ class Backend(ABC):
     def check_batch(self, batch: np.ndarray) -> None:
         """Validate a batch against the input spec; one-line ConfigError naming the problem."""
         spec = self.input_spec
-        if batch.ndim != 4:
-            raise ConfigError(
-                f"{self.name} expects a (N, C, H, W) batch, got shape {tuple(batch.shape)}"
-            )
+        rank, axes = (4, "(N, C, H, W)") if spec.depth is None else (5, "(N, C, D, H, W)")
+        if batch.ndim != rank:
+            raise ConfigError(f"{self.name} expects a {axes} batch, got shape {tuple(batch.shape)}")
         if batch.dtype != np.float32:
             raise ConfigError(f"{self.name} expects float32 input, got {batch.dtype}")
-        n, c, h, w = (int(v) for v in batch.shape)
+        n, c = int(batch.shape[0]), int(batch.shape[1])
+        h, w = int(batch.shape[-2]), int(batch.shape[-1])
         if c != spec.channels:
             raise ChannelMismatchError(
                 f"the model takes {spec.channels} channel(s), the input has {c}"
             )
-        for what, value, allowed in (
-            ("batch size", n, spec.batch),
-            ("slice height", h, spec.height),
-            ("slice width", w, spec.width),
-        ):
+        checks = [("batch size", n, spec.batch)]
+        if spec.depth is not None:
+            checks.append(("patch depth", int(batch.shape[2]), spec.depth))
+        checks += [("slice height", h, spec.height), ("slice width", w, spec.width)]
+        for what, value, allowed in checks:
             if not allowed.contains(value):
                 raise ConfigError(
                     f"{what} {value} is outside the model's allowed range {allowed} "
