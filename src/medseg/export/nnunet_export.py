@@ -260,7 +260,100 @@ def export_nnunet(
         report["source"] = record["source"]
         report["seconds"] = round(time.perf_counter() - started, 1)
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        _manifest(record, report, options, source).save(tmp)
     return report
+
+
+def _manifest(
+    record: dict[str, Any], report: dict[str, Any], options: NnunetExportOptions, source: str
+) -> Any:
+    """The bundle's ``medseg.json`` (schema 3: fold ensemble, nnU-Net recipe)."""
+    import datetime as dt
+
+    from medseg.bundle.manifest import (
+        NNUNET_SCHEMA_VERSION,
+        ONNX_FILES,
+        DimRange,
+        FoldFile,
+        InputSpec,
+        Manifest,
+        PrecisionEntry,
+        ensemble_sha256,
+        fold_dir,
+    )
+    from medseg.data.nnunet_recipe import NnunetRecipe
+    from medseg.export.pipeline import _tool_versions
+
+    recipe = NnunetRecipe.from_dict(record["preprocessing"])
+    folds = report["folds"]
+    static = [DimRange(p, p, p) for p in recipe.patch_size]
+    spec = InputSpec(
+        "image",
+        recipe.num_input_channels,
+        DimRange(1, 1, options.max_batch),
+        static[-2],
+        static[-1],
+        layout="NCDHW" if recipe.ndim == 3 else "NCHW",
+        depth=static[0] if recipe.ndim == 3 else None,
+    )
+    precisions = {}
+    for precision in ("fp32", "fp16", "int8"):
+        if precision not in next(iter(folds.values())):
+            continue
+        files = {
+            f: FoldFile(
+                f"{fold_dir(f)}/{ONNX_FILES[precision]}",
+                e[precision]["sha256"],
+                e[precision]["size_bytes"],
+            )
+            for f, e in folds.items()
+        }
+        checks = [
+            e[precision]["vs_pytorch" if precision == "fp32" else "vs_fp32"] for e in folds.values()
+        ]
+        parity = {  # the worst fold
+            "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+            "argmax_agreement": min(c["argmax_agreement"] for c in checks),
+        }
+        details = {
+            f: {k: v for k, v in e[precision].items() if k not in ("file", "sha256", "size_bytes")}
+            for f, e in folds.items()
+        }
+        precisions[precision] = PrecisionEntry(
+            file=ONNX_FILES[precision],
+            sha256=ensemble_sha256({f: item.sha256 for f, item in files.items()}),
+            size_bytes=sum(item.size_bytes for item in files.values()),
+            parity=parity,
+            details={
+                "reference": "PyTorch" if precision == "fp32" else "FP32 ONNX",
+                "patches": source,
+                "folds": details,
+            },
+            folds=files,
+        )
+    src = record["source"]
+    return Manifest(
+        model={
+            "arch": "nnunet",
+            "name": f"{src.get('dataset_name')}-{recipe.configuration}",
+            "configuration": recipe.configuration,
+            "network_class_name": src.get("network_class_name"),
+        },
+        classes=dict(recipe.labels),
+        input=spec,
+        output_name="logits",
+        preprocessing=recipe,
+        precisions=precisions,
+        calibration={"patches": source, "num_patches": report["num_patches"]}
+        if options.int8
+        else None,
+        source=src,
+        tool_versions=_tool_versions(),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        schema_version=NNUNET_SCHEMA_VERSION,
+        orientation="RAS" if recipe.image_reader == "NibabelIOWithReorient" else None,
+        folds=tuple(folds),
+    )
 
 
 def _line(guard: dict[str, float]) -> str:
