@@ -167,6 +167,12 @@ def test_fp16_int8_bundles_dice_drop(
         assert entries["int8"]["quantized_nodes"] > 0
         assert entries["int8"]["vs_fp32"]["finite"]
     assert json.loads((bundle / "export.json").read_text())["folds"].keys() == {"0", "1"}
+    from medseg.bundle import Manifest, bundle_onnx_paths
+
+    manifest = Manifest.load(bundle)
+    assert manifest.folds == ("0", "1") and set(manifest.precisions) == {"fp32", "fp16", "int8"}
+    paths = bundle_onnx_paths(manifest, bundle, "int8")  # sha256-checked
+    assert paths == {f: bundle / f"fold_{f}" / "model.int8.onnx" for f in ("0", "1")}
     image_file = sorted((unseen_cases / "imagesTr").glob("*.nii.gz"))[0]
     ref, _ = _ours(bundle, image_file, "float32")
     drops = {}
