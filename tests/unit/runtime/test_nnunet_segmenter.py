@@ -137,7 +137,10 @@ def test_fold_ensemble_bundle_matches_nnunet_predictor(
     assert isinstance(result.timing, NnunetTiming)
     assert list(result.timing.fold_inference_s) == ["0", "1"]
     assert all(s > 0 for s in result.timing.fold_inference_s.values())
-    for res, floor, tol in ((half, 0.9999, 2e-3), (result, 0.999, None)):
+    # measured on cohort cases: float16 accumulator 100 % of voxels, softmax max |diff| 4e-4 to
+    # 6e-4; float32 accumulator 99.97-99.999 % of voxels, mean |diff| 1e-4 (max 0.11 at voxels
+    # only window corners reach, where nnU-Net's float16 logits underflow to 0)
+    for res, floor, tol in ((half, 0.9999, 1e-3), (result, 0.999, None)):
         labels = res.labels.transpose(2, 1, 0)
         probs = res.probabilities.transpose(0, 3, 2, 1)  # type: ignore[union-attr]
         assert (labels == ref_seg).mean() >= floor
@@ -192,3 +195,25 @@ def test_manifest_schema_three_round_trips_and_refuses_inconsistency(tmp_path: P
     for data, message in bad:
         with pytest.raises(ConfigError, match=message):
             Manifest.from_dict(data)
+
+
+def test_medseg_infer_writes_the_mask_with_the_scan_affine(tmp_path: Path, cohort: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+    from medseg.data.nifti import load_nifti
+
+    bundle = write_nnunet_bundle(tmp_path / "bundle", _recipe("2d"), folds=2)
+    path = sorted((cohort / "imagesTr").glob("*_0000.nii.gz"))[1]
+    out = tmp_path / "mask.nii.gz"
+    result = CliRunner().invoke(
+        app, ["infer", str(bundle), str(path), "--out", str(out), "--no-tta"]
+    )
+    assert result.exit_code == 0, result.output
+    image, mask = load_nifti(path), load_nifti(out)
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+    assert set(np.unique(np.asarray(mask.data))) <= {0, 1, 2}
+    args = ["bench", str(bundle), "--data", str(cohort), "--precisions", "fp32", "--split", "all"]
+    args += ["--batch", "2"]
+    bench = CliRunner().invoke(app, args)
+    assert bench.exit_code == 2 and "medseg bench does not support nnU-Net bundles" in bench.output
