@@ -83,10 +83,11 @@ def input_spec(model: onnx.ModelProto, path: Path) -> InputSpec:
     """The model's single ``(B, C, H, W)`` input; :class:`ExportError` for anything else."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) not in (4, 5):
         shapes = [(i.name, len(i.type.tensor_type.shape.dim)) for i in inputs]
         raise ExportError(
-            f"{path} has inputs {shapes} (name, rank); accepted: one (B, C, H, W) image input"
+            f"{path} has inputs {shapes} (name, rank); accepted: one (B, C, H, W) or "
+            "(B, C, D, H, W) image input"
         )
     dims = tuple(
         d.dim_value if d.dim_value > 0 else None for d in inputs[0].type.tensor_type.shape.dim
@@ -102,12 +103,17 @@ def check_samples(samples: Any, spec: InputSpec, what: str) -> np.ndarray:
             match the model, or non-finite values.
     """
     array = np.asarray(samples)
-    if array.ndim != 4 or array.shape[0] < 1 or not np.issubdtype(array.dtype, np.floating):
+    rank = len(spec.dims)
+    layout = "(N, C, H, W)" if rank == 4 else "(N, C, D, H, W)"
+    if array.ndim != rank or array.shape[0] < 1 or not np.issubdtype(array.dtype, np.floating):
         raise DatasetError(
             f"{what} has shape {array.shape} and dtype {array.dtype}; "
-            "accepted: a float32 (N, C, H, W) array with N >= 1"
+            f"accepted: a float32 {layout} array with N >= 1"
         )
-    for axis, name in ((1, "channels"), (2, "height"), (3, "width")):
+    names = (
+        ("channels", "height", "width") if rank == 4 else ("channels", "depth", "height", "width")
+    )
+    for axis, name in enumerate(names, start=1):
         expected = spec.dims[axis]
         if expected is not None and array.shape[axis] != expected:
             error = ChannelMismatchError if axis == 1 else DatasetError

@@ -13,7 +13,7 @@ import typer
 from medseg import __version__
 from medseg.cli import bench as bench_cmd
 from medseg.cli import build as build_cmd
-from medseg.cli import data, demo
+from medseg.cli import data, demo, import_cmd
 from medseg.cli import deploy as deploy_cmd
 from medseg.cli import export as export_cmd
 from medseg.cli import infer as infer_cmd
@@ -57,6 +57,7 @@ def _register(target: typer.Typer, name: str, command: Callable[..., None]) -> N
 
 
 app.add_typer(data.app, name="data")
+app.add_typer(import_cmd.app, name="import")
 for _name, _command in PIPELINE.items():
     _register(app, _name, _command)
 app.command("demo")(demo.demo)

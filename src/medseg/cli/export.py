@@ -76,6 +76,9 @@ def export(
         medseg-export runs/af --out b/af --fp16 --int8 --calib-data /data/Ds001 --check-tensorrt
     """
     with handle_errors(debug):
+        if (checkpoint / "nnunet.json").is_file():  # a run of `medseg import nnunet`
+            _export_nnunet(checkpoint, out, fp16, int8, calib_data, calib_slices, force)
+            return
         from medseg.export import ExportOptions, export_bundle
 
         options = ExportOptions(
@@ -104,3 +107,30 @@ def export(
         console.print("next, on the target device:", highlight=False)
         console.print(f"  [bold]medseg build {out}[/]", highlight=False)
         console.print(f"  [bold]medseg bench {out} --data DATASET[/]", highlight=False)
+
+
+def _export_nnunet(
+    run: Path,
+    out: Path,
+    fp16: bool,
+    int8: bool,
+    calib_data: Path | None,
+    calib_slices: int,
+    force: bool,
+) -> None:
+    """``medseg-export RUN`` where RUN was written by ``medseg import nnunet``."""
+    import time
+
+    from medseg.cli.common import report_written
+    from medseg.export.nnunet_export import NnunetExportOptions, export_nnunet
+
+    started = time.perf_counter()
+    options = NnunetExportOptions(
+        fp16=fp16, int8=int8, calib_data=calib_data, calib_patches=min(calib_slices, 1024)
+    )
+
+    def log(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+
+    export_nnunet(run, out, options, log, force=force)
+    report_written("bundle", out, started)

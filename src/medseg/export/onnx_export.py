@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +46,24 @@ def _quiet_torch_onnx() -> Iterator[None]:
 
 
 def export_onnx(
-    model: Any, path: Path, spec: InputSpec, metadata: Mapping[str, Any], simplify: bool = True
+    model: Any,
+    path: Path,
+    spec: InputSpec,
+    metadata: Mapping[str, Any],
+    simplify: bool = True,
+    patch: Sequence[int] | None = None,
 ) -> Path:
     """Export ``model`` (eval mode, CPU) to ``path`` as one ONNX file.
 
     Args:
-        model: ``torch.nn.Module`` mapping ``(N, C, H, W)`` to ``(N, K, H, W)`` logits.
+        model: ``torch.nn.Module`` mapping ``(N, C, H, W)`` to ``(N, K, H, W)`` logits (or
+            ``(N, C, D, H, W)`` to ``(N, K, D, H, W)`` with a 3-D ``patch``).
         path: output ``.onnx`` (written atomically).
         spec: input name, channels and the ranges of N, H, W (a static range fixes the dim).
         metadata: key -> JSON-able value, stored as strings in ``metadata_props``.
         simplify: run onnxsim (constant folding, dead-node removal) after export.
+        patch: a static spatial shape (2 or 3 ints, e.g. an nnU-Net patch ``(D, H, W)``):
+            only the batch axis is dynamic and the spec's H, W ranges are not used.
     """
     onnx = require("onnx", "ONNX export")
     torch = require("torch", "ONNX export")
@@ -64,11 +72,16 @@ def export_onnx(
     model = model.eval().cpu()
     # The batch axis is always dynamic in the ONNX file (the checks run other batch sizes);
     # the spec's batch range becomes the TensorRT optimisation profile at build time.
-    example = torch.zeros(2, spec.channels, spec.height.opt, spec.width.opt)
     dims: dict[int, Any] = {0: Dim("batch", min=1, max=max(spec.batch.max, 2))}
-    if not spec.height.is_static:
+    if patch is not None:
+        if len(patch) not in (2, 3) or any(int(p) < 1 for p in patch):
+            raise ExportError(f"patch {tuple(patch)} must be 2 or 3 positive sizes")
+        example = torch.zeros(2, spec.channels, *(int(p) for p in patch))
+    else:
+        example = torch.zeros(2, spec.channels, spec.height.opt, spec.width.opt)
+    if patch is None and not spec.height.is_static:
         dims[2] = 16 * Dim("h16", min=max(1, spec.height.min // 16), max=spec.height.max // 16)
-    if not spec.width.is_static:
+    if patch is None and not spec.width.is_static:
         dims[3] = 16 * Dim("w16", min=max(1, spec.width.min // 16), max=spec.width.max // 16)
     try:
         with _quiet_torch_onnx(), torch.no_grad():

@@ -1,0 +1,419 @@
+"""Import an nnU-Net v2 result folder into a medseg run directory.
+
+An nnU-Net result folder (``nnUNet_results/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``)
+holds ``plans.json``, ``dataset.json``, ``dataset_fingerprint.json`` and ``fold_<k>/<checkpoint>``.
+:func:`import_nnunet` checks all of it first (one line naming what is wrong, nothing written),
+rebuilds the planned network with nnU-Net's ``get_network_from_plans``
+(dynamic_network_architectures ``network_class_name`` + ``arch_kwargs``,
+``_kw_requires_import``), loads every fold's ``network_weights`` with
+``torch.load(weights_only=True)`` into it (strict) and writes, atomically::
+
+    RUN/nnunet.json          source facts + nnU-Net's preprocessing recipe (see recipe_dict)
+    RUN/plans.json  RUN/dataset.json  RUN/dataset_fingerprint.json   copies of the originals
+    RUN/fold_<k>/weights.pt  the fold's state dict (tensors only: loads with weights_only=True)
+
+Supported: trainers whose network is the plans' architecture (:data:`SUPPORTED_TRAINERS`),
+networks :data:`SUPPORTED_NETWORKS`, configurations 2d / 3d_fullres / 3d_lowres, integer labels.
+Refused: cascades (``3d_cascade_fullres``, any configuration with ``previous_stage``; their input
+holds the previous stage's segmentation), region-based labels, folds trained with other plans.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.atomic import atomic_dir, check_output_dir
+from medseg.errors import ConfigError, DatasetError, MissingDependencyError
+
+__all__ = [
+    "IMPORT_FILE",
+    "SUPPORTED_NETWORKS",
+    "SUPPORTED_TRAINERS",
+    "NnunetResult",
+    "build_network",
+    "import_nnunet",
+    "parse_folds",
+    "read_imported_run",
+    "read_nnunet_result",
+    "recipe_dict",
+]
+
+IMPORT_FILE = "nnunet.json"
+#: Trainers whose inference network is exactly the plans' architecture.
+SUPPORTED_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerNoMirroring", "nnUNetTrainer_<N>epochs")
+SUPPORTED_NETWORKS = (
+    "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+)
+_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+_TRAINER_RE = re.compile(r"^nnUNetTrainer(NoMirroring|_\d+epochs(_NoMirroring)?)?$")
+_FOLDER_RE = re.compile(r"^(?P<trainer>[^_]+(?:_[^_]+)*)__(?P<plans>.+)__(?P<configuration>.+)$")
+
+
+@dataclass(frozen=True)
+class NnunetResult:
+    """A checked nnU-Net result folder, one configuration and its chosen folds.
+
+    Attributes:
+        folder: the result folder.
+        configuration: e.g. ``"3d_fullres"``.
+        folds: fold names (``"0"``, ``"1"``, ... or ``"all"``), in the order given.
+        checkpoint: checkpoint file name inside each ``fold_<k>/``.
+        trainer_name: the checkpoints' ``trainer_name``.
+        mirror_axes: the checkpoints' ``inference_allowed_mirroring_axes`` (``()`` when none).
+        plans: ``plans.json``; dataset_json: ``dataset.json``; fingerprint: the fingerprint.
+    """
+
+    folder: Path
+    configuration: str
+    folds: tuple[str, ...]
+    checkpoint: str
+    trainer_name: str
+    mirror_axes: tuple[int, ...]
+    plans: dict[str, Any] = field(repr=False)
+    dataset_json: dict[str, Any] = field(repr=False)
+    fingerprint: dict[str, Any] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.configuration not in self.plans.get("configurations", {}):
+            raise ConfigError(f"configuration {self.configuration!r} is not in plans.json")
+        if not self.folds:
+            raise ConfigError("an nnU-Net import needs at least one fold")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration's entry of ``plans.json`` (``inherits_from`` resolved)."""
+        return _resolved(self.plans, self.configuration)
+
+    @property
+    def labels(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.dataset_json["labels"].items()}
+
+    @property
+    def num_input_channels(self) -> int:
+        return len(self.dataset_json["channel_names"])
+
+    def checkpoint_path(self, fold: str) -> Path:
+        return self.folder / f"fold_{fold}" / self.checkpoint
+
+
+def _resolved(plans: dict[str, Any], name: str) -> dict[str, Any]:
+    config = dict(plans["configurations"][name])
+    seen = {name}
+    while "inherits_from" in config:
+        parent = config.pop("inherits_from")
+        if parent in seen or parent not in plans["configurations"]:
+            raise ConfigError(f"plans.json: configuration {name!r} inherits from {parent!r}")
+        seen.add(parent)
+        config = {**plans["configurations"][parent], **config}
+    return config
+
+
+def parse_folds(text: str) -> tuple[str, ...] | None:
+    """``"0,1"`` -> ("0", "1"); ``"all"`` -> None (every fold found); a fold named ``all``
+    (nnU-Net's train-on-everything fold) is written ``fold_all``."""
+    if text.strip() == "all":
+        return None
+    items = [t.strip() for t in text.split(",")]
+    if not items or any(not (t.isdigit() or t == "fold_all") for t in items):
+        raise ConfigError(f"--folds {text!r} must be fold numbers like 0,1 or 'all'")
+    out = tuple("all" if t == "fold_all" else str(int(t)) for t in items)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--folds {text!r} names a fold twice")
+    return out
+
+
+def _load_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def _torch_load(path: Path) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{path}: not a loadable nnU-Net checkpoint ({first})") from None
+    if not isinstance(data, dict) or "network_weights" not in data:
+        raise DatasetError(f"{path}: not an nnU-Net checkpoint (no 'network_weights')")
+    return data
+
+
+def _require_torch() -> None:
+    try:
+        import dynamic_network_architectures  # noqa: F401
+        import nnunetv2  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"importing nnU-Net models needs {exc.name}: pip install 'medseg-edge[nnunet]'"
+        ) from None
+
+
+def read_nnunet_result(
+    folder: Path,
+    configuration: str | None = None,
+    folds: Sequence[str] | None = None,
+    checkpoint: str = "checkpoint_final.pth",
+) -> tuple[NnunetResult, dict[str, dict[str, Any]]]:
+    """Check an nnU-Net result folder and load the chosen folds' weights (not yet in a network).
+
+    Args:
+        folder: ``<Trainer>__<Plans>__<configuration>`` folder written by nnUNetv2_train.
+        configuration: the configuration to import; default: the one the checkpoints name.
+        folds: fold names (``"0"``...); ``None``: every ``fold_*`` holding ``checkpoint``.
+        checkpoint: the checkpoint file name inside each fold folder.
+
+    Returns:
+        The checked result and ``{fold: state dict}``.
+
+    Raises:
+        DatasetError: a missing or unreadable file (named).
+        ConfigError: unsupported trainer, network, configuration, cascade, labels, or folds
+            that disagree with each other or with plans.json.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such nnU-Net result folder")
+    missing = [n for n in ("plans.json", "dataset.json", "dataset_fingerprint.json")
+               if not (folder / n).is_file()]  # fmt: skip
+    if missing:
+        raise DatasetError(
+            f"{folder} is not an nnU-Net result folder: missing {', '.join(missing)} "
+            "(expected the <Trainer>__<Plans>__<configuration> folder of nnUNetv2_train)"
+        )
+    found = sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint).is_file())
+    if folds is None:
+        if not found:
+            raise DatasetError(f"{folder}: no fold_*/{checkpoint} (did training finish?)")
+        folds = found
+    absent = [f for f in folds if f not in found]
+    if absent:
+        raise DatasetError(
+            f"{folder}: no {', '.join(f'fold_{f}/{checkpoint}' for f in absent)} "
+            f"(folds with {checkpoint}: {', '.join(found) or 'none'})"
+        )
+    plans = _load_json(folder / "plans.json", "plans.json")
+    dataset_json = _load_json(folder / "dataset.json", "dataset.json")
+    fingerprint = _load_json(folder / "dataset_fingerprint.json", "dataset_fingerprint.json")
+    _require_torch()
+    loaded = {f: _torch_load(folder / f"fold_{f}" / checkpoint) for f in folds}
+    first = loaded[folds[0]]
+    init_args = first.get("init_args") or {}
+    trainer = str(first.get("trainer_name", ""))
+    if not _TRAINER_RE.match(trainer):
+        raise ConfigError(
+            f"{folder / f'fold_{folds[0]}' / checkpoint}: trainer {trainer!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_TRAINERS)})"
+        )
+    planned = list(plans.get("configurations", {}))
+    configuration = configuration or str(init_args.get("configuration", ""))
+    if configuration not in planned:
+        raise ConfigError(
+            f"--configuration {configuration!r} is not in {folder / 'plans.json'} "
+            f"(planned: {', '.join(planned)})"
+        )
+    for fold, data in loaded.items():
+        args = data.get("init_args") or {}
+        where = folder / f"fold_{fold}" / checkpoint
+        if data.get("trainer_name") != trainer:
+            raise ConfigError(
+                f"{where}: trainer {data.get('trainer_name')!r} differs from fold "
+                f"{folds[0]}'s {trainer!r}; import folds of one training only"
+            )
+        if args.get("configuration", configuration) != configuration:
+            raise ConfigError(
+                f"{where} was trained as {args.get('configuration')!r}, not {configuration!r}"
+            )
+        fold_plans = args.get("plans")
+        if fold_plans is not None and _resolved(fold_plans, configuration) != _resolved(
+            plans, configuration
+        ):
+            raise ConfigError(
+                f"{where} was trained with other plans than {folder / 'plans.json'} "
+                f"({configuration}); folds with different plans cannot form one ensemble"
+            )
+    config = _resolved(plans, configuration)
+    if configuration not in _CONFIGURATIONS or config.get("previous_stage"):
+        raise ConfigError(
+            f"configuration {configuration!r} is a cascade stage (its input holds the previous "
+            f"stage's segmentation); not supported: import {' or '.join(_CONFIGURATIONS)}"
+        )
+    network = config.get("architecture", {}).get("network_class_name")
+    if network not in SUPPORTED_NETWORKS:
+        raise ConfigError(
+            f"{folder / 'plans.json'}: network {network!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_NETWORKS)})"
+        )
+    labels = dataset_json.get("labels", {})
+    regions = [k for k, v in labels.items() if not isinstance(v, int) or isinstance(v, bool)]
+    if regions or "regions_class_order" in dataset_json:
+        raise ConfigError(
+            f"{folder / 'dataset.json'}: region-based labels ({', '.join(regions)}) are not "
+            "supported; one integer per label is"
+        )
+    mirror = first.get("inference_allowed_mirroring_axes")
+    result = NnunetResult(
+        folder=folder,
+        configuration=configuration,
+        folds=tuple(folds),
+        checkpoint=checkpoint,
+        trainer_name=trainer,
+        mirror_axes=tuple(int(a) for a in mirror) if mirror else (),
+        plans=plans,
+        dataset_json=dataset_json,
+        fingerprint=fingerprint,
+    )
+    return result, {f: d["network_weights"] for f, d in loaded.items()}
+
+
+def build_network(result: NnunetResult) -> Any:
+    """The planned network (no deep supervision), as nnU-Net's predictor builds it.
+
+    Returns:
+        A ``torch.nn.Module`` mapping ``(B, C, *patch)`` to logits ``(B, K, *patch)``.
+    """
+    _require_torch()
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    arch = result.config["architecture"]
+    return get_network_from_plans(
+        arch["network_class_name"],
+        arch["arch_kwargs"],
+        arch["_kw_requires_import"],
+        result.num_input_channels,
+        len(result.labels),
+        allow_init=True,
+        deep_supervision=False,
+    )
+
+
+def recipe_dict(result: NnunetResult) -> dict[str, Any]:
+    """nnU-Net's preprocessing of the imported configuration, as the manifest records it.
+
+    :meth:`medseg.data.nnunet_recipe.NnunetRecipe.from_plans` (normalisation statistics from
+    ``plans.json``'s ``foreground_intensity_properties_per_channel``, which nnU-Net's planner
+    copies from the fingerprint; mirroring axes from the checkpoints), validated.
+    """
+    from medseg.data.nnunet_recipe import NnunetRecipe
+
+    recipe = NnunetRecipe.from_plans(
+        result.plans, result.dataset_json, result.configuration, result.mirror_axes
+    )
+    return recipe.to_dict()
+
+
+@dataclass(frozen=True)
+class ImportedRun:
+    """What :func:`import_nnunet` wrote: the run folder and the facts recorded in it."""
+
+    run: Path
+    result: NnunetResult
+    parameters: int
+
+
+def import_nnunet(
+    folder: Path,
+    out: Path,
+    configuration: str | None = None,
+    folds: Sequence[str] | None = None,
+    checkpoint: str = "checkpoint_final.pth",
+    force: bool = False,
+) -> ImportedRun:
+    """Check, rebuild and write an nnU-Net model as a medseg run (see the module docstring)."""
+    out = Path(out)
+    check_output_dir(out, force)
+    result, weights = read_nnunet_result(folder, configuration, folds, checkpoint)
+    import torch
+
+    network = build_network(result)
+    for fold, state in weights.items():
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"{result.checkpoint_path(fold)}: weights do not fit the network of "
+                f"plans.json ({first})"
+            ) from None
+    parameters = sum(int(p.numel()) for p in network.parameters())
+    name = result.folder.name
+    match = _FOLDER_RE.match(name)
+    source = {
+        "kind": "nnunet",
+        "dataset_name": result.plans.get("dataset_name"),
+        "plans_name": result.plans.get("plans_name", match["plans"] if match else None),
+        "trainer": result.trainer_name,
+        "configuration": result.configuration,
+        "folds": list(result.folds),
+        "checkpoint": result.checkpoint,
+        "result_folder": str(result.folder.resolve()),
+        "network_class_name": result.config["architecture"]["network_class_name"],
+        "parameters": parameters,
+    }
+    record = {"source": source, "preprocessing": recipe_dict(result)}
+    with atomic_dir(out) as tmp:
+        for fname in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+            (tmp / fname).write_bytes((result.folder / fname).read_bytes())
+        for fold, state in weights.items():
+            (tmp / f"fold_{fold}").mkdir()
+            torch.save(dict(state), tmp / f"fold_{fold}" / "weights.pt")
+        (tmp / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return ImportedRun(out, result, parameters)
+
+
+def read_imported_run(run: Path) -> tuple[NnunetResult, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Read a run written by :func:`import_nnunet`.
+
+    Returns:
+        The result (``folder`` = the run), ``{fold: state dict}`` (``weights_only=True``) and
+        the ``nnunet.json`` record (``source``, ``preprocessing``).
+
+    Raises:
+        DatasetError: not an imported nnU-Net run, or a missing / unreadable file.
+    """
+    run = Path(run)
+    if not (run / IMPORT_FILE).is_file():
+        raise DatasetError(f"{run} is not an imported nnU-Net run (no {IMPORT_FILE})")
+    record = _load_json(run / IMPORT_FILE, IMPORT_FILE)
+    _require_torch()
+    import pickle
+
+    import torch
+
+    source = record.get("source", {})
+    folds = tuple(str(f) for f in source.get("folds", ()))
+    weights: dict[str, dict[str, Any]] = {}
+    for fold in folds:
+        path = run / f"fold_{fold}" / "weights.pt"
+        try:
+            weights[fold] = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+            raise DatasetError(f"{path}: cannot load the fold's weights ({exc})") from None
+    mirror = record.get("preprocessing", {}).get("mirror_axes", ())
+    result = NnunetResult(
+        folder=run,
+        configuration=str(source.get("configuration")),
+        folds=folds,
+        checkpoint="weights.pt",
+        trainer_name=str(source.get("trainer")),
+        mirror_axes=tuple(int(a) for a in mirror),
+        plans=_load_json(run / "plans.json", "plans.json"),
+        dataset_json=_load_json(run / "dataset.json", "dataset.json"),
+        fingerprint=_load_json(run / "dataset_fingerprint.json", "dataset_fingerprint.json"),
+    )
+    return result, weights, record
