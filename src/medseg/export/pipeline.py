@@ -27,6 +27,7 @@ import numpy as np
 from medseg import __version__
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
+from medseg.bundle.cpu_files import CPU_FILE_KEY
 from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
@@ -408,7 +409,7 @@ def export_bundle(
                 else evaluate(tmp / ONNX_FILES["int8"])
             )
             int8_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["int8"], sample))
-            details = {
+            details: dict[str, Any] = {
                 "calibration_method": options.calib_method,
                 "quantized_nodes": list(outcome.result.quantized_nodes),
                 "kept_in_higher_precision": list(outcome.result.excluded_nodes),
@@ -416,6 +417,10 @@ def export_bundle(
                 "guard_backend": guard_backend,
                 "guard_attempts": [a.to_dict() for a in outcome.attempts],
             }
+            evaluators = {b: evaluate_on(b) for b in backends}
+            cpu_file = _cpu_int8(tmp, fp32, calib.images, evaluators, budget, log)
+            if cpu_file is not None:
+                details[CPU_FILE_KEY] = cpu_file
             precisions["int8"] = _entry(
                 tmp / ONNX_FILES["int8"], int8_parity.to_dict(), int8_acc, details
             )
@@ -495,6 +500,12 @@ def _backend_accuracy(
         for precision in runs:
             if precision == "fp32":
                 accuracy = fp32_by_backend[backend]
+            elif precision == "int8" and CPU_FILE_KEY in precisions["int8"].details:
+                cpu_file = precisions["int8"].details[CPU_FILE_KEY]  # what both CPU backends run
+                measured = cpu_file["accuracy_by_backend"][backend]
+                by_precision[precision] = {**measured, "reference": f"{backend} fp32"}
+                by_precision[precision]["file"] = cpu_file["file"]
+                continue
             elif backend == "onnxruntime":
                 accuracy = None  # already measured: the precision entry's own accuracy
             else:
@@ -504,6 +515,50 @@ def _backend_accuracy(
             by_precision[precision] = {**record, "reference": f"{backend} fp32"}
         found[backend] = by_precision
     return found
+
+
+def _cpu_int8(
+    folder: Path,
+    fp32: Path,
+    calibration: np.ndarray,
+    evaluators: dict[str, Callable[[Path], Accuracy]],
+    budget_pts: float,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """``model.int8.cpu.onnx`` (ONNX Runtime's QDQ form) and its entry, measured on every
+    CPU backend of ``evaluators`` (``onnxruntime`` first); ``None`` (file removed, the CPU
+    backends keep the TensorRT-form file) when it misses the INT8 budget on one of them."""
+    from medseg.export.cpu_int8 import make_cpu_int8
+
+    t = time.perf_counter()
+    entry = make_cpu_int8(folder, fp32, calibration, evaluators["onnxruntime"])
+    path = folder / entry["file"]
+    by_backend = {"onnxruntime": entry["accuracy"]}
+    for backend, evaluate in evaluators.items():
+        if backend != "onnxruntime":
+            by_backend[backend] = evaluate(path).to_dict()
+    entry["accuracy_by_backend"] = by_backend
+    drops = ", ".join(f"{b} {a['dice_drop_pts']:+.3f}" for b, a in by_backend.items())
+    details = entry["details"]
+    over = [b for b, a in by_backend.items() if a["dice_drop_pts"] > budget_pts]
+    if over:
+        log(
+            f"! {entry['file']}: Dice drop ({drops} pts) over the {budget_pts:g} pt budget on "
+            f"{', '.join(over)}: not kept; CPU backends run model.int8.onnx"
+        )
+        path.unlink()
+        return None
+    log(
+        _step(
+            "ONNX INT8 for CPUs",
+            path,
+            t,
+            f"ONNX Runtime QDQ (u8 activations, s8 per-channel weights), "
+            f"{details['ort_integer_convs']}/{details['total_convs']} convolutions in integer "
+            f"kernels; val Dice drop {drops} pts",
+        )
+    )
+    return entry
 
 
 def _entry(

@@ -335,10 +335,11 @@ def _int8(
     calibration_name: str,
 ) -> dict[str, Any]:
     """INT8: calibration patches from the training cases of the split, Q/DQ, guard, score."""
+    from medseg.bundle.cpu_files import CPU_FILE_KEY
     from medseg.calibration.slices import select_calibration_patches
     from medseg.data.plan_cases import load_prepared_cases
     from medseg.export.guard import guard_int8
-    from medseg.export.pipeline import _entry, _step
+    from medseg.export.pipeline import _cpu_int8, _entry, _step
 
     assert recipe.patch_size is not None
     t = time.perf_counter()
@@ -374,6 +375,9 @@ def _int8(
         "max_dice_drop_pts": options.max_dice_drop,
         "guard_attempts": [a.to_dict() for a in outcome.attempts],
     }
+    cpu_file = _cpu_int8(tmp, fp32, calib.images, {"onnxruntime": evaluate}, budget, log)
+    if cpu_file is not None:
+        details[CPU_FILE_KEY] = cpu_file
     precisions["int8"] = _entry(path8, parity.to_dict(), outcome.accuracy, details)
     log(
         _step(
