@@ -29,8 +29,12 @@ class MedsegError(Exception):
     exit_code = 2
 
 
-class ConfigError(MedsegError):
-    """An option, recipe or configuration value is invalid."""
+class ConfigError(MedsegError, ValueError):
+    """An option, recipe or configuration value is invalid.
+
+    Also a ``ValueError`` so that pydantic (``medseg.schema``) records the key path of one raised
+    in a dataclass's ``__post_init__``.
+    """
 
 
 class DatasetError(MedsegError):

@@ -2,15 +2,15 @@
 
 One :class:`BenchResults` per ``medseg bench`` run: what was measured (bundle, dataset),
 where (machine), how (settings), one :class:`VariantResult` per (backend, precision, batch)
-and the gate outcomes. Rows are looked up by key, never by position. ``from_dict`` is the
-schema: every key is required, unknown keys are errors, and each error names the file and
-the key path (``results.json: rows[2].latency.p95_ms must be a number, got str 'x'``).
+and the gate outcomes. Rows are looked up by key, never by position. The type hints are the
+schema (:mod:`medseg.schema`, pydantic): keys without a default are required, unknown keys are
+errors, and each error names the file and the key path
+(``results.json: rows[2].latency.p95_ms must be a number, got str 'x'``).
 NaN is written as ``null``; a ``null`` read back into a non-optional float becomes NaN.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,12 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_file
-from medseg.bench._schema import JsonMixin, dataclass_from_json
 from medseg.bench.stats import samples_array
 from medseg.errors import ConfigError
 from medseg.names import BACKENDS as _BACKENDS
 from medseg.names import RUNTIME_PRECISIONS as _RUNTIME_PRECISIONS
+from medseg.schema import (
+    FORBID_EXTRA,
+    JsonRecord,
+    NanFloat,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    load_json,
+    parse,
+    save_json,
+)
 
 __all__ = [
     "BACKENDS",
@@ -50,16 +60,18 @@ WORST_SLICE_KEYS = ("case_id", "axis", "index", "dice", "png")
 
 
 @dataclass(frozen=True)
-class LatencyStats(JsonMixin):
+class LatencyStats(JsonRecord):
     """Statistics of per-batch timings (ms per batch), percentiles by numpy ``"linear"``."""
 
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    n: int
+    __pydantic_config__ = FORBID_EXTRA
+
+    p50_ms: NanFloat
+    p95_ms: NanFloat
+    p99_ms: NanFloat
+    mean_ms: NanFloat
+    min_ms: NanFloat
+    max_ms: NanFloat
+    n: StrictInt
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
@@ -70,7 +82,7 @@ class LatencyStats(JsonMixin):
 
 
 @dataclass(frozen=True)
-class AccuracyResult(JsonMixin):
+class AccuracyResult(JsonRecord):
     """Accuracy of one variant over the dataset (Dice in [0, 1]; pts = Dice x 100).
 
     Attributes:
@@ -85,14 +97,16 @@ class AccuracyResult(JsonMixin):
         worst_slice: ``{"case_id", "axis", "index", "dice", "png"}`` or None.
     """
 
-    dice_mean: float
-    dice_per_class: dict[str, float]
-    hd95_mm: float | None
-    hd95_mm_per_class: dict[str, float | None]
-    sensitivity: float
-    specificity: float
-    dice_drop_pts: float | None = None
-    argmax_agreement: float | None = None
+    __pydantic_config__ = FORBID_EXTRA
+
+    dice_mean: NanFloat
+    dice_per_class: dict[str, NanFloat]
+    hd95_mm: StrictFloat | None
+    hd95_mm_per_class: dict[str, StrictFloat | None]
+    sensitivity: NanFloat
+    specificity: NanFloat
+    dice_drop_pts: StrictFloat | None = None
+    argmax_agreement: StrictFloat | None = None
     worst_slice: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -102,7 +116,7 @@ class AccuracyResult(JsonMixin):
 
 
 @dataclass(frozen=True)
-class VariantResult(JsonMixin):
+class VariantResult(JsonRecord):
     """One benchmarked variant: a backend running one precision at one batch size.
 
     Attributes:
@@ -119,21 +133,23 @@ class VariantResult(JsonMixin):
             the backend time of that volume; ``None`` when not measured.
     """
 
-    backend: str
-    precision: str
-    batch: int
-    status: str = "ok"
-    reason: str = ""
-    file_size_bytes: int | None = None
+    __pydantic_config__ = FORBID_EXTRA
+
+    backend: StrictStr
+    precision: StrictStr
+    batch: StrictInt
+    status: StrictStr = "ok"
+    reason: StrictStr = ""
+    file_size_bytes: StrictInt | None = None
     accuracy: AccuracyResult | None = None
     latency: LatencyStats | None = None
-    repeat_p50_ms: tuple[float, ...] = ()
-    slices_per_s: float | None = None
-    volume_s: float | None = None
-    threads: int | None = None
-    peak_host_mb: float | None = None
-    gpu_mem_mb: float | None = None
-    prepost_pct: float | None = None
+    repeat_p50_ms: tuple[NanFloat, ...] = ()
+    slices_per_s: StrictFloat | None = None
+    volume_s: StrictFloat | None = None
+    threads: StrictInt | None = None
+    peak_host_mb: StrictFloat | None = None
+    gpu_mem_mb: StrictFloat | None = None
+    prepost_pct: StrictFloat | None = None
 
     def __post_init__(self) -> None:
         for name, value, accepted in (
@@ -168,7 +184,7 @@ class VariantResult(JsonMixin):
 
 
 @dataclass(frozen=True)
-class GateResult(JsonMixin):
+class GateResult(JsonRecord):
     """Outcome of one gate (see :mod:`medseg.bench.gates`); falsy when it failed.
 
     Attributes:
@@ -181,13 +197,15 @@ class GateResult(JsonMixin):
         skipped: the gate could not apply (no baseline row, another machine...).
     """
 
-    name: str
-    passed: bool
-    measured: float | None
-    allowed: float | None
-    unit: str
-    message: str
-    skipped: bool = False
+    __pydantic_config__ = FORBID_EXTRA
+
+    name: StrictStr
+    passed: StrictBool
+    measured: StrictFloat | None
+    allowed: StrictFloat | None
+    unit: StrictStr
+    message: StrictStr
+    skipped: StrictBool = False
 
     def __post_init__(self) -> None:
         if self.skipped and not self.passed:
@@ -203,7 +221,7 @@ def row_sort_key(row: VariantResult) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class BenchResults(JsonMixin):
+class BenchResults(JsonRecord):
     """Everything one ``medseg bench`` run measured; falsy when a gate failed.
 
     Attributes:
@@ -217,8 +235,10 @@ class BenchResults(JsonMixin):
         gates: gate outcomes, empty until :func:`medseg.bench.gates.evaluate_gates` ran.
     """
 
-    schema_version: int
-    created: str
+    __pydantic_config__ = FORBID_EXTRA
+
+    schema_version: StrictInt
+    created: StrictStr
     bundle: dict[str, Any]
     dataset: dict[str, Any]
     machine: dict[str, Any]
@@ -258,7 +278,7 @@ class BenchResults(JsonMixin):
         return replace(self, gates=tuple(gates))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "results", where: str = "") -> BenchResults:
+    def from_dict(cls, data: Any, source: str = "results") -> BenchResults:
         """Validate and build; unknown ``schema_version`` -> ConfigError telling to re-run."""
         version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
@@ -266,14 +286,11 @@ class BenchResults(JsonMixin):
                 f"{source}: schema_version {version!r} is not supported (this medseg reads "
                 f"{SCHEMA_VERSION}); re-run `medseg bench` to regenerate the results"
             )
-        return dataclass_from_json(cls, data, source, where)
+        return parse(cls, data, source)
 
     def save(self, path: Path) -> Path:
         """Write strict JSON atomically (NaN/Inf become ``null``)."""
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
-        with atomic_file(Path(path)) as tmp:
-            tmp.write_text(text + "\n", encoding="utf-8")
-        return Path(path)
+        return save_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> BenchResults:
@@ -281,10 +298,7 @@ class BenchResults(JsonMixin):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"results file {path} does not exist; run `medseg bench` first")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        data = load_json(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be an object")
         return cls.from_dict(data, str(path))

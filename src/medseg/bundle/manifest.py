@@ -1,8 +1,11 @@
 """The bundle manifest ``medseg.json``: the contract between the training and scanner sides.
 
 Written by ``medseg export`` and read by the runtime (so this module imports only the
-standard library and medseg's numpy-only parts). :meth:`Manifest.from_dict` is the schema:
-it checks every key and type and says which key is wrong and what is accepted.
+standard library, pydantic and medseg's numpy-only parts). The dataclasses below ARE the
+schema: their type hints are checked by pydantic (:func:`medseg.schema.parse`), their
+``__post_init__`` holds the cross-field rules; an error names the file, the key path and what
+is accepted. To add a field: give it a type and a default (older manifests lack it), see
+``medseg/schema.py``.
 
 A bundle directory holds ``medseg.json``, ``model.onnx`` (FP32), optionally
 ``model.fp16.onnx`` and ``model.int8.onnx`` (+ ``calibration.npz``), and, once built on the
@@ -17,13 +20,10 @@ still load (they have neither, and their recipes default the new fields).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from medseg.atomic import atomic_file
-from medseg.config_io import json_ready
 from medseg.data.orientation import reorient_plan
 from medseg.data.postprocess import Postprocess
 from medseg.data.preprocessing import Recipe
@@ -31,6 +31,7 @@ from medseg.errors import ConfigError
 from medseg.names import PRECISIONS as _PRECISIONS
 from medseg.names import RUNTIME_PRECISIONS as _RUNTIME_PRECISIONS
 from medseg.names import file_precision
+from medseg.schema import FORBID_EXTRA, StrictInt, StrictStr, Via, load_json, parse, save_json
 
 __all__ = [
     "MANIFEST_NAME",
@@ -67,24 +68,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise ConfigError(f"{MANIFEST_NAME}: missing key {where}{key}")
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(
-            f"{MANIFEST_NAME}: {where}{key} must be {names}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _recipe(data: dict[str, Any]) -> Recipe:
-    """The ``preprocessing`` section; its errors name the section (``preprocessing: ...``)."""
-    try:
-        return Recipe.from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{MANIFEST_NAME}: preprocessing: {exc}") from None
+def _postprocess(data: Any, fields: dict[str, Any]) -> Postprocess | None:
+    """The ``postprocess`` section: its rules may only name the manifest's classes."""
+    if data is None or isinstance(data, Postprocess):
+        return data
+    return Postprocess.from_dict(data, list(fields.get("classes", {})), "postprocess")
 
 
 @dataclass(frozen=True)
@@ -94,14 +82,17 @@ class DimRange:
     ``min <= opt <= max``; ``opt`` is the size engines are tuned for.
     """
 
-    min: int
-    opt: int
-    max: int
+    __pydantic_config__ = FORBID_EXTRA
+
+    min: StrictInt
+    opt: StrictInt
+    max: StrictInt
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ConfigError(
-                f"shape range {self.min}:{self.opt}:{self.max} must satisfy 1 <= min <= opt <= max"
+                f"shape range {self.min}:{self.opt}:{self.max} (min:opt:max) must satisfy "
+                "1 <= min <= opt <= max"
             )
 
     def contains(self, value: int) -> bool:
@@ -113,19 +104,6 @@ class DimRange:
 
     def __str__(self) -> str:
         return str(self.min) if self.is_static else f"{self.min}:{self.opt}:{self.max}"
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> DimRange:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{MANIFEST_NAME}: {where} must be an object with min, opt, max")
-        values = [int(_require(data, k, int, f"{where}.")) for k in ("min", "opt", "max")]
-        try:
-            return cls(*values)
-        except ConfigError:
-            raise ConfigError(
-                f"{MANIFEST_NAME}: {where} is {':'.join(map(str, values))} (min:opt:max); "
-                "accepted: 1 <= min <= opt <= max"
-            ) from None
 
 
 @dataclass(frozen=True)
@@ -140,26 +118,15 @@ class InputSpec:
         dtype: always ``"float32"`` (precision lives inside the graph; I/O stays FP32).
     """
 
-    name: str
-    channels: int
+    __pydantic_config__ = FORBID_EXTRA
+
+    name: StrictStr
+    channels: StrictInt
     batch: DimRange
     height: DimRange
     width: DimRange
-    layout: str = "NCHW"
-    dtype: str = "float32"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        w = "input."
-        return cls(
-            name=_require(data, "name", str, w),
-            channels=_require(data, "channels", int, w),
-            batch=DimRange.from_dict(_require(data, "batch", dict, w), "input.batch"),
-            height=DimRange.from_dict(_require(data, "height", dict, w), "input.height"),
-            width=DimRange.from_dict(_require(data, "width", dict, w), "input.width"),
-            layout=_require(data, "layout", str, w),
-            dtype=_require(data, "dtype", str, w),
-        )
+    layout: StrictStr = "NCHW"
+    dtype: StrictStr = "float32"
 
 
 @dataclass(frozen=True)
@@ -179,30 +146,14 @@ class PrecisionEntry:
             method, quantised and excluded nodes, the accuracy-guard attempts).
     """
 
-    file: str
-    sha256: str
-    size_bytes: int
+    __pydantic_config__ = FORBID_EXTRA
+
+    file: StrictStr
+    sha256: StrictStr
+    size_bytes: StrictInt
     parity: dict[str, float]
     accuracy: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], precision: str) -> PrecisionEntry:
-        w = f"precisions.{precision}."
-        file = _require(data, "file", str, w)
-        if file != ONNX_FILES[precision]:
-            raise ConfigError(
-                f"{MANIFEST_NAME}: {w}file is {file!r}; a bundle's {precision} model is "
-                f"{ONNX_FILES[precision]!r}"
-            )
-        return cls(
-            file=file,
-            sha256=_require(data, "sha256", str, w),
-            size_bytes=_require(data, "size_bytes", int, w),
-            parity=_require(data, "parity", dict, w),
-            accuracy=_require(data, "accuracy", dict, w),
-            details=_require(data, "details", dict, w),
-        )
 
 
 @dataclass(frozen=True)
@@ -225,23 +176,55 @@ class Manifest:
     for bundles exported before it was recorded.
     """
 
+    __pydantic_config__ = FORBID_EXTRA
+
     model: dict[str, Any]
-    classes: dict[str, int]
+    classes: dict[str, StrictInt]
     input: InputSpec
-    output_name: str
+    output_name: StrictStr
     preprocessing: Recipe
     precisions: dict[str, PrecisionEntry]
     calibration: dict[str, Any] | None
     source: dict[str, Any]
     tool_versions: dict[str, str]
-    created: str
-    schema_version: int = SCHEMA_VERSION
-    orientation: str | None = None
+    created: StrictStr
+    schema_version: StrictInt = SCHEMA_VERSION
+    orientation: StrictStr | None = None
     plan: dict[str, Any] | None = None
-    postprocess: Postprocess | None = None
+    postprocess: Annotated[Postprocess | None, Via(_postprocess)] = None
     backend_accuracy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Cross-field rules (types are checked by the schema, :func:`medseg.schema.parse`)."""
+        if not self.classes:
+            raise ConfigError("classes must map names to integer labels; it is empty")
+        unknown = sorted(set(self.precisions) - set(PRECISIONS))
+        if unknown or "fp32" not in self.precisions:
+            raise ConfigError(
+                f"precisions {sorted(self.precisions)} must include fp32 and only "
+                f"{list(PRECISIONS)}"
+            )
+        for precision, entry in self.precisions.items():
+            if entry.file != ONNX_FILES[precision]:
+                raise ConfigError(
+                    f"precisions.{precision}.file is {entry.file!r}; a bundle's {precision} "
+                    f"model is {ONNX_FILES[precision]!r}"
+                )
+        if self.orientation is not None:
+            try:
+                reorient_plan(self.orientation, self.orientation)
+            except ConfigError:
+                raise ConfigError(
+                    f"orientation {self.orientation!r} must be null or axis codes: 3 letters "
+                    "with one of R/L, A/P and S/I each, e.g. 'RAS'"
+                ) from None
+        for backend, by_precision in self.backend_accuracy.items():
+            wrong = sorted(set(by_precision) - set(RUNTIME_PRECISIONS))
+            if wrong:
+                raise ConfigError(
+                    f"backend_accuracy.{backend} has precisions {wrong}; accepted: "
+                    f"{', '.join(RUNTIME_PRECISIONS)}"
+                )
         recipe = self.preprocessing
         if recipe.size_policy == "window":
             assert recipe.patch_size is not None  # guaranteed by Recipe
@@ -249,7 +232,7 @@ class Manifest:
             h, w = self.input.height, self.input.width
             if not (h.is_static and w.is_static and (h.min, w.min) == (ph, pw)):
                 raise ConfigError(
-                    f"{MANIFEST_NAME}: a 'window' recipe with patch_size {ph}x{pw} needs a static "
+                    f"a 'window' recipe with patch_size {ph}x{pw} needs a static "
                     f"input of that size, got height {h} and width {w}"
                 )
 
@@ -282,100 +265,32 @@ class Manifest:
         return {**head, **ordered}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Manifest:
-        """Validate and parse; ConfigError naming the first wrong key otherwise."""
+    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> Manifest:
+        """Validate and parse; ConfigError naming ``where`` and the first wrong key otherwise."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{MANIFEST_NAME} must hold a JSON object")
-        version = _require(data, "schema_version", int, "")
-        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ConfigError(f"{where} must hold a JSON object")
+        if "schema_version" not in data:
+            raise ConfigError(f"{where}: missing key schema_version")
+        version = data.get("schema_version")
+        if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
             raise ConfigError(
-                f"{MANIFEST_NAME} has schema_version {version}; this medseg reads versions "
+                f"{where} has schema_version {version!r}; this medseg reads versions "
                 f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}: re-export the bundle with "
                 "this version"
             )
-        classes = _require(data, "classes", dict, "")
-        if not classes or not all(isinstance(v, int) for v in classes.values()):
-            raise ConfigError(f"{MANIFEST_NAME}: classes must map names to integer labels")
-        precisions = _require(data, "precisions", dict, "")
-        unknown = sorted(set(precisions) - set(PRECISIONS))
-        if unknown or "fp32" not in precisions:
-            raise ConfigError(
-                f"{MANIFEST_NAME}: precisions {sorted(precisions)} must include fp32 and only "
-                f"{list(PRECISIONS)}"
-            )
-        calibration = data.get("calibration")
-        if calibration is not None and not isinstance(calibration, dict):
-            raise ConfigError(f"{MANIFEST_NAME}: calibration must be an object or null")
-        orientation = data.get("orientation")
-        if orientation is not None:
-            try:
-                reorient_plan(orientation, orientation)
-            except ConfigError:
-                raise ConfigError(
-                    f"{MANIFEST_NAME}: orientation {orientation!r} must be null or axis codes: "
-                    "3 letters with one of R/L, A/P and S/I each, e.g. 'RAS'"
-                ) from None
-        plan = data.get("plan")
-        if plan is not None and not isinstance(plan, dict):
-            raise ConfigError(f"{MANIFEST_NAME}: plan must be an object or null")
-        post = data.get("postprocess")
-        postprocess = (
-            None if post is None else Postprocess.from_dict(post, list(classes), "postprocess")
-        )
-        backend_accuracy = data.get("backend_accuracy", {})
-        if not isinstance(backend_accuracy, dict) or not all(
-            isinstance(by_precision, dict)
-            and all(
-                p in RUNTIME_PRECISIONS and isinstance(v, dict) for p, v in by_precision.items()
-            )
-            for by_precision in backend_accuracy.values()
-        ):
-            raise ConfigError(
-                f"{MANIFEST_NAME}: backend_accuracy must map backend -> precision (one of "
-                f"{', '.join(RUNTIME_PRECISIONS)}) -> accuracy object"
-            )
-        return cls(
-            schema_version=version,
-            backend_accuracy=backend_accuracy,
-            model=_require(data, "model", dict, ""),
-            classes=classes,
-            input=InputSpec.from_dict(_require(data, "input", dict, "")),
-            output_name=_require(data, "output_name", str, ""),
-            preprocessing=_recipe(_require(data, "preprocessing", dict, "")),
-            precisions={p: PrecisionEntry.from_dict(e, p) for p, e in precisions.items()},
-            calibration=calibration,
-            source=_require(data, "source", dict, ""),
-            tool_versions=_require(data, "tool_versions", dict, ""),
-            created=_require(data, "created", str, ""),
-            orientation=orientation,
-            plan=plan,
-            postprocess=postprocess,
-        )
+        return parse(cls, data, where)
 
     @classmethod
     def load(cls, bundle: Path) -> Manifest:
-        """Read and validate ``bundle/medseg.json``."""
+        """Read and validate ``bundle/medseg.json``; errors name that file."""
         path = Path(bundle) / MANIFEST_NAME
         if not path.is_file():
             raise ConfigError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        try:
-            return cls.from_dict(data)
-        except ConfigError as exc:  # name the file itself, not only "medseg.json"
-            message = str(exc)
-            if message.startswith(MANIFEST_NAME):
-                message = f"{path}{message[len(MANIFEST_NAME) :]}"
-            raise ConfigError(message) from None
+        return cls.from_dict(load_json(path), str(path))
 
     def save(self, bundle: Path) -> Path:
-        """Write ``bundle/medseg.json`` atomically."""
-        path = Path(bundle) / MANIFEST_NAME
-        with atomic_file(path) as tmp:  # strict JSON: a non-finite number becomes null
-            tmp.write_text(json.dumps(json_ready(self.to_dict()), indent=2, allow_nan=False) + "\n")
-        return path
+        """Write ``bundle/medseg.json`` atomically (strict JSON: a non-finite number is null)."""
+        return save_json(Path(bundle) / MANIFEST_NAME, self.to_dict())
 
     def onnx_path(self, bundle: Path, precision: str, verify: bool = True) -> Path:
         """Path of a precision's ONNX file; with ``verify``, its sha256 must match the manifest."""

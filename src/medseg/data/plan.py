@@ -219,6 +219,8 @@ class Plan:
                 notes=tuple(data.get("notes", ())),
                 summary=dict(data.get("fingerprint", {})),
             )
+        except ConfigError:
+            raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ConfigError(
                 f"{source} is not a medseg plan ({type(exc).__name__}: {exc}); write one with "

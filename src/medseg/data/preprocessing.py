@@ -20,6 +20,7 @@ import numpy as np
 
 from medseg.config_io import from_json_dict, to_json_dict
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA
 
 __all__ = [
     "PATCH_MULTIPLE",
@@ -76,6 +77,8 @@ class Recipe:
             (nnU-Net's CT scheme) instead of ``[0, 1]`` scaling.
         overlap: sliding-window overlap, a fraction of the patch in ``[0, 1)``.
     """
+
+    __pydantic_config__ = FORBID_EXTRA  # validated inside medseg.json (medseg.schema)
 
     modality: Modality = "MR"
     ct_window: tuple[float, float] | None = None

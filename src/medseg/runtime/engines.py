@@ -27,11 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medseg.atomic import atomic_file
 from medseg.bundle.manifest import Manifest, file_sha256
 from medseg.errors import ConfigError, EngineBuildError, MedsegError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key
 from medseg.runtime.network_report import NetworkReport
+from medseg.schema import FORBID_EXTRA, StrictFloat, StrictInt, StrictStr, parse, save_json
 
 __all__ = [
     "ENGINES_DIR",
@@ -160,19 +160,6 @@ def key_flags(key: str) -> dict[str, Any]:
     }
 
 
-def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise ConfigError(f"engine sidecar {where}: missing key {key!r}")
-    value = data[key]
-    bad_bool = isinstance(value, bool) and kind in (int, float, (int, float))
-    if not isinstance(value, kind) or bad_bool:
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(
-            f"engine sidecar {where}: {key!r} must be {names}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
 @dataclass(frozen=True)
 class EngineSidecar:
     """What a plan was built from and for (the ``<precision>.json`` beside it).
@@ -196,22 +183,49 @@ class EngineSidecar:
             convolution precisions, FP32 tensors, warnings); None in version 1 sidecars.
     """
 
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    device_key: str
-    precision: str
+    __pydantic_config__ = FORBID_EXTRA
+
+    tensorrt_version: StrictStr
+    gpu_name: StrictStr
+    compute_capability: StrictStr
+    device_key: StrictStr
+    precision: StrictStr
     flags: dict[str, Any]
-    source_onnx: str
-    source_onnx_sha256: str
-    engine_sha256: str
-    profile: dict[str, dict[str, int]]
-    build_seconds: float
-    created: str
-    medseg_version: str
-    runtime: str = "tensorrt"
-    compute_capabilities: tuple[str, ...] = ()
+    source_onnx: StrictStr
+    source_onnx_sha256: StrictStr
+    engine_sha256: StrictStr
+    profile: dict[str, dict[str, StrictInt]]
+    build_seconds: StrictFloat
+    created: StrictStr
+    medseg_version: StrictStr
+    runtime: StrictStr = "tensorrt"
+    compute_capabilities: tuple[StrictStr, ...] = ()
     network: NetworkReport | None = None
+
+    def __post_init__(self) -> None:
+        """Cross-field rules (types are checked by :func:`medseg.schema.parse`)."""
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime {self.runtime!r} must be one of {list(RUNTIMES)}")
+        caps = self.compute_capabilities
+        if self.runtime == "tensorrt-rtx" and (
+            not caps or not all(re.fullmatch(r"\d+\.\d+", c) for c in caps)
+        ):
+            raise ConfigError(
+                f"compute_capabilities {list(caps)!r} must be a non-empty list of "
+                "'major.minor', e.g. ['8.6', '8.9']"
+            )
+        missing = [key for key in FLAG_KEYS if key not in self.flags]
+        if missing:
+            raise ConfigError(f"flags lack {missing[0]!r}; a sidecar records {list(FLAG_KEYS)}")
+        if self.flags["hardware_compat"] not in HARDWARE_COMPAT:
+            raise ConfigError(
+                f"flags.hardware_compat {self.flags['hardware_compat']!r} must be one of "
+                f"{list(HARDWARE_COMPAT)}"
+            )
+        if self.runtime == "tensorrt" and not re.fullmatch(r"\d+\.\d+", self.compute_capability):
+            raise ConfigError(
+                f"compute_capability {self.compute_capability!r} must be 'major.minor', e.g. '8.7'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -229,59 +243,24 @@ class EngineSidecar:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> EngineSidecar:
-        """Validate and parse; ConfigError naming the first missing or wrong key."""
+        """Validate and parse; ConfigError naming the sidecar and the first wrong key."""
+        label = f"engine sidecar {where}".strip()
         if not isinstance(data, dict):
-            raise ConfigError(f"engine sidecar {where} must hold a JSON object")
-        version = _field(data, "schema_version", int, where)
-        if version not in (1, SIDECAR_SCHEMA_VERSION):
+            raise ConfigError(f"{label} must hold a JSON object")
+        if "schema_version" not in data:
+            raise ConfigError(f"{label}: missing key schema_version")
+        version = data.get("schema_version")
+        if version not in (1, SIDECAR_SCHEMA_VERSION) or isinstance(version, bool):
             raise ConfigError(
-                f"engine sidecar {where} has schema_version {version}; this medseg reads "
+                f"{label} has schema_version {version!r}; this medseg reads "
                 f"1 and {SIDECAR_SCHEMA_VERSION}"
             )
-        runtime = _field(data, "runtime", str, where) if version > 1 else "tensorrt"
-        if runtime not in RUNTIMES:
-            raise ConfigError(
-                f"engine sidecar {where}: runtime {runtime!r} must be one of {list(RUNTIMES)}"
-            )
-        caps = _field(data, "compute_capabilities", list, where) if version > 1 else []
-        if runtime == "tensorrt-rtx" and (
-            not caps or not all(isinstance(c, str) and re.fullmatch(r"\d+\.\d+", c) for c in caps)
-        ):
-            raise ConfigError(
-                f"engine sidecar {where}: compute_capabilities {caps!r} must be a non-empty "
-                "list of 'major.minor', e.g. ['8.6', '8.9']"
-            )
-        network = data.get("network") if version > 1 else None
-        flags = _field(data, "flags", dict, where)
-        for key in FLAG_KEYS:
-            if key not in flags:
-                raise ConfigError(f"engine sidecar {where}: flags lack {key!r}")
-        if flags["hardware_compat"] not in HARDWARE_COMPAT:
-            raise ConfigError(
-                f"engine sidecar {where}: flags.hardware_compat {flags['hardware_compat']!r} "
-                f"must be one of {list(HARDWARE_COMPAT)}"
-            )
-        text = {k: _field(data, k, str, where) for k in _TEXT_KEYS}
-        if runtime == "tensorrt" and not re.fullmatch(r"\d+\.\d+", text["compute_capability"]):
-            raise ConfigError(
-                f"engine sidecar {where}: compute_capability {text['compute_capability']!r} "
-                "must be 'major.minor', e.g. '8.7'"
-            )
-        return cls(
-            flags=flags,
-            profile=_field(data, "profile", dict, where),
-            build_seconds=float(_field(data, "build_seconds", (int, float), where)),
-            runtime=runtime,
-            compute_capabilities=tuple(caps),
-            network=NetworkReport.from_dict(network, where) if network is not None else None,
-            **text,
-        )
+        fields = {k: v for k, v in data.items() if k != "schema_version"}
+        return parse(cls, fields, label)
 
     def save(self, path: Path) -> Path:
         """Write the sidecar JSON atomically."""
-        with atomic_file(Path(path)) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return Path(path)
+        return save_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> EngineSidecar:
@@ -296,20 +275,6 @@ class EngineSidecar:
     def capability(self) -> tuple[int, int]:
         major, minor = self.compute_capability.split(".")
         return int(major), int(minor)
-
-
-_TEXT_KEYS = (
-    "tensorrt_version",
-    "gpu_name",
-    "compute_capability",
-    "device_key",
-    "precision",
-    "source_onnx",
-    "source_onnx_sha256",
-    "engine_sha256",
-    "created",
-    "medseg_version",
-)
 
 
 def check_plan_files(plan: Path, bundle: Path, manifest: Manifest, precision: str) -> EngineSidecar:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA, StrictInt, StrictStr, parse
 
 __all__ = ["CONV_PRECISIONS", "NetworkReport"]
 
@@ -41,22 +42,22 @@ class NetworkReport:
             INT8 convolution).
     """
 
-    layer_count: int
-    layer_types: dict[str, int]
-    convolutions: dict[str, int]
-    partial_qdq: tuple[str, ...] = ()
-    fp32_convolutions: tuple[str, ...] = ()
-    fp32_tensors: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
+    __pydantic_config__ = FORBID_EXTRA
+
+    layer_count: StrictInt
+    layer_types: dict[str, StrictInt]
+    convolutions: dict[str, StrictInt]
+    partial_qdq: tuple[StrictStr, ...] = ()
+    fp32_convolutions: tuple[StrictStr, ...] = ()
+    fp32_tensors: tuple[StrictStr, ...] = ()
+    warnings: tuple[StrictStr, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.layer_count < 0 or any(v < 0 for v in self.layer_types.values()):
-            raise ConfigError(f"network report: negative layer count in {self.layer_types}")
+            raise ConfigError(f"negative layer count in {self.layer_count}, {self.layer_types}")
         unknown = sorted(set(self.convolutions) - set(CONV_PRECISIONS))
         if unknown:
-            raise ConfigError(
-                f"network report: convolution precisions {unknown} are not {CONV_PRECISIONS}"
-            )
+            raise ConfigError(f"convolution precisions {unknown} are not {CONV_PRECISIONS}")
         counts = {p: int(self.convolutions.get(p, 0)) for p in CONV_PRECISIONS}
         object.__setattr__(self, "convolutions", counts)  # every precision, in one order
 
@@ -84,19 +85,6 @@ class NetworkReport:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "") -> NetworkReport:
-        """Parse a sidecar's ``network``; ConfigError naming the first wrong key."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: 'network' must be a JSON object")
-        try:
-            return cls(
-                layer_count=int(data["layer_count"]),
-                layer_types={str(k): int(v) for k, v in data["layer_types"].items()},
-                convolutions={str(k): int(v) for k, v in data["convolutions"].items()},
-                partial_qdq=tuple(str(v) for v in data.get("partial_qdq", ())),
-                fp32_convolutions=tuple(str(v) for v in data.get("fp32_convolutions", ())),
-                fp32_tensors=tuple(str(v) for v in data.get("fp32_tensors", ())),
-                warnings=tuple(str(v) for v in data.get("warnings", ())),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"{where}: 'network' is not a network report ({exc!r})") from exc
+    def from_dict(cls, data: Any, where: str = "network report") -> NetworkReport:
+        """Parse a network report (a sidecar's ``network``); ConfigError naming the wrong key."""
+        return parse(cls, data, where)

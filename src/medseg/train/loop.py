@@ -174,6 +174,8 @@ def _resume_state(run_dir: Path, config: TrainConfig) -> tuple[TrainConfig, dict
     try:
         state = torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
         stored = TrainConfig.from_dict(json.loads((run_dir / CONFIG_NAME).read_text())["train"])
+    except ConfigError:
+        raise
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

@@ -66,7 +66,9 @@ def test_report_round_trips_and_rejects_bad_records(tmp_path: Path) -> None:
     report = _report(conv_graph(tmp_path / "m.onnx", True, False))
     assert NetworkReport.from_dict(report.to_dict()) == report
     assert "1 conv (fp32 1)" in report.summary()
-    with pytest.raises(ConfigError, match="not a network report"):
+    with pytest.raises(ConfigError, match=r"^x\.json: missing key layer_types$"):
         NetworkReport.from_dict({"layer_count": 3}, "x.json")
+    with pytest.raises(ConfigError, match=r"x.json: convolutions.int8 must be an integer, got str"):
+        NetworkReport.from_dict({**report.to_dict(), "convolutions": {"int8": "2"}}, "x.json")
     with pytest.raises(ConfigError, match="convolution precisions"):
         NetworkReport(1, {"CONVOLUTION": 1}, {"int4": 1})

@@ -275,7 +275,7 @@ def test_truncated_dicom_files_are_called_truncated(
     ("section", "key", "value", "expected"),
     [
         ("preprocessing", "percentiles", [99.5, 0.5], "preprocessing: percentiles"),
-        ("input", "height", {"min": 0, "opt": -3, "max": 0}, "input.height is 0:-3:0"),
+        ("input", "height", {"min": 0, "opt": -3, "max": 0}, "input.height: shape range 0:-3:0"),
     ],
 )
 def test_manifest_errors_name_the_file_and_key(
@@ -314,6 +314,30 @@ def test_writing_a_dicom_seg_raises_no_warning(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_dicom_seg(tmp_path / "seg.dcm", labels, series, {"background": 0, "lesion": 1})
+
+
+def test_a_single_component_patient_name_gives_no_warning_and_is_kept(tmp_path: Path) -> None:
+    """Scanners and anonymisers write names like ``ANONYMOUS`` (no ``^``): highdicom warned on
+    each such SEG; the SEG now carries the source's name unchanged and no warning."""
+    import warnings
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medseg.runtime.io.dicom import read_dicom_series
+    from medseg.runtime.io.dicom_seg import write_dicom_seg
+
+    source = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    source.PatientName = "ANONYMOUS"
+    source.save_as(tmp_path / "mr.dcm")
+    series = read_dicom_series(tmp_path / "mr.dcm")
+    labels = np.zeros(series.data.shape, dtype=np.uint8)
+    labels[10:20, 10:20] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_dicom_seg(tmp_path / "seg.dcm", labels, series, {"background": 0, "lesion": 1})
+    assert str(pydicom.dcmread(tmp_path / "seg.dcm").PatientName) == "ANONYMOUS"
+    assert str(series.datasets[0].PatientName) == "ANONYMOUS"  # the source is left as read
 
 
 # -- 6. --backend auto says which engine it refused and why ---------------------------------

@@ -19,7 +19,8 @@ so importing this module costs only numpy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +246,56 @@ def _segmentation(
 ) -> Any:
     from pydicom.uid import generate_uid
 
+    with _family_name_as_written(series.datasets) as name:
+        seg = _build(
+            hd,
+            series,
+            pixel_array,
+            descriptions,
+            source_number,
+            algorithm_name,
+            algorithm_version,
+            series_description,
+            generate_uid,
+        )
+    if name is not None:
+        seg.PatientName = name  # the source's value, exactly as the scanner wrote it
+    return seg
+
+
+@contextmanager
+def _family_name_as_written(datasets: Sequence[Any]) -> Iterator[Any]:
+    """While highdicom copies the patient module, give a one-component ``PatientName``
+    (``"ANONYMOUS"``, as many scanners and anonymisers write it) its trailing caret.
+
+    Both spell the same name (PS3.5 6.2.1: trailing ``^`` may be omitted), but highdicom warns
+    about every single-component name (a ``UserWarning`` on each run). Yields the original
+    value (``None`` when nothing was changed); the datasets are restored on exit.
+    """
+    names = [ds.get("PatientName") for ds in datasets]
+    single = [n is not None and str(n) and "^" not in str(n) for n in names]
+    try:
+        for ds, name, change in zip(datasets, names, single, strict=True):
+            if change:
+                ds.PatientName = f"{name}^"
+        yield names[0] if single[0] else None
+    finally:
+        for ds, name, change in zip(datasets, names, single, strict=True):
+            if change:
+                ds.PatientName = name
+
+
+def _build(
+    hd: Any,
+    series: DicomSeries,
+    pixel_array: np.ndarray,
+    descriptions: list[Any],
+    source_number: int,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_description: str,
+    generate_uid: Any,
+) -> Any:
     return hd.seg.Segmentation(
         source_images=list(series.datasets),
         pixel_array=pixel_array,
