@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
+.PHONY: install demo demo-bundle test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
 
 install: $(STAMP)
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/medseg demo
+
+# The committed demo bundle models/mni152-tissue/bundle: the committed model.pt re-exported
+# through the sliding-window path (schema 2, patch 224x256 at 1 mm; FP32, FP16, INT8 and
+# whatever else the export writes). Re-run after a change to the export, then commit it.
+DEMO_DATA := demo-output/mni152
+
+demo-bundle: install
+	mkdir -p demo-output
+	$(VENV)/bin/medseg data mni152 $(DEMO_DATA) --force
+	$(PY) -m medseg.demo.window_bundle --data $(DEMO_DATA) --out models/mni152-tissue/bundle
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks

@@ -349,10 +349,16 @@ def _int8(
     if not train_ids:  # another dataset than the run's: its training cases
         train_ids = list(calib_root.case_ids("train"))
     prepared = load_prepared_cases(calib_root, train_ids, recipe)
+    # a slice-level split (one case): its validation slices never calibrate
+    held_out = (
+        set(map(str, split.get("val_slices") or ()))
+        if split.get("kind") == "slice-level"
+        else set()
+    )
     with warnings.catch_warnings(record=True) as caught:  # shown as log lines
         warnings.simplefilter("always")
         calib = select_calibration_patches(
-            prepared, classes, recipe.patch_size, options.calib_slices, seed=0
+            prepared, classes, recipe.patch_size, options.calib_slices, seed=0, exclude=held_out
         )
     for warning in caught:
         log(f"! {warning.message}")
