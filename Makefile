@@ -42,8 +42,8 @@ test: lint serve-install
 # The CI gate on Dice and milliseconds (.ci/run runs it after `make test`): the committed demo
 # bundle on ONNX Runtime CPU against benchmarks/gates/ci-cpu.toml and the committed baseline.
 BENCH_DATA := demo-output/ci-mni152
-BENCH_ARGS := models/mni152-tissue/bundle --data $(BENCH_DATA) --backends onnxruntime \
-	--precisions fp32,fp16,int8 --batch 1,8 --warmup 2 --iters 10 --repeats 3 --threads 2
+BENCH_ARGS := models/mni152-tissue/bundle --data $(BENCH_DATA) --backends onnxruntime,openvino \
+	--precisions fp32,fp16,bf16,int8 --batch 1,8 --warmup 2 --iters 10 --repeats 3 --threads 2
 
 $(BENCH_DATA): | install
 	mkdir -p demo-output
