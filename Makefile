@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
+.PHONY: install demo demo-bundle test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
 
 install: $(STAMP)
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/medseg demo
+
+# The committed demo bundle models/mni152-tissue/bundle: the committed model.pt re-exported
+# through the sliding-window path (schema 2, patch 224x256 at 1 mm; FP32, FP16, INT8 and
+# whatever else the export writes). Re-run after a change to the export, then commit it.
+DEMO_DATA := demo-output/mni152
+
+demo-bundle: install
+	mkdir -p demo-output
+	$(VENV)/bin/medseg data mni152 $(DEMO_DATA) --force
+	$(PY) -m medseg.demo.window_bundle --data $(DEMO_DATA) --out models/mni152-tissue/bundle
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
@@ -32,8 +42,8 @@ test: lint serve-install
 # The CI gate on Dice and milliseconds (.ci/run runs it after `make test`): the committed demo
 # bundle on ONNX Runtime CPU against benchmarks/gates/ci-cpu.toml and the committed baseline.
 BENCH_DATA := demo-output/ci-mni152
-BENCH_ARGS := models/mni152-tissue/bundle --data $(BENCH_DATA) --backends onnxruntime \
-	--precisions fp32,fp16,int8 --batch 1,8 --warmup 2 --iters 10 --repeats 3 --threads 2
+BENCH_ARGS := models/mni152-tissue/bundle --data $(BENCH_DATA) --backends onnxruntime,openvino \
+	--precisions fp32,fp16,bf16,int8 --batch 1,8 --warmup 2 --iters 10 --repeats 3 --threads 2
 
 $(BENCH_DATA): | install
 	mkdir -p demo-output

@@ -28,6 +28,8 @@ from medseg.bench.torch_reference import TorchBackend, find_checkpoint
 from medseg.bundle import Manifest
 from medseg.data.nifti import load_nifti
 from medseg.runtime import Backend, Segmenter, create_backend
+from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from medseg.runtime.backends.openvino import OpenVinoBackend
 from medseg.runtime.cpu import cpu_features
 
 VARIANTS = (
@@ -37,12 +39,23 @@ VARIANTS = (
     ("openvino", "fp32"),
     ("openvino", "bf16"),
     ("openvino", "int8"),
+    ("onnxruntime", "int8-trt"),
+    ("openvino", "int8-trt"),
 )
+#: ``int8`` is what the runtime runs (``model.int8.cpu.onnx`` when the bundle has it);
+#: ``int8-trt`` forces the TensorRT-form Q/DQ file ``model.int8.onnx`` for comparison.
+TRT_FORM = "int8-trt"
 
 
 def _backend(bundle: Path, manifest: Manifest, name: str, precision: str, threads: int) -> Backend:
     if name == "torch":
         return TorchBackend(find_checkpoint(bundle, manifest), manifest, precision, "cpu", threads)
+    if precision == TRT_FORM:
+        path = manifest.onnx_path(bundle, "int8")
+        spec = (manifest.input, manifest.output_name, manifest.num_classes)
+        if name == "openvino":
+            return OpenVinoBackend(path, *spec, precision="int8", threads=threads)
+        return OnnxRuntimeBackend(path, *spec, providers=["cpu"], threads=threads)
     return create_backend(bundle, manifest, name, precision, threads=threads)
 
 
@@ -52,7 +65,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path, help="medseg data mni152 output")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", default="1,8", help="comma list; the volume uses the last")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--volume-runs", type=int, default=3)
     args = parser.parse_args()
@@ -66,15 +79,18 @@ def main() -> None:
     probe = Segmenter(opened[("onnxruntime", "fp32")], manifest, "fp32", args.batch)
     slices, _ = probe.preprocess(image[None])
     middle = len(slices) // 2
-    batch = np.ascontiguousarray(slices[middle - args.batch // 2 :][: args.batch])
-    times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
-    for backend in opened.values():
-        backend.infer(batch)  # warm-up
-    for _ in range(args.rounds):
+    sizes = [int(b) for b in str(args.batch).split(",")]
+    times: dict[tuple[str, str, int], list[float]] = {}
+    for size in sizes:
+        batch = np.ascontiguousarray(slices[middle - size // 2 :][:size])
         for variant, backend in opened.items():
-            start = time.perf_counter()
-            backend.infer(batch)
-            times[variant].append(1e3 * (time.perf_counter() - start) / len(batch))
+            backend.infer(batch)  # warm-up
+            times[(*variant, size)] = []
+        for _ in range(args.rounds):
+            for variant, backend in opened.items():
+                start = time.perf_counter()
+                backend.infer(batch)
+                times[(*variant, size)].append(1e3 * (time.perf_counter() - start) / len(batch))
     volume_s: dict[tuple[str, str], float] = {}
     for variant, backend in opened.items():
         if variant[0] == "torch":
@@ -82,37 +98,54 @@ def main() -> None:
         runs = []
         for _ in range(args.volume_runs):
             start = time.perf_counter()
-            Segmenter(backend, manifest, variant[1], args.batch).segment(image)
+            precision = "int8" if variant[1] == TRT_FORM else variant[1]
+            Segmenter(backend, manifest, precision, sizes[-1]).segment(image)
             runs.append(time.perf_counter() - start)
         volume_s[variant] = float(np.median(runs))
     for backend in opened.values():
         backend.close()
 
-    torch_ms = float(np.median(times[("torch", "fp32")]))
     rows: list[dict[str, Any]] = []
-    for backend_name, precision in variants:
-        ms = float(np.median(times[(backend_name, precision)]))
-        fp32_ms = float(np.median(times[(backend_name, "fp32")]))
-        recorded = manifest.backend_accuracy.get(backend_name, {}).get(precision)
-        if recorded is None and backend_name == "onnxruntime":
-            recorded = manifest.precisions[precision].accuracy
-        rows.append(
-            {
-                "backend": backend_name,
-                "precision": precision,
-                "ms_per_slice_median": round(ms, 2),
-                "ms_per_slice_all": [round(t, 2) for t in times[(backend_name, precision)]],
-                "speedup_vs_torch_fp32": round(torch_ms / ms, 2),
-                "ratio_to_backend_fp32": round(ms / fp32_ms, 2),
-                "dice_drop_pts_recorded": None if recorded is None else recorded["dice_drop_pts"],
-                "volume_s_median": volume_s.get((backend_name, precision)),
-            }
-        )
+    for size in sizes:
+        torch_ms = float(np.median(times[("torch", "fp32", size)]))
+        for backend_name, precision in variants:
+            ms = float(np.median(times[(backend_name, precision, size)]))
+            fp32_ms = float(np.median(times[(backend_name, "fp32", size)]))
+            recorded = manifest.backend_accuracy.get(backend_name, {}).get(precision)
+            if recorded is None and backend_name == "onnxruntime" and precision != TRT_FORM:
+                recorded = manifest.precisions[precision].accuracy or None
+            if recorded is None and (backend_name, precision) == ("onnxruntime", TRT_FORM):
+                recorded = manifest.precisions["int8"].accuracy
+            rows.append(
+                {
+                    "backend": backend_name,
+                    "precision": precision,
+                    "file": str(
+                        getattr(
+                            getattr(opened[(backend_name, precision)], "loader", None), "path", ""
+                        )
+                    )
+                    or None,
+                    "batch": size,
+                    "ms_per_slice_median": round(ms, 2),
+                    "ms_per_slice_all": [
+                        round(t, 2) for t in times[(backend_name, precision, size)]
+                    ],
+                    "speedup_vs_torch_fp32": round(torch_ms / ms, 2),
+                    "ratio_to_backend_fp32": round(ms / fp32_ms, 2),
+                    "dice_drop_pts_recorded": None
+                    if recorded is None
+                    else recorded["dice_drop_pts"],
+                    "volume_s_median": volume_s.get((backend_name, precision))
+                    if size == sizes[-1]
+                    else None,
+                }
+            )
     result = {
         "bundle": str(args.bundle),
         "image": image_path.name,
         "slices_per_volume": len(slices),
-        "batch": args.batch,
+        "batches": sizes,
         "threads": args.threads,
         "rounds": args.rounds,
         "machine": describe_machine(),
@@ -124,21 +157,22 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# CPU side by side: {manifest.model.get('name')} ({len(slices)} slices/volume, "
-        f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds)",
+        f"batches {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds)",
         "",
         f"Machine: {result['machine']['cpu']}, CPU features {result['machine']['cpu_features']}, "
         f"load (1 min) {load_start:.2f} at start, "
         f"{result['load_1min_at_end']:.2f} at end.",
         "",
-        "| backend | precision | ms/slice (median) | x vs torch fp32 | / own fp32 | "
+        "| backend | precision | file | batch | ms/slice (median) | x vs torch fp32 | / own fp32 | "
         "Dice drop (pts, recorded) | volume s (median) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         drop = row["dice_drop_pts_recorded"]
         vol = row["volume_s_median"]
         lines.append(
-            f"| {row['backend']} | {row['precision']} | {row['ms_per_slice_median']:.1f} | "
+            f"| {row['backend']} | {row['precision']} | {Path(row['file'] or '-').name} | "
+            f"{row['batch']} | {row['ms_per_slice_median']:.1f} | "
             f"{row['speedup_vs_torch_fp32']:.2f} | {row['ratio_to_backend_fp32']:.2f} | "
             f"{'—' if drop is None else f'{drop:+.3f}'} | {'—' if vol is None else f'{vol:.2f}'} |"
         )

@@ -195,6 +195,9 @@ def _make_backend(
         if precision != "bf16":
             raise
         return None, str(exc), None
+    loaded = getattr(getattr(backend, "loader", None), "path", None)  # e.g. model.int8.cpu.onnx
+    if isinstance(loaded, Path) and loaded.is_file():
+        return backend, "", loaded.stat().st_size
     return backend, "", manifest.precisions[file_precision(precision)].size_bytes
 
 

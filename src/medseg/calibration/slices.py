@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,6 +208,7 @@ def select_calibration_patches(
     num_slices: int = 64,
     max_background_share: float = 0.1,
     seed: int = 0,
+    exclude: Collection[str] = (),
 ) -> CalibrationSet:
     """Calibration samples for a ``"window"`` recipe: patches of the network's patch size.
 
@@ -217,7 +218,8 @@ def select_calibration_patches(
     has none), kept inside the slice, zero-padded where the slice is smaller. The patches are
     then chosen exactly as :func:`select_calibration_slices` chooses slices (stratified over
     cases and depth, background-only capped, every class covered); only the chosen patches'
-    images are materialised.
+    images are materialised. Slices named in ``exclude`` (``"CASE:z=012"``, the ids of a
+    slice-level validation split) are never candidates.
 
     Returns:
         ``images (N, C, h, w)`` with ``(h, w) = patch_size``; refs name each patch's slice.
@@ -233,6 +235,8 @@ def select_calibration_patches(
         slice_labels = case.slice_labels()
         h, w = slice_labels.shape[1:]
         for n in range(slice_labels.shape[0]):
+            if str(SliceRef(case.case_id, case.slice_axis, n)) in exclude:
+                continue
             fg = np.argwhere(slice_labels[n] > 0)
             cy, cx = ((fg.min(0) + fg.max(0)) / 2.0) if len(fg) else (h / 2.0, w / 2.0)
             top, left = centred_start(h, ph, float(cy)), centred_start(w, pw, float(cx))

@@ -131,12 +131,22 @@ def evaluate_demo_model(
 def export_demo_bundle(
     model_dir: Path, dataset_dir: Path, bundle: Path, done: Callable[[DemoStep], None]
 ) -> dict[str, Any]:
-    """Export the demo model to FP32/FP16/INT8 and report each precision's Dice drop."""
+    """Export the demo model to FP32/FP16/INT8 and report each precision's Dice drop.
+
+    The export goes through the sliding-window path (:mod:`medseg.demo.window_bundle`), as
+    the committed bundle does; a run that already has a window recipe is exported as is.
+    """
+    from medseg.data.preprocessing import Recipe
+    from medseg.demo.window_bundle import export_window_bundle
     from medseg.export import ExportOptions, export_bundle
 
     t = time.perf_counter()
-    options = ExportOptions(fp16=True, int8=True, calib_data=dataset_dir)
-    manifest = export_bundle(model_dir, bundle, options, lambda line: None, force=True)
+    recipe = json.loads((model_dir / "config.json").read_text()).get("recipe") or {}
+    if Recipe.from_dict(recipe).size_policy == "window":
+        options = ExportOptions(fp16=True, int8=True, calib_data=dataset_dir)
+        manifest = export_bundle(model_dir, bundle, options, lambda line: None, force=True)
+    else:
+        manifest = export_window_bundle(model_dir, dataset_dir, bundle, lambda _: None, force=True)
     drops = {p: e.accuracy["dice_drop_pts"] for p, e in manifest.precisions.items()}
     text = ", ".join(
         f"{p} {e.accuracy['dice_mean']:.4f} ({e.accuracy['dice_drop_pts']:+.3f} pts)"

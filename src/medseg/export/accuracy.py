@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.bundle.cpu_files import CPU_FILE_KEY
 from medseg.data.samples import SliceSet
 from medseg.export.ort import run_onnx
 
@@ -132,6 +133,15 @@ def accuracy_per_backend(
         for precision in runs:
             if precision == "fp32":
                 accuracy = fp32_by_backend[backend]
+            elif precision == "int8" and CPU_FILE_KEY in precisions["int8"].details:
+                cpu_file = precisions["int8"].details[CPU_FILE_KEY]  # what both CPU backends run
+                measured = cpu_file["accuracy_by_backend"][backend]
+                by_precision[precision] = {
+                    **measured,
+                    "reference": f"{backend} fp32",
+                    "file": cpu_file["file"],
+                }
+                continue
             elif backend == "onnxruntime":
                 accuracy = None  # already measured: the precision entry's own accuracy
             else:

@@ -282,7 +282,7 @@ def _manifest(
         fold_dir,
     )
     from medseg.data.nnunet_recipe import NnunetRecipe
-    from medseg.export.pipeline import _tool_versions
+    from medseg.export.options import tool_versions
 
     recipe = NnunetRecipe.from_dict(record["preprocessing"])
     folds = report["folds"]
@@ -348,7 +348,7 @@ def _manifest(
         if options.int8
         else None,
         source=src,
-        tool_versions=_tool_versions(),
+        tool_versions=tool_versions(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         schema_version=NNUNET_SCHEMA_VERSION,
         orientation="RAS" if recipe.image_reader == "NibabelIOWithReorient" else None,

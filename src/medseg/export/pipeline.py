@@ -22,6 +22,7 @@ import numpy as np
 
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.bundle import ONNX_FILES, Manifest, PrecisionEntry, file_sha256
+from medseg.bundle.cpu_files import CPU_FILE_KEY
 from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
@@ -35,6 +36,7 @@ from medseg.export.accuracy import (
     evaluate_onnx,
     installed_cpu_backends,
 )
+from medseg.export.cpu_int8 import cpu_int8_file
 from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
 from medseg.export.options import (
     CALIBRATION_NAME,
@@ -304,7 +306,7 @@ def export_bundle(
                 else evaluate(tmp / ONNX_FILES["int8"])
             )
             int8_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["int8"], sample))
-            details = {
+            details: dict[str, Any] = {
                 "calibration_method": options.calib_method,
                 "quantized_nodes": list(outcome.result.quantized_nodes),
                 "kept_in_higher_precision": list(outcome.result.excluded_nodes),
@@ -312,6 +314,10 @@ def export_bundle(
                 "guard_backend": guard_backend,
                 "guard_attempts": [a.to_dict() for a in outcome.attempts],
             }
+            evaluators = {b: evaluate_on(b) for b in backends}
+            cpu_file = cpu_int8_file(tmp, fp32, calib.images, evaluators, budget, on_event)
+            if cpu_file is not None:
+                details[CPU_FILE_KEY] = cpu_file
             precisions["int8"] = precision_entry(
                 tmp / ONNX_FILES["int8"], int8_parity.to_dict(), int8_acc, details
             )

@@ -339,8 +339,10 @@ def _int8(
     calibration_name: str,
 ) -> dict[str, Any]:
     """INT8: calibration patches from the training cases of the split, Q/DQ, guard, score."""
+    from medseg.bundle.cpu_files import CPU_FILE_KEY
     from medseg.calibration.slices import select_calibration_patches
     from medseg.data.plan_cases import load_prepared_cases
+    from medseg.export.cpu_int8 import cpu_int8_file
     from medseg.export.guard import guard_int8
     from medseg.export.options import precision_entry
 
@@ -353,10 +355,16 @@ def _int8(
     if not train_ids:  # another dataset than the run's: its training cases
         train_ids = list(calib_root.case_ids("train"))
     prepared = load_prepared_cases(calib_root, train_ids, recipe)
+    # a slice-level split (one case): its validation slices never calibrate
+    held_out = (
+        set(map(str, split.get("val_slices") or ()))
+        if split.get("kind") == "slice-level"
+        else set()
+    )
     with warnings.catch_warnings(record=True) as caught:  # sent as warning events
         warnings.simplefilter("always")
         calib = select_calibration_patches(
-            prepared, classes, recipe.patch_size, options.calib_slices, seed=0
+            prepared, classes, recipe.patch_size, options.calib_slices, seed=0, exclude=held_out
         )
     for warning in caught:
         on_event(Event("calibration", "warning", str(warning.message)))
@@ -383,6 +391,9 @@ def _int8(
         "max_dice_drop_pts": options.max_dice_drop,
         "guard_attempts": [a.to_dict() for a in outcome.attempts],
     }
+    cpu_file = cpu_int8_file(tmp, fp32, calib.images, {"onnxruntime": evaluate}, budget, on_event)
+    if cpu_file is not None:
+        details[CPU_FILE_KEY] = cpu_file
     precisions["int8"] = precision_entry(path8, parity.to_dict(), outcome.accuracy, details)
     on_event(
         file_done(

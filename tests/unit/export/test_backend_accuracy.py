@@ -29,10 +29,16 @@ def test_fresh_export_records_accuracy_per_backend(tiny_bundle: Path) -> None:
             assert record["reference"] == f"{backend} fp32"
             assert set(record["dice_per_class"]) == {"disc", "ring"}
             assert 0.0 <= record["argmax_agreement"] <= 1.0, (backend, precision)
-    # ONNX Runtime's rows are the precision entries' own accuracy
-    for precision in ("fp16", "int8"):
-        ort = by_backend["onnxruntime"][precision]
-        assert ort["dice_mean"] == manifest.precisions[precision].accuracy["dice_mean"]
+    # ONNX Runtime's rows are the precision entries' own accuracy; INT8's is the CPU file's,
+    # which both CPU backends run
+    ort = by_backend["onnxruntime"]["fp16"]
+    assert ort["dice_mean"] == manifest.precisions["fp16"].accuracy["dice_mean"]
+    cpu_file = manifest.precisions["int8"].details["cpu_file"]
+    for backend in ("onnxruntime", "openvino"):
+        assert by_backend[backend]["int8"]["file"] == "model.int8.cpu.onnx"
+        measured = cpu_file["accuracy_by_backend"][backend]
+        assert by_backend[backend]["int8"]["dice_mean"] == measured["dice_mean"]
+    assert cpu_file["accuracy_by_backend"]["onnxruntime"] == cpu_file["accuracy"]
     saved = json.loads((tiny_bundle / "medseg.json").read_text())
     assert saved["backend_accuracy"]["openvino"]["int8"]["dice_mean"] == pytest.approx(
         by_backend["openvino"]["int8"]["dice_mean"]
@@ -82,7 +88,12 @@ def test_guard_forced_on_openvino(
     )
     ov_int8 = manifest.backend_accuracy["openvino"]["int8"]
     assert chosen["met"] and ov_int8["dice_drop_pts"] <= 0.0
-    assert ov_int8["dice_mean"] == pytest.approx(chosen["dice_mean"])
+    if "cpu_file" in details:  # the CPU file met the zero budget on both backends: it runs
+        assert ov_int8["file"] == "model.int8.cpu.onnx"
+    else:  # it missed it and was not kept: OpenVINO runs the guarded file
+        assert not (tmp_path / "b" / "model.int8.cpu.onnx").exists()
+        assert any("over the 0 pt budget" in line for line in lines)
+        assert ov_int8["dice_mean"] == pytest.approx(chosen["dice_mean"])
 
 
 def test_guard_backend_must_be_installed(monkeypatch: pytest.MonkeyPatch, toy_data: Path) -> None:

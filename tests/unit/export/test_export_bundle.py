@@ -51,6 +51,7 @@ def test_full_bundle_with_fp16_and_int8(
         "calibration.npz",
         "medseg.json",
         "model.fp16.onnx",
+        "model.int8.cpu.onnx",  # ONNX Runtime's QDQ form, for CPUs (no budget set: kept)
         "model.int8.onnx",
         "model.onnx",
     ]

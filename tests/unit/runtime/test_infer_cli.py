@@ -118,7 +118,8 @@ def _assert_refused(code: int, output: str, *needles: str) -> None:
 def test_tampered_onnx_is_refused(tiny_bundle: Path, toy_data: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
-    with (bundle / "model.int8.onnx").open("r+b") as f:
+    # ONNX Runtime's INT8 runs the CPU file (model.int8.cpu.onnx) the bundle carries
+    with (bundle / "model.int8.cpu.onnx").open("r+b") as f:
         f.truncate(1000)
     out = tmp_path / "m.nii.gz"
     code, output = _infer(
@@ -131,7 +132,7 @@ def test_tampered_onnx_is_refused(tiny_bundle: Path, toy_data: Path, tmp_path: P
         "--precision",
         "int8",
     )
-    _assert_refused(code, output, "model.int8.onnx", "sha256")
+    _assert_refused(code, output, "model.int8.cpu.onnx", "sha256")
     assert not out.exists()
 
 

@@ -94,9 +94,13 @@ def create_backend(
             f"arithmetic), not on {backend}: pass --backend openvino"
         )
     if backend == "openvino":
+        from medseg.bundle.cpu_files import cpu_int8_path
         from medseg.runtime.backends.openvino import OpenVinoBackend
 
-        path = manifest.onnx_path(bundle, file_precision(precision))
+        # INT8: the CPU file when the bundle has one (on the demo bundle OpenVINO loses 2.9 Dice
+        # points with the TensorRT-form Q/DQ file and none with ONNX Runtime's QDQ form)
+        cpu_int8 = cpu_int8_path(manifest, bundle) if precision == "int8" else None
+        path = cpu_int8 or manifest.onnx_path(bundle, file_precision(precision))
         openvino_runner = OpenVinoBackend(
             path,
             manifest.input,
@@ -110,10 +114,14 @@ def create_backend(
             openvino_runner.selection_note = f"{refused}; running OpenVINO instead"
         return openvino_runner
     if backend == "onnxruntime":
+        from medseg.bundle.cpu_files import cpu_int8_path
         from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
+        # INT8: ONNX Runtime's own QDQ file when the bundle has one (integer kernels for every
+        # convolution); the TensorRT-form Q/DQ file otherwise.
+        cpu_file = cpu_int8_path(manifest, bundle) if precision == "int8" else None
         runner = OnnxRuntimeBackend(
-            manifest.onnx_path(bundle, precision),
+            cpu_file or manifest.onnx_path(bundle, precision),
             manifest.input,
             manifest.output_name,
             manifest.num_classes,

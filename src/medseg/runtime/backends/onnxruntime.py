@@ -162,7 +162,9 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.providers)
-        return f"onnxruntime ({providers}; {self.threads} threads)"
+        path = getattr(self.loader, "path", None)
+        file = f"; {path.name}" if isinstance(path, Path) else ""
+        return f"onnxruntime ({providers}; {self.threads} threads{file})"
 
     def _load_impl(self) -> None:
         self.session = self.loader()

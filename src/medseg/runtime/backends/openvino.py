@@ -2,7 +2,8 @@
 
 OpenVINO's default inference precision on a CPU with native BF16 is BF16, so the hint is
 always set: ``fp32``, ``fp16`` (the AutoCast file, weights upcast as in ONNX Runtime) and
-``int8`` (the Q/DQ file; its unquantised ops in FP32) run with ``INFERENCE_PRECISION_HINT=f32``;
+``int8`` (``model.int8.cpu.onnx`` when the bundle has it, else the TensorRT-form Q/DQ file;
+unquantised ops in FP32) run with ``INFERENCE_PRECISION_HINT=f32``;
 ``bf16`` runs the FP32 file with the ``bf16`` hint, only where the CPU has AVX512_BF16 or
 AMX (:func:`medseg.runtime.cpu.require_bf16`). The compiled model is cached on disk by
 OpenVINO (``CACHE_DIR``, one folder per ONNX file, next to the bundle); the blob does not

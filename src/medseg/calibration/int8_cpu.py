@@ -1,0 +1,209 @@
+"""INT8 for CPUs: ONNX Runtime's own QDQ form, a separate file next to the TensorRT one.
+
+The TensorRT file (:mod:`medseg.calibration.int8`, modelopt) puts Q/DQ on convolution
+*inputs* only, the way TensorRT fuses them. ONNX Runtime's CPU provider fuses a convolution
+into an integer kernel (``QLinearConv``) only when its output is quantised too
+(``DQ -> Conv -> Q``): on the committed demo bundle it fuses 9 of 88 convolutions of
+``model.int8.onnx``, keeps Q/DQ round trips around the other 79 and runs slower than FP32.
+
+This module writes ``model.int8.cpu.onnx`` with ``onnxruntime.quantization.quantize_static``
+in :attr:`QuantFormat.QDQ`: activations unsigned 8-bit (``QUInt8``; the x86 VNNI kernels
+take u8 x s8), weights signed 8-bit per output channel, calibrated (min/max) on the same
+calibration slices as the TensorRT file. Every convolution then runs as ``QLinearConv``,
+and the element-wise ops between them as ``QLinearAdd`` / ``QLinearMul`` /
+``QLinearSigmoid``. TensorRT keeps receiving modelopt's file unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.atomic import atomic_file, check_parent_exists
+from medseg.calibration._onnx import (
+    check_onnx_path,
+    check_samples,
+    copy_metadata,
+    first_line,
+    input_spec,
+    load_model,
+    run_model,
+)
+from medseg.deps import require
+from medseg.errors import ConfigError, ExportError
+
+__all__ = ["CPU_INT8_TOOL", "CpuInt8Result", "ort_conv_fusion", "quantize_int8_cpu"]
+
+CPU_INT8_TOOL = (
+    "onnxruntime.quantization.quantize_static (QDQ, activations QUInt8, weights QInt8 "
+    "per channel, MinMax)"
+)
+
+
+@dataclass(frozen=True)
+class CpuInt8Result:
+    """What :func:`quantize_int8_cpu` wrote.
+
+    Attributes:
+        output: path of the CPU INT8 ONNX file.
+        excluded_nodes: nodes left in FP32 because they were asked to be.
+        num_calibration_slices: number of calibration samples.
+        integer_convs: convolutions ONNX Runtime's CPU provider runs as ``QLinearConv``
+            after its graph optimisations.
+        total_convs: convolutions of the FP32 model.
+    """
+
+    output: Path
+    excluded_nodes: tuple[str, ...]
+    num_calibration_slices: int
+    integer_convs: int
+    total_convs: int
+
+    def to_manifest(self) -> dict[str, Any]:
+        """JSON-ready summary for the bundle manifest."""
+        return {
+            "tool": CPU_INT8_TOOL,
+            "num_calibration_slices": self.num_calibration_slices,
+            "excluded_nodes": list(self.excluded_nodes),
+            "ort_integer_convs": self.integer_convs,
+            "total_convs": self.total_convs,
+        }
+
+
+def quantize_int8_cpu(
+    onnx_in: Path,
+    onnx_out: Path,
+    calibration: np.ndarray,
+    nodes_to_exclude: tuple[str, ...] = (),
+) -> CpuInt8Result:
+    """Quantise an FP32 model to ONNX Runtime's QDQ INT8 form, written atomically.
+
+    Args:
+        onnx_in: the FP32 model (one ``(B, C, H, W)`` input).
+        onnx_out: where to write the CPU INT8 model; replaced only on success.
+        calibration: ``(N, C, H, W)`` float32 calibration slices (the bundle's
+            ``calibration.npz`` images), fed one at a time.
+        nodes_to_exclude: exact node names of ``onnx_in`` to leave in FP32.
+
+    Returns:
+        The file written and how many convolutions ONNX Runtime runs in integer kernels.
+
+    Raises:
+        ConfigError: input not an existing ``.onnx``, or an unknown node to exclude.
+        DatasetError: calibration data of the wrong shape or with NaN/Inf.
+        ExportError: quantisation failed, or the result does not run or is non-finite.
+    """
+    onnx_in = check_onnx_path(onnx_in, "FP32 model")
+    onnx_out = Path(onnx_out)
+    check_parent_exists(onnx_out)
+    model = load_model(onnx_in)
+    spec = input_spec(model, onnx_in)
+    data = check_samples(calibration, spec, "INT8 calibration data")
+    names = {node.name for node in model.graph.node}
+    unknown = [n for n in nodes_to_exclude if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"nodes_to_exclude {unknown} are not nodes of {onnx_in}; accepted: its node names"
+        )
+    onnx = require("onnx", "CPU INT8 quantisation")
+    require("onnxruntime.quantization", "CPU INT8 quantisation")
+    parent = onnx_out.absolute().parent
+    with tempfile.TemporaryDirectory(prefix=".medseg-int8cpu-", dir=parent) as tmp:
+        work_in, work_out = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.cpu.onnx"
+        calib_path = Path(tmp) / "calibration.npy"
+        onnx.save(model, str(work_in))
+        np.save(calib_path, data)
+        # In a fresh interpreter: modelopt (the TensorRT file's quantiser, often run earlier
+        # in the same export) patches onnxruntime.quantization's calibrators process-wide,
+        # and ONNX Runtime's own quantize_static fails under those patches.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        command = [sys.executable, "-m", __name__, str(work_in), str(work_out), str(calib_path)]
+        done = subprocess.run(
+            [*command, *nodes_to_exclude], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0 or not work_out.is_file():
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise ExportError(
+                f"ONNX Runtime INT8 quantisation of {onnx_in} failed: "
+                f"{lines[-1] if lines else f'exit code {done.returncode}'}"
+            )
+        quantized = load_model(work_out)
+        copy_metadata(model, quantized)
+        with atomic_file(onnx_out) as tmp_out:
+            onnx.save(quantized, str(tmp_out))
+            run_model(tmp_out, data[:2], f"CPU INT8 model quantised from {onnx_in}")
+            integer, _ = ort_conv_fusion(tmp_out)
+    total = sum(1 for node in model.graph.node if node.op_type == "Conv")
+    return CpuInt8Result(onnx_out, tuple(nodes_to_exclude), int(data.shape[0]), integer, total)
+
+
+def _quantize_static(
+    onnx_in: Path, onnx_out: Path, calibration: np.ndarray, nodes_to_exclude: list[str]
+) -> None:
+    """ONNX Runtime's pre-processing and ``quantize_static`` (in a process of its own)."""
+    from onnxruntime import quantization
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = input_spec(load_model(onnx_in), onnx_in).name
+
+    class _Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            sample = next(self.samples, None)
+            return None if sample is None else {name: sample}
+
+    pre = onnx_out.with_name("model.pre.onnx")
+    # ORT's recommended pre-processing: shape inference and graph optimisation (BN folding...)
+    # so that the quantiser sees the graph the session will run.
+    quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
+    quantization.quantize_static(
+        str(pre),
+        str(onnx_out),
+        _Reader(),
+        quant_format=quantization.QuantFormat.QDQ,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=quantization.CalibrationMethod.MinMax,
+        nodes_to_exclude=nodes_to_exclude,
+    )
+
+
+def ort_conv_fusion(path: Path) -> tuple[int, int]:
+    """``(integer, float)`` convolutions of ``path`` after ONNX Runtime's CPU optimisations.
+
+    Integer: ``QLinearConv`` / ``ConvInteger`` nodes; float: ``Conv`` / ``FusedConv`` nodes
+    (a Q/DQ convolution ORT failed to fuse ends up as a float one between Q/DQ nodes).
+    """
+    ort = require("onnxruntime", "running ONNX models")
+    onnx = require("onnx", "reading ONNX models")
+    with tempfile.TemporaryDirectory(prefix="medseg-ortopt-") as tmp:
+        optimised = Path(tmp) / "optimised.onnx"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        options.optimized_model_filepath = str(optimised)
+        try:
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            raise ExportError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})") from exc
+        ops = Counter(node.op_type for node in onnx.load(str(optimised)).graph.node)
+    return ops["QLinearConv"] + ops["ConvInteger"], ops["Conv"] + ops["FusedConv"]
+
+
+if __name__ == "__main__":  # the worker of quantize_int8_cpu: IN OUT CALIBRATION.npy [NODE...]
+    _quantize_static(Path(sys.argv[1]), Path(sys.argv[2]), np.load(sys.argv[3]), list(sys.argv[4:]))

@@ -1,0 +1,178 @@
+"""The bundle's CPU INT8 file (``model.int8.cpu.onnx``): made at export, or added to a bundle.
+
+:func:`cpu_int8_entry` quantises the FP32 file with ONNX Runtime's quantiser
+(:func:`medseg.calibration.int8_cpu.quantize_int8_cpu`) on the calibration slices the
+TensorRT INT8 file was calibrated on, and returns the manifest entry that
+:mod:`medseg.bundle.cpu_files` reads. :func:`add_cpu_int8` does the same for a bundle that
+already exists (the committed demo bundle): the file is written atomically, then
+``medseg.json`` is rewritten atomically with the entry; nothing else of the bundle changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.bundle.cpu_files import CPU_FILE_KEY, CPU_INT8_FILE, cpu_int8_entry
+from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.errors import ConfigError
+from medseg.events import Event, EventSink, file_done
+from medseg.export.accuracy import Accuracy
+from medseg.export.ort import compare_logits, run_onnx
+
+__all__ = ["add_cpu_int8", "cpu_int8_file", "make_cpu_int8"]
+
+#: Parity of the CPU file is measured on (at most) this many calibration slices.
+PARITY_SLICES = 16
+
+
+def make_cpu_int8(
+    folder: Path,
+    fp32_path: Path,
+    calibration: np.ndarray,
+    evaluate: Callable[[Path], Accuracy] | None = None,
+) -> dict[str, Any]:
+    """Write ``folder/model.int8.cpu.onnx`` and return its manifest entry.
+
+    Args:
+        folder: the bundle (or the export's temporary) folder.
+        fp32_path: the FP32 ONNX file.
+        calibration: ``(N, C, H, W)`` float32 calibration slices (those of ``model.int8.onnx``).
+        evaluate: scores a file on the validation split with ONNX Runtime (drop vs FP32);
+            ``None``: the entry has no accuracy (:func:`add_cpu_int8` without data).
+
+    Returns:
+        ``{file, sha256, size_bytes, parity, accuracy, details}``; parity is against the FP32
+        file on the first :data:`PARITY_SLICES` calibration slices, with ONNX Runtime.
+    """
+    from medseg.calibration.int8_cpu import quantize_int8_cpu
+
+    path = Path(folder) / CPU_INT8_FILE
+    result = quantize_int8_cpu(fp32_path, path, calibration)
+    sample = np.ascontiguousarray(calibration[:PARITY_SLICES], dtype=np.float32)
+    parity = compare_logits(run_onnx(fp32_path, sample), run_onnx(path, sample))
+    accuracy = evaluate(path).to_dict() if evaluate is not None else {}
+    return {
+        "file": CPU_INT8_FILE,
+        "sha256": file_sha256(path),
+        "size_bytes": path.stat().st_size,
+        "parity": {**parity.to_dict(), "slices": "calibration"},
+        "accuracy": accuracy,
+        "details": {**result.to_manifest(), "runs_on": ["onnxruntime"]},
+    }
+
+
+def cpu_int8_file(
+    folder: Path,
+    fp32: Path,
+    calibration: np.ndarray,
+    evaluators: dict[str, Callable[[Path], Accuracy]],
+    budget_pts: float,
+    on_event: EventSink,
+) -> dict[str, Any] | None:
+    """Make the CPU file at export and measure it on every CPU backend of ``evaluators``.
+
+    ``evaluators`` maps backend name (``onnxruntime`` first) to a validation scorer. Returns
+    the entry with ``accuracy_by_backend``, or ``None`` (file removed: the CPU backends keep
+    running ``model.int8.onnx``) when its Dice drop misses ``budget_pts`` on one backend.
+    """
+    import time
+
+    t = time.perf_counter()
+    entry = make_cpu_int8(folder, fp32, calibration, evaluators["onnxruntime"])
+    path = Path(folder) / entry["file"]
+    by_backend = {"onnxruntime": entry["accuracy"]}
+    for backend, evaluate in evaluators.items():
+        if backend != "onnxruntime":
+            by_backend[backend] = evaluate(path).to_dict()
+    entry["accuracy_by_backend"] = by_backend
+    drops = ", ".join(f"{b} {a['dice_drop_pts']:+.3f}" for b, a in by_backend.items())
+    details = entry["details"]
+    over = [b for b, a in by_backend.items() if a["dice_drop_pts"] > budget_pts]
+    if over:
+        message = (
+            f"{entry['file']}: Dice drop ({drops} pts) over the {budget_pts:g} pt budget on "
+            f"{', '.join(over)}: not kept; CPU backends run model.int8.onnx"
+        )
+        on_event(Event("int8-cpu", "warning", message, {"accuracy_by_backend": by_backend}))
+        path.unlink()
+        return None
+    on_event(
+        file_done(
+            "int8-cpu",
+            "ONNX INT8 for CPUs",
+            path,
+            t,
+            f"ONNX Runtime QDQ (u8 activations, s8 per-channel weights), "
+            f"{details['ort_integer_convs']}/{details['total_convs']} convolutions in integer "
+            f"kernels; val Dice drop {drops} pts",
+            accuracy_by_backend=by_backend,
+        )
+    )
+    return entry
+
+
+def add_cpu_int8(
+    bundle: Path,
+    *,
+    force: bool = False,
+    evaluate: Callable[[Path], Accuracy] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Add ``model.int8.cpu.onnx`` and its manifest entry to an existing bundle.
+
+    Args:
+        bundle: a bundle with an INT8 precision and its ``calibration.npz``.
+        force: replace a CPU INT8 file the bundle already records.
+        evaluate: optional validation scorer (see :func:`make_cpu_int8`).
+        log: receives one line when done.
+
+    Returns:
+        The updated manifest (already saved).
+
+    Raises:
+        ConfigError: not a bundle, no INT8 precision or no calibration file, the FP32 file
+            does not match its sha256, or a CPU INT8 file is recorded already (without
+            ``force``). All checked before any quantisation.
+    """
+    bundle = Path(bundle)
+    manifest = Manifest.load(bundle)
+    if "int8" not in manifest.precisions:
+        raise ConfigError(
+            f"bundle {bundle} has no int8 precision (it has {sorted(manifest.precisions)}); "
+            "export it with --int8 first"
+        )
+    if cpu_int8_entry(manifest) is not None and not force:
+        raise ConfigError(
+            f"bundle {bundle} already has {CPU_INT8_FILE}; pass force=True to replace it"
+        )
+    calib_name = (manifest.calibration or {}).get("file", "calibration.npz")
+    calib_path = bundle / calib_name
+    if not calib_path.is_file():
+        raise ConfigError(
+            f"bundle {bundle} has no calibration file {calib_name}: the CPU INT8 file is "
+            "calibrated on the same slices as model.int8.onnx"
+        )
+    fp32 = manifest.onnx_path(bundle, "fp32", verify=True)
+    with np.load(calib_path) as npz:
+        if "images" not in npz:
+            raise ConfigError(f"{calib_path} has no 'images' array; keys: {sorted(npz.files)}")
+        images = np.asarray(npz["images"], dtype=np.float32)
+    entry = make_cpu_int8(bundle, fp32, images, evaluate)
+    data = manifest.to_dict()
+    data["precisions"]["int8"]["details"][CPU_FILE_KEY] = entry
+    updated = Manifest.from_dict(data)
+    updated.save(bundle)
+    if log is not None:
+        details = entry["details"]
+        log(
+            f"✓ {CPU_INT8_FILE} ({entry['size_bytes'] / 1e6:.1f} MB): "
+            f"{details['ort_integer_convs']}/{details['total_convs']} convolutions in ONNX "
+            f"Runtime integer kernels; argmax agreement with FP32 "
+            f"{entry['parity']['argmax_agreement']:.2%} on {len(images[:PARITY_SLICES])} "
+            "calibration slices"
+        )
+    return updated
