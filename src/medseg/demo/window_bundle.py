@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         manifest = export_window_bundle(
-            args.model, args.data, args.out, lambda event: print(event.message, flush=True), force=True
+            args.model,
+            args.data,
+            args.out,
+            lambda event: print(event.message, flush=True),
+            force=True,
         )
     except MedsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
