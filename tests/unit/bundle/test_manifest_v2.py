@@ -1,5 +1,5 @@
 """Manifest schema 2: window recipes need a static patch-sized input; plan and post-processing
-round-trip; the committed schema-1 demo bundle still loads and is written back unchanged."""
+round-trip; the pre-issue-12 schema-1 demo manifest still loads and is written back unchanged."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from medseg.data.postprocess import ClassRules, Postprocess
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 
+#: The manifest of the demo bundle as it was committed before issue 12 (schema 1, pad).
+SCHEMA1_MANIFEST = Path(__file__).parents[2] / "data" / "schema1_demo_medseg.json"
 
-def test_schema_one_demo_bundle_loads_and_round_trips(demo_bundle: Path) -> None:
-    raw = json.loads((demo_bundle / "medseg.json").read_text())
+
+def test_schema_one_demo_bundle_loads_and_round_trips(tmp_path: Path) -> None:
+    raw = json.loads(SCHEMA1_MANIFEST.read_text())
     assert raw["schema_version"] == 1
-    manifest = Manifest.load(demo_bundle)
+    (tmp_path / "medseg.json").write_text(SCHEMA1_MANIFEST.read_text())
+    manifest = Manifest.load(tmp_path)
     assert manifest.plan is None and manifest.postprocess is None
     assert manifest.preprocessing.size_policy == "pad"
     assert manifest.to_dict() == raw

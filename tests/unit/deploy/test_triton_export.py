@@ -174,9 +174,9 @@ def test_demo_bundle_configs_agree_with_the_manifest(repository: Path) -> None:
         assert _one(config, "max_batch_size") == spec.batch.max == 32
         (inp,), (out,) = config["input"], config["output"]
         assert (_one(inp, "name"), _one(inp, "data_type")) == (spec.name, "TYPE_FP32")
-        assert inp["dims"] == _dims(spec, spec.channels) == [1, 208, 240]
+        assert inp["dims"] == _dims(spec, spec.channels) == [1, 224, 256]
         assert (_one(out, "name"), _one(out, "data_type")) == (manifest.output_name, "TYPE_FP32")
-        assert out["dims"] == _dims(spec, manifest.num_classes) == [4, 208, 240]
+        assert out["dims"] == _dims(spec, manifest.num_classes) == [4, 224, 256]
         batching = _one(config, "dynamic_batching")
         assert batching["preferred_batch_size"] == [spec.batch.opt]
         assert _one(batching, "max_queue_delay_microseconds") == 100
@@ -226,7 +226,7 @@ def test_configs_parse_with_tritons_own_schema(repository: Path, tmp_path: Path)
     for path in repository.glob("*-onnx/config.pbtxt"):
         config = _parse_with_schema(path)
         assert config.name == path.parent.name
-        assert list(config.input[0].dims) == [1, 208, 240]
+        assert list(config.input[0].dims) == [1, 224, 256]
         assert config.parameters["medseg_precision"].string_value in ("fp32", "fp16", "int8")
     bundle = _copy_bundle(tmp_path / "bundle")
     _fake_engine(bundle, "orin-sm87", "int8", (1, 8, 32))
@@ -275,9 +275,17 @@ def test_dynamic_height_and_width_become_minus_one(tmp_path: Path) -> None:
     bundle = _copy_bundle(tmp_path / "bundle")
     manifest = Manifest.load(bundle)
     spec = dataclasses.replace(
-        manifest.input, height=DimRange(16, 208, 832), width=DimRange(16, 240, 960)
+        manifest.input, height=DimRange(16, 224, 896), width=DimRange(16, 256, 1024)
     )
-    dataclasses.replace(manifest, input=spec).save(bundle)
+    # a dynamic input is a whole-slice (pad) bundle's; a window recipe needs a static patch
+    pad = dataclasses.replace(
+        manifest.preprocessing,
+        size_policy="pad",
+        patch_size=None,
+        target_spacing=None,
+        mirror_axes=(),
+    )
+    dataclasses.replace(manifest, input=spec, preprocessing=pad).save(bundle)
     (model, *_) = export_triton(bundle, tmp_path / "repo", max_queue_delay_us=0)
     config = parse_pbtxt((model.path / "config.pbtxt").read_text())
     assert _one(config, "input")["dims"] == [1, -1, -1]
@@ -450,6 +458,6 @@ def test_client_example_segments_like_the_runtime(
     assert calls == [2, 1]
     mask = nib.load(str(out))
     with Segmenter.from_bundle(DEMO_BUNDLE, "onnxruntime", "fp32", threads=1) as segmenter:
-        expected = segmenter.segment(volume).labels
+        expected = segmenter.segment(volume, affine=np.diag([1.0, 1.0, 2.0, 1.0])).labels
     np.testing.assert_array_equal(np.asarray(mask.dataobj), expected)
     np.testing.assert_array_equal(mask.affine, np.diag([1.0, 1.0, 2.0, 1.0]))

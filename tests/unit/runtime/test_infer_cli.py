@@ -48,6 +48,7 @@ def test_mask_keeps_the_affine_and_reproduces_the_recorded_dice(
         "2",
         "--reference",
         reference,
+        "--no-postprocess",  # the recorded Dice is the raw network's (post-processing off)
     )
     assert code == 0, output
     assert "CSF" in output and "volume ml" in output and "slices in" in output

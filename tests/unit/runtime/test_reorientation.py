@@ -90,7 +90,7 @@ def test_lps_input_is_reoriented_and_gives_the_ras_labels_flipped(
     np.testing.assert_array_equal(result.probabilities, ras_result.probabilities[:, ::-1, ::-1])
 
     # without the affine nothing is reoriented: the network sees rotated slices
-    plain = segmenter.segment(lps_image)
+    plain = segmenter.segment(lps_image, spacing=(1.0, 1.0, 1.0))
     assert plain.reoriented_from is None
     assert not np.array_equal(plain.labels, result.labels)
 

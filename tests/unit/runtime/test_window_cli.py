@@ -84,10 +84,10 @@ def test_infer_mask_has_the_scans_shape_and_affine(
 
 
 def test_infer_refuses_tta_on_a_pad_bundle(
-    demo_bundle: Path, dataset: Path, tmp_path: Path
+    tiny_bundle: Path, dataset: Path, tmp_path: Path
 ) -> None:
     image = dataset / "imagesTr" / "c_000_0000.nii.gz"
-    args = ["infer", demo_bundle, image, "--out", tmp_path / "m.nii.gz", "--tta"]
+    args = ["infer", tiny_bundle, image, "--out", tmp_path / "m.nii.gz", "--tta"]
     result = runner.invoke(app, list(map(str, args)))
     assert result.exit_code == 2
     assert "--tta needs a bundle with a sliding-window recipe" in result.output

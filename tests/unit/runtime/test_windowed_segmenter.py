@@ -102,7 +102,7 @@ def test_window_bundle_needs_the_scan_spacing(bundle: Path) -> None:
         seg.segment(_volume())
 
 
-def test_tta_mirrors_and_is_refused_for_pad_bundles(bundle: Path, demo_bundle: Path) -> None:
+def test_tta_mirrors_and_is_refused_for_pad_bundles(bundle: Path, tiny_bundle: Path) -> None:
     image = _volume(seed=4)
     with _segmenter(bundle) as plain, _segmenter(bundle, tta=True) as tta:
         a = plain.segment(image, spacing=SPACING, probabilities=True)
@@ -112,7 +112,7 @@ def test_tta_mirrors_and_is_refused_for_pad_bundles(bundle: Path, demo_bundle: P
     assert not np.allclose(a.probabilities, b.probabilities, atol=1e-4)
     assert np.mean(a.labels == b.labels) > 0.95
     with pytest.raises(ConfigError, match="sliding-window recipe"):
-        _segmenter(demo_bundle, tta=True)
+        _segmenter(tiny_bundle, tta=True)
 
 
 def test_postprocess_from_the_manifest_and_switching_it_off(tmp_path: Path) -> None:
