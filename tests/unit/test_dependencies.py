@@ -66,7 +66,8 @@ def test_segmenting_a_volume_loads_no_training_side_package() -> None:
         "import numpy as np\n"
         "from medseg.runtime import Segmenter\n"
         f"s = Segmenter.from_bundle({str(bundle)!r}, backend='onnxruntime', threads=1)\n"
-        "labels = s.segment(np.random.default_rng(0).random((197, 233, 2))).labels\n"
+        "image = np.random.default_rng(0).random((197, 233, 2))\n"
+        "labels = s.segment(image, spacing=(1.0, 1.0, 1.0)).labels\n"
         "assert labels.shape == (197, 233, 2)"
     )
     loaded = _modules_after(code)

@@ -74,6 +74,7 @@ def test_a_manifest_listing_fewer_classes_than_the_model_outputs_is_refused(
     shutil.copytree(demo_bundle, bundle)
     manifest = json.loads((bundle / "medseg.json").read_text())
     manifest["classes"] = {"background": 0, "CSF": 1}
+    manifest["postprocess"] = None  # its rules name GM and WM, refused first otherwise
     (bundle / "medseg.json").write_text(json.dumps(manifest))
     out = tmp_path / "mask.nii.gz"
     code, output = _run("infer", bundle, scan, "--out", out, "--backend", "onnxruntime")
@@ -404,7 +405,7 @@ def test_backends_take_a_session_or_a_callable_making_one(demo_bundle: Path) -> 
     path = manifest.onnx_path(demo_bundle, "fp32")
     args = (manifest.input, manifest.output_name, manifest.num_classes)
     loader = SessionFromOnnx(path, threads=1)
-    batch = np.zeros((1, 1, 208, 240), dtype=np.float32)
+    batch = np.zeros((1, 1, manifest.input.height.min, manifest.input.width.min), np.float32)
     outputs = []
     for source in (path, loader, loader()):
         kwargs = {"threads": 1} if isinstance(source, Path) else {}
