@@ -201,6 +201,16 @@ class InputSpec:
                 f"{self.depth}, height {self.height}, width {self.width}"
             )
 
+    @classmethod
+    def static_patch(
+        cls, name: str, channels: int, batch: DimRange, patch: tuple[int, ...]
+    ) -> InputSpec:
+        """A static ``(H, W)`` (NCHW) or ``(D, H, W)`` (NCDHW) patch; only the batch varies."""
+        static = [DimRange(p, p, p) for p in patch]
+        depth = static[0] if len(patch) == 3 else None
+        layout = "NCHW" if depth is None else "NCDHW"
+        return cls(name, channels, batch, static[-2], static[-1], layout=layout, depth=depth)
+
     @property
     def patch(self) -> tuple[int, ...]:
         """The static spatial patch ``(H, W)`` or ``(D, H, W)`` (the minima)."""

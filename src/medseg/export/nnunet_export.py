@@ -286,15 +286,8 @@ def _manifest(
 
     recipe = NnunetRecipe.from_dict(record["preprocessing"])
     folds = report["folds"]
-    static = [DimRange(p, p, p) for p in recipe.patch_size]
-    spec = InputSpec(
-        "image",
-        recipe.num_input_channels,
-        DimRange(1, 1, options.max_batch),
-        static[-2],
-        static[-1],
-        layout="NCDHW" if recipe.ndim == 3 else "NCHW",
-        depth=static[0] if recipe.ndim == 3 else None,
+    spec = InputSpec.static_patch(
+        "image", recipe.num_input_channels, DimRange(1, 1, options.max_batch), recipe.patch_size
     )
     precisions = {}
     for precision in ("fp32", "fp16", "int8"):

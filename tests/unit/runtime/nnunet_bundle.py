@@ -105,17 +105,7 @@ def nnunet_manifest(
         batch: the batch range of every fold's model (the patch is static).
         source: the nnU-Net facts (``kind: "nnunet"``, dataset, trainer, plans, checkpoint).
     """
-    patch = recipe.patch_size
-    static = [DimRange(p, p, p) for p in patch]
-    spec = InputSpec(
-        "image",
-        recipe.num_input_channels,
-        batch,
-        static[-2],
-        static[-1],
-        layout="NCDHW" if recipe.ndim == 3 else "NCHW",
-        depth=static[0] if recipe.ndim == 3 else None,
-    )
+    spec = InputSpec.static_patch("image", recipe.num_input_channels, batch, recipe.patch_size)
     precisions = {}
     for precision, folds in fold_files.items():
         digests = {f: item.sha256 for f, item in folds.items()}
