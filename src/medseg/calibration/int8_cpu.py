@@ -32,7 +32,6 @@ from medseg.calibration._onnx import (
     check_onnx_path,
     check_samples,
     copy_metadata,
-    first_line,
     input_spec,
     load_model,
     run_model,
@@ -189,18 +188,15 @@ def ort_conv_fusion(path: Path) -> tuple[int, int]:
     Integer: ``QLinearConv`` / ``ConvInteger`` nodes; float: ``Conv`` / ``FusedConv`` nodes
     (a Q/DQ convolution ORT failed to fuse ends up as a float one between Q/DQ nodes).
     """
-    ort = require("onnxruntime", "running ONNX models")
+    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
     onnx = require("onnx", "reading ONNX models")
     with tempfile.TemporaryDirectory(prefix="medseg-ortopt-") as tmp:
         optimised = Path(tmp) / "optimised.onnx"
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-        options.optimized_model_filepath = str(optimised)
         try:
-            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own, unexported exception types
-            raise ExportError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})") from exc
+            SessionFromOnnx(path, ["cpu"], threads=1, optimized_path=optimised)()
+        except ConfigError as exc:
+            raise ExportError(str(exc)) from exc
         ops = Counter(node.op_type for node in onnx.load(str(optimised)).graph.node)
     return ops["QLinearConv"] + ops["ConvInteger"], ops["Conv"] + ops["FusedConv"]
 

@@ -37,6 +37,7 @@ from medseg.atomic import atomic_file
 from medseg.data.plan_fingerprint import TRAINING_ORIENTATION, Fingerprint, compute_fingerprint
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA, StrictFloat, StrictInt, StrictStr, load_json, parse
 
 __all__ = [
     "ANISOTROPY_RATIO",
@@ -187,45 +188,79 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "plan") -> Plan:
-        """Inverse of :meth:`to_dict`; a bad or foreign file is one ConfigError line."""
-        try:
-            if data.get("plan_version") != PLAN_VERSION:
-                raise ConfigError(
-                    f"{source}: plan_version {data.get('plan_version')!r} is not supported; "
-                    f"expected {PLAN_VERSION} (re-run medseg plan)"
-                )
-            ds, cfg = data["dataset"], data["configuration"]
-
-            def pair(key: str) -> tuple[Any, Any] | None:
-                value = cfg.get(key)
-                return None if value is None else (value[0], value[1])
-
-            return cls(
-                dataset=str(ds["name"]),
-                fingerprint=str(ds["fingerprint"]),
-                channel_names=tuple(ds["channel_names"]),
-                labels={str(k): int(v) for k, v in ds["labels"].items()},
-                modality=cfg["modality"],
-                slice_axis=int(cfg["slice_axis"]),
-                target_spacing=(float(cfg["target_spacing"][0]), float(cfg["target_spacing"][1])),
-                patch_size=(int(cfg["patch_size"][0]), int(cfg["patch_size"][1])),
-                batch_size=int(cfg["batch_size"]),
-                mirror_axes=tuple(int(a) for a in cfg["mirror_axes"]),
-                ct_window=pair("ct_window"),
-                ct_zscore=pair("ct_zscore"),
-                max_patch=(int(cfg["max_patch"][0]), int(cfg["max_patch"][1])),
-                orientation=str(cfg.get("orientation", TRAINING_ORIENTATION)),
-                notes=tuple(data.get("notes", ())),
-                summary=dict(data.get("fingerprint", {})),
-            )
-        except ConfigError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    def from_dict(cls, data: Any, source: str = "plan") -> Plan:
+        """Inverse of :meth:`to_dict`; a bad or foreign file is one ConfigError line naming
+        ``source`` and the key (``plans.json: configuration.patch_size[0] must be an integer``)."""
+        version = data.get("plan_version") if isinstance(data, dict) else None
+        if version != PLAN_VERSION:
             raise ConfigError(
-                f"{source} is not a medseg plan ({type(exc).__name__}: {exc}); write one with "
-                "medseg plan DATASET --out plans.json"
-            ) from exc
+                f"{source}: plan_version {version!r} is not supported; expected {PLAN_VERSION} "
+                "(write a plan with: medseg plan DATASET --out plans.json)"
+            )
+        file = parse(_PlanFile, data, source)
+        ds, cfg = file.dataset, file.configuration
+        try:
+            return cls(
+                dataset=ds.name,
+                fingerprint=ds.fingerprint,
+                channel_names=ds.channel_names,
+                labels=dict(ds.labels),
+                modality=cfg.modality,
+                slice_axis=cfg.slice_axis,
+                target_spacing=cfg.target_spacing,
+                patch_size=cfg.patch_size,
+                batch_size=cfg.batch_size,
+                mirror_axes=cfg.mirror_axes,
+                ct_window=cfg.ct_window,
+                ct_zscore=cfg.ct_zscore,
+                max_patch=cfg.max_patch,
+                orientation=cfg.orientation,
+                notes=file.notes,
+                summary=dict(file.fingerprint),
+            )
+        except ConfigError as exc:  # a cross-field rule of __post_init__
+            raise ConfigError(f"{source}: configuration: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _PlanDataset:
+    """``plans.json`` ``dataset`` section."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    name: StrictStr
+    fingerprint: StrictStr
+    channel_names: tuple[StrictStr, ...]
+    labels: dict[str, StrictInt]
+
+
+@dataclass(frozen=True)
+class _PlanConfiguration:
+    """``plans.json`` ``configuration`` section (the rules: :class:`Plan`)."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    modality: StrictStr
+    slice_axis: StrictInt
+    target_spacing: tuple[StrictFloat, StrictFloat]
+    patch_size: tuple[StrictInt, StrictInt]
+    max_patch: tuple[StrictInt, StrictInt]
+    batch_size: StrictInt
+    mirror_axes: tuple[StrictInt, ...] = ()
+    ct_window: tuple[StrictFloat, StrictFloat] | None = None
+    ct_zscore: tuple[StrictFloat, StrictFloat] | None = None
+    orientation: StrictStr = TRAINING_ORIENTATION
+
+
+@dataclass(frozen=True)
+class _PlanFile:
+    """The layout of ``plans.json`` (:meth:`Plan.to_dict`), validated by :func:`parse`."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    plan_version: StrictInt
+    dataset: _PlanDataset
+    configuration: _PlanConfiguration
+    medseg_version: StrictStr = ""
+    notes: tuple[StrictStr, ...] = ()
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def _slice_axis(spacing: np.ndarray, shape: np.ndarray) -> tuple[int, str]:
@@ -352,15 +387,9 @@ def save_plan(plan: Plan, path: Path) -> Path:
 def load_plan(path: Path) -> Plan:
     """Read a ``plans.json``; ConfigError naming the file when it is missing or invalid."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"plan file {path} does not exist; write it with medseg plan") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"plan file {path} is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"plan file {path} is not a medseg plan (a JSON object expected)")
-    return Plan.from_dict(data, str(path))
+    if not path.is_file():
+        raise ConfigError(f"plan file {path} does not exist; write it with medseg plan")
+    return Plan.from_dict(load_json(path, "plan file"), str(path))
 
 
 def check_plan_matches(

@@ -115,16 +115,15 @@ def preprocessed_training_cases(
 
 def _agreement(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """Argmax agreement, mean Dice of ``actual``'s argmax vs ``reference``'s, max |diff|."""
+    from medseg.metrics import DiceAccumulator
+
     ref, act = reference.argmax(1), actual.argmax(1)
-    dices = []
-    for k in range(reference.shape[1]):
-        a, b = ref == k, act == k
-        total = int(a.sum() + b.sum())
-        if total:
-            dices.append(2.0 * float((a & b).sum()) / total)
+    dice = DiceAccumulator({str(k): k for k in range(reference.shape[1])}, empty="nan")
+    dice.update(act, ref)
+    mean = dice.mean()  # classes absent from both are left out
     return {
         "argmax_agreement": float((ref == act).mean()),
-        "dice_vs_fp32": float(np.mean(dices)) if dices else 1.0,
+        "dice_vs_fp32": 1.0 if np.isnan(mean) else mean,
         "max_abs_diff": float(np.abs(reference - actual).max()),
         "finite": bool(np.isfinite(actual).all()),
     }

@@ -23,7 +23,7 @@ import numpy as np
 
 from medseg.data.postprocess import ClassRules, Postprocess, apply_class_rules
 from medseg.events import Event, EventSink
-from medseg.metrics import compute_case_metrics
+from medseg.metrics import compute_case_metrics, confusion_counts, dice_of_counts
 
 __all__ = ["MIN_GAIN", "ValidationCase", "decide_postprocess"]
 
@@ -54,16 +54,11 @@ class ValidationCase:
     mask: np.ndarray | None = None
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(ref.sum())
-    return 2.0 * int((pred & ref).sum()) / denom if denom else float("nan")
-
-
 def _class_dice(case: ValidationCase, labels: np.ndarray, value: int) -> float:
     pred, ref = labels == value, case.ref == value
     if case.mask is not None:
         pred, ref = pred & case.mask, ref & case.mask
-    return _dice(pred, ref)
+    return dice_of_counts(confusion_counts(pred, ref), empty="nan")  # empty: left out
 
 
 def _mean_dice(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from medseg.data.plan import (
     Plan,
     check_plan_matches,
     load_plan,
+    make_plan,
     plan_dataset,
     save_plan,
 )
@@ -133,11 +136,39 @@ def test_bad_datasets_and_plan_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_plan(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="not readable JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         load_plan(tmp_path / "bad.json")
     (tmp_path / "old.json").write_text(json.dumps({"plan_version": 99}))
     with pytest.raises(ConfigError, match="plan_version 99"):
         load_plan(tmp_path / "old.json")
+
+
+def test_plan_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    plan = make_plan(compute_fingerprint(_dataset(tmp_path / "ds", "MR", [(1.0, 1.0, 3.0)] * 3)))
+    good = plan.to_dict()
+
+    def refused(data: dict[str, Any]) -> str:
+        path = tmp_path / "plans.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(ConfigError) as info:
+            load_plan(path)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(str(path)), message
+        return message
+
+    bad = copy.deepcopy(good)
+    bad["configuration"]["patch_size"] = ["256", 256]
+    assert "configuration.patch_size[0] must be an integer, got str '256'" in refused(bad)
+    bad = copy.deepcopy(good)
+    del bad["dataset"]["labels"]
+    assert "missing key dataset.labels" in refused(bad)
+    bad = copy.deepcopy(good)
+    bad["configuration"]["patch_szie"] = [256, 256]
+    assert "unknown key configuration.patch_szie" in refused(bad)
+    bad = copy.deepcopy(good)
+    bad["configuration"]["patch_size"] = [100, 256]
+    assert "configuration: plan patch_size" in refused(bad)
+    assert refused([1, 2]).endswith("(write a plan with: medseg plan DATASET --out plans.json)")
 
 
 def test_plan_validates_its_fields() -> None:

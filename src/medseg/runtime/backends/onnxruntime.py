@@ -75,6 +75,8 @@ class SessionFromOnnx:
         threads: intra-op threads; ``None``: ONNX Runtime's default (one per physical core).
         spinning: let idle worker threads spin (ONNX Runtime's default); off for jobs that
             share the machine (calibration next to training).
+        optimized_path: where ONNX Runtime writes the model after its graph optimisations
+            (to inspect which nodes it fused); ``None``: not written.
     """
 
     def __init__(
@@ -84,12 +86,14 @@ class SessionFromOnnx:
         threads: int | None = None,
         *,
         spinning: bool = True,
+        optimized_path: Path | None = None,
     ) -> None:
         self.model: Path | bytes = path if isinstance(path, bytes) else Path(path)
         self.path = self.model if isinstance(self.model, Path) else "<ONNX model in memory>"
         self.spinning = spinning
         self.providers = _resolve_providers(providers)
         self.threads = check_threads(threads, "threads")
+        self.optimized_path = optimized_path
 
     def __call__(self) -> Any:
         ort = require("onnxruntime", "running ONNX models")
@@ -100,6 +104,8 @@ class SessionFromOnnx:
             options.inter_op_num_threads = 1
         if not self.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.optimized_path is not None:
+            options.optimized_model_filepath = str(self.optimized_path)
         source = str(self.model) if isinstance(self.model, Path) else self.model
         try:
             return ort.InferenceSession(source, options, providers=self.providers)
