@@ -9,9 +9,11 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
+# --no-compile: pip would byte-compile every installed module (torch, nnU-Net, OpenVINO...);
+# Python compiles only what is imported, on first import, and caches it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
 	touch $(STAMP)
 
 demo: install
@@ -73,8 +75,8 @@ SERVE_STAMP := $(VENV)/.serve-installed
 serve-install: $(SERVE_STAMP)
 
 $(SERVE_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[serve]"
-	$(PY) -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	$(PY) -m pip install --quiet --no-compile -e ".[serve]"
+	$(PY) -m pip install --quiet --no-compile --no-deps nvidia-pytriton==0.7.0
 	touch $(SERVE_STAMP)
 
 triton-smoke: serve-install $(BENCH_DATA)

@@ -119,7 +119,7 @@ def _agreement(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 
     ref, act = reference.argmax(1), actual.argmax(1)
     dice = DiceAccumulator({str(k): k for k in range(reference.shape[1])}, empty="nan")
-    dice.update(act, ref)
+    dice.update(act.reshape(len(act), -1), ref.reshape(len(ref), -1))  # any patch rank
     mean = dice.mean()  # classes absent from both are left out
     return {
         "argmax_agreement": float((ref == act).mean()),
