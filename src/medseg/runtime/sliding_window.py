@@ -29,6 +29,7 @@ from medseg.errors import ConfigError
 
 __all__ = [
     "PredictBatch",
+    "accumulation_gaussian",
     "gaussian_importance",
     "mirror_combinations",
     "pad_to_patch",
@@ -196,7 +197,7 @@ def window_logits(
     n, c = padded.shape[:2]
     size = padded.shape[2:]
     acc_dtype = np.float16 if accumulate == "float16" else np.float32
-    gauss = _accumulation_gaussian(patch, acc_dtype)
+    gauss = accumulation_gaussian(patch, acc_dtype)
     acc: np.ndarray | None = None
     weight = np.zeros(size, dtype=acc_dtype)
     starts = [window_starts(s, p, overlap) for s, p in zip(size, patch, strict=True)]
@@ -248,15 +249,17 @@ def window_logits(
     return np.ascontiguousarray(acc[(slice(None), slice(None), *region)], dtype=np.float32)
 
 
-def _accumulation_gaussian(patch: tuple[int, ...], dtype: type) -> np.ndarray:
+def accumulation_gaussian(patch: tuple[int, ...], dtype: type) -> np.ndarray:
     """The window weight in the accumulator's dtype.
 
     float16 is nnU-Net's CPU/GPU accumulation: ``compute_gaussian(value_scaling_factor=10,
-    dtype=torch.half)``, zeros (underflow) raised to the smallest non-zero value.
+    dtype=torch.half)``, zeros (underflow) raised to the smallest non-zero value. torch casts
+    float64 to half through float32 (two roundings), and so does this: rounding float64 to
+    float16 directly moves 8 of the 122,880 weights of a (40, 48, 64) patch by one float16 step.
     """
     if dtype == np.float32:
         return gaussian_importance(patch)
-    g = (gaussian_importance_f64(patch) * 10.0).astype(np.float16)
+    g = (gaussian_importance_f64(patch) * 10.0).astype(np.float32).astype(np.float16)
     g[g == 0] = g[g > 0].min()
     return g
 
