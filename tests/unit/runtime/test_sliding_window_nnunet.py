@@ -108,7 +108,7 @@ def test_logits_match_nnunet_predictor(
     exact = predict_ensemble_windows(
         image, batches, patch, max_batch=1, mirror_axes=mirror, accumulate="float16"
     )
-    assert exact.shape == ref.shape == (k, *shape[1:]) and exact.dtype == np.float32
+    assert exact.shape == ref.shape == (k, *shape[1:]) and exact.dtype == np.float16
     # one window per call, as nnUNetPredictor: the same network outputs, and every rounding of
     # its float16 accumulation reproduced (Gaussian, weighting, sums, divisions, fold mean)
     np.testing.assert_array_equal(exact, ref)
