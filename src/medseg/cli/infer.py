@@ -187,6 +187,10 @@ def infer(
             f"{100 * timing.overhead_share:.0f} % of network time)",
             highlight=False,
         )
+        fold_s = getattr(timing, "fold_inference_s", None)  # an nnU-Net fold ensemble
+        if fold_s:
+            per_fold = ", ".join(f"fold {f} {s:.2f} s" for f, s in fold_s.items())
+            console.print(f"cost per fold: {per_fold}", highlight=False)
         for path in written:
             console.print(f"[green]✓[/] wrote [bold]{path}[/]", highlight=False)
         console.print(f"done in {time.perf_counter() - started:.1f} s", highlight=False)

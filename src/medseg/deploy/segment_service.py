@@ -207,7 +207,7 @@ class SegmentService:
         segmenter = Segmenter.from_bundle(
             bundle, settings.backend, settings.precision, threads=settings.threads or None
         )
-        segmenter.backend.load()
+        segmenter.load()  # every fold of an nnU-Net ensemble
         return cls(segmenter, settings)
 
     def _check_size(self, voxels: int, what: str) -> None:

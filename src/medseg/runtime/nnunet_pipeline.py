@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
@@ -32,9 +31,13 @@ from medseg.data.nnunet_preprocess import (
 from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.data.postprocess import apply_postprocess
 from medseg.errors import ConfigError
-from medseg.runtime.backends import OPENVINO_CACHE_DIR, Backend
-from medseg.runtime.segmenter import Segmentation, Segmenter, SegmentTiming
-from medseg.runtime.sliding_window import mirror_combinations, window_logits, window_starts
+from medseg.runtime.backends import OPENVINO_CACHE_DIR, Backend, onnx_file_backend
+from medseg.runtime.segmenter import Segmentation, Segmenter, SegmentTiming, infer_padded
+from medseg.runtime.sliding_window import (
+    mirror_combinations,
+    predict_ensemble_windows,
+    window_starts,
+)
 
 __all__ = ["NNUNET_BACKENDS", "NnunetSegmenter", "NnunetTiming", "fold_backends"]
 
@@ -81,32 +84,19 @@ def fold_backends(
     if providers and backend != "onnxruntime":
         raise ConfigError("--providers sets ONNX Runtime; pass --backend onnxruntime")
     paths = bundle_onnx_paths(manifest, bundle, precision)
-    out: dict[str, Backend] = {}
-    for fold, path in paths.items():
-        if backend == "openvino":
-            from medseg.runtime.backends.openvino import OpenVinoBackend
-
-            out[fold] = OpenVinoBackend(
-                path,
-                manifest.input,
-                manifest.output_name,
-                manifest.num_classes,
-                precision=precision,
-                threads=threads,
-                cache_dir=Path(bundle) / OPENVINO_CACHE_DIR / path.parent.name / path.stem,
-            )
-        else:
-            from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-            out[fold] = OnnxRuntimeBackend(
-                path,
-                manifest.input,
-                manifest.output_name,
-                manifest.num_classes,
-                providers=providers,
-                threads=threads,
-            )
-    return out
+    cache = Path(bundle) / OPENVINO_CACHE_DIR
+    return {
+        fold: onnx_file_backend(
+            backend,
+            path,
+            manifest,
+            precision,
+            providers,
+            threads,
+            cache / path.parent.name / path.stem,
+        )
+        for fold, path in paths.items()
+    }
 
 
 class NnunetSegmenter(Segmenter):
@@ -120,8 +110,18 @@ class NnunetSegmenter(Segmenter):
         tta: mirroring over the recipe's ``mirror_axes``; ``None``: as nnU-Net (on when the
             trainer records mirror axes).
         postprocess: apply the manifest's post-processing (imported bundles have none).
-        accumulate: ``"float32"`` or ``"float16"`` (nnU-Net's own accumulator, for bit-level
-            parity; see :func:`~medseg.runtime.sliding_window.window_logits`).
+        accumulate: ``"float16"`` (default) or ``"float32"``; see
+            :func:`~medseg.runtime.sliding_window.window_logits`.
+
+    The defaults reproduce ``nnUNetPredictor``: its float16 accumulator (Gaussian weights,
+    weighted sums, divisions and the fold mean rounded as nnU-Net rounds them; with nnU-Net's
+    own PyTorch network this gives its logits bit for bit) and float16 logits into the
+    resampling back. Near the image corners nnU-Net's summed float16 weights are subnormal and
+    its logits there are rounding noise; ``accumulate="float32"`` is the accurate sum (it
+    differs from nnU-Net there, up to 0.1 in softmax on the test cohort). Batching is kept
+    (the profile's maximum): on ONNX Runtime CPU a window's outputs do not depend on the other
+    windows of its batch (measured: probabilities identical at batch 1 and 4, 2d and
+    3d_fullres), so ``batch_size=1`` (nnU-Net's one window per call) changes nothing there.
     """
 
     def __init__(
@@ -132,7 +132,7 @@ class NnunetSegmenter(Segmenter):
         batch_size: int | None = None,
         tta: bool | None = None,
         postprocess: bool = True,
-        accumulate: str = "float32",
+        accumulate: str = "float16",
     ) -> None:
         recipe = manifest.preprocessing
         if not isinstance(recipe, NnunetRecipe):
@@ -186,8 +186,7 @@ class NnunetSegmenter(Segmenter):
         Returns:
             labels ``(X, Y, Z)`` uint8 on the input's grid (and probabilities).
         """
-        for backend in self.backends.values():
-            backend.load()
+        self.load()
         t0 = time.perf_counter()
         volume = self.check_volume(image, source)
         if spacing is None and affine is not None:
@@ -231,74 +230,46 @@ class NnunetSegmenter(Segmenter):
     def _ensemble(
         self, data: np.ndarray, progress: ProgressCallback | None
     ) -> tuple[np.ndarray, dict[str, float], int, int]:
-        """Mean fold logits ``(K, *S)`` (float16 with the float16 accumulator), seconds per
-        fold, windows per fold, backend calls."""
+        """Mean fold logits ``(K, *S)`` (float16 with the float16 accumulator, as nnU-Net hands
+        them to its export), seconds per fold, windows per fold, backend calls."""
         recipe = self.recipe
         patch = recipe.patch_size
-        stack = data[None] if recipe.ndim == 3 else np.ascontiguousarray(np.moveaxis(data, 1, 0))
-        spatial = stack.shape[2:]
-        per_image = len(mirror_combinations(self.mirror_axes, recipe.ndim))
+        spatial = data.shape[1:] if recipe.ndim == 3 else data.shape[2:]
+        windows = len(mirror_combinations(self.mirror_axes, recipe.ndim))
         for size, p in zip(spatial, patch, strict=True):
-            per_image *= len(window_starts(max(size, p), p, recipe.overlap))
-        windows = per_image * stack.shape[0]
+            windows *= len(window_starts(max(size, p), p, recipe.overlap))
+        if recipe.ndim == 2:
+            windows *= data.shape[1]  # every slice
         total = windows * len(self.backends)
         per_fold: dict[str, float] = {}
         done = {"windows": 0, "calls": 0}
         minimum = self.manifest.input.batch.min
-        mean: np.ndarray | None = None
-        for fold, backend in self.backends.items():
+
+        def fold_predict(fold: str, backend: Backend) -> Callable[[np.ndarray], np.ndarray]:
             per_fold[fold] = 0.0
 
-            def predict(
-                batch: np.ndarray, fold: str = fold, backend: Backend = backend
-            ) -> np.ndarray:
-                real = len(batch)
-                if real < minimum:  # a static-batch model: pad with empty windows
-                    pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
-                    batch = np.concatenate([batch, pad])
-                out = backend.infer(np.ascontiguousarray(batch))[:real]
-                timing = backend.last_timing
-                if timing is not None:
-                    per_fold[fold] += timing.total_ms / 1e3
-                done["windows"] += real
+            def predict(batch: np.ndarray) -> np.ndarray:
+                logits, timing = infer_padded(backend, batch, minimum)
+                per_fold[fold] += timing.total_ms / 1e3
+                done["windows"] += len(batch)
                 done["calls"] += 1
                 if progress is not None:
                     progress(done["windows"], total)
-                return out
+                return logits
 
-            logits = window_logits(
-                stack,
-                predict,
-                patch,
-                self.batch_size,
-                recipe.overlap,
-                self.mirror_axes,
-                self.accumulate,
-            )
-            if mean is None:
-                mean = logits.astype(np.float16) if self.accumulate == "float16" else logits
-            else:
-                mean += logits
-        assert mean is not None  # at least one fold (checked in __init__)
-        if len(self.backends) > 1:
-            mean /= mean.dtype.type(len(self.backends))
-        # (1, K, D, H, W) or, 2d, (D, K, H, W) -> (K, D, H, W); float16 kept for nnU-Net's export
-        out = mean[0] if recipe.ndim == 3 else np.ascontiguousarray(np.moveaxis(mean, 0, 1))
-        return out, per_fold, windows, done["calls"]
+            return predict
 
-    def close(self) -> None:
-        for backend in self.backends.values():
-            backend.close()
+        logits = predict_ensemble_windows(
+            data,
+            [fold_predict(fold, backend) for fold, backend in self.backends.items()],
+            patch,
+            self.batch_size,
+            recipe.overlap,
+            self.mirror_axes,
+            self.accumulate,
+        )
+        return logits, per_fold, windows, done["calls"]
 
-    def __enter__(self) -> NnunetSegmenter:
-        for backend in self.backends.values():
-            backend.load()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def runners(self) -> tuple[Backend, ...]:
+        """The fold backends, in the manifest's fold order."""
+        return tuple(self.backends.values())

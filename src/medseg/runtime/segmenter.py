@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from medseg.data.orientation import axis_codes, from_orientation, reorient_plan,
 from medseg.data.postprocess import apply_postprocess
 from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError
-from medseg.runtime.backends import BACKENDS, Backend, create_backend
+from medseg.runtime.backends import BACKENDS, Backend, InferTiming, create_backend
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
 
@@ -94,6 +95,24 @@ class Segmentation:
     num_slices: int
     timing: SegmentTiming
     reoriented_from: str | None = None
+
+
+def infer_padded(
+    backend: Backend, batch: np.ndarray, minimum: int
+) -> tuple[np.ndarray, InferTiming]:
+    """One backend call on ``(B, C, ...)`` inputs; logits ``(B, K, ...)`` and the call's timing.
+
+    A batch smaller than the model's minimum batch size (a static-batch engine) is padded
+    with empty inputs whose outputs are dropped.
+    """
+    real = len(batch)
+    if real < minimum:
+        pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
+        batch = np.concatenate([batch, pad])
+    logits = backend.infer(np.ascontiguousarray(batch))[:real]
+    timing = backend.last_timing
+    assert timing is not None  # set by every infer() call
+    return logits, timing
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -305,12 +324,7 @@ class Segmenter:
         for start in range(0, total, self.batch_size):
             batch = slices[start : start + self.batch_size]
             real = len(batch)
-            if real < minimum:
-                pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            logits = self.backend.infer(batch)[:real]
-            timing = self.backend.last_timing
-            assert timing is not None  # set by every infer() call
+            logits, timing = infer_padded(self.backend, batch, minimum)
             seconds += timing.total_ms / 1e3
             compute += timing.compute_ms / 1e3
             calls += 1
@@ -369,7 +383,7 @@ class Segmenter:
             DatasetError: a bad volume (see :meth:`check_volume` and :meth:`preprocess`).
             ConfigError: a degenerate ``affine``; a window recipe without spacing.
         """
-        self.backend.load()
+        self.load()
         t0 = time.perf_counter()
         volume = self.check_volume(image, source)
         change = self.reorientation(affine)
@@ -450,13 +464,7 @@ class Segmenter:
         stats = {"inference": 0.0, "compute": 0.0, "calls": 0}
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            real = len(batch)
-            if real < minimum:  # a static-batch engine: pad with empty windows
-                pad = np.zeros((minimum - real, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            logits = self.backend.infer(np.ascontiguousarray(batch))[:real]
-            timing = self.backend.last_timing
-            assert timing is not None  # set by every infer() call
+            logits, timing = infer_padded(self.backend, batch, minimum)
             stats["inference"] += timing.total_ms / 1e3
             stats["compute"] += timing.compute_ms / 1e3
             stats["calls"] += 1
@@ -487,11 +495,21 @@ class Segmenter:
         return result.labels, result.probabilities, result.num_slices, timing
 
     # -- lifetime ---------------------------------------------------------------------------
-    def close(self) -> None:
-        self.backend.close()
+    def runners(self) -> tuple[Backend, ...]:
+        """Every backend this segmenter calls (one; an nnU-Net ensemble: one per fold)."""
+        return (self.backend,)
 
-    def __enter__(self) -> Segmenter:
-        self.backend.load()
+    def load(self) -> None:
+        """Load every backend (once; :meth:`segment` calls it)."""
+        for backend in self.runners():
+            backend.load()
+
+    def close(self) -> None:
+        for backend in self.runners():
+            backend.close()
+
+    def __enter__(self) -> Self:
+        self.load()
         return self
 
     def __exit__(

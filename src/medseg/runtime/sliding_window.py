@@ -9,8 +9,9 @@ combination of ``mirror_axes`` and averages the logits, as nnU-Net does. The win
 (``compute_steps_for_sliding_window``), the centred zero padding of images smaller than the
 patch (``pad_nd_image``) and the Gaussian are nnU-Net v2's rules, so :func:`predict_windows`
 gives nnU-Net's ``predict_sliding_window_return_logits`` (which accumulates in float16; this
-module in float32). :func:`predict_ensemble_windows` averages the logits of several folds, as
-``nnUNetPredictor.predict_logits_from_preprocessed_data`` does.
+module in float32, or, ``accumulate="float16"``, with every rounding of nnU-Net's float16
+accumulator: then nnU-Net's logits bit for bit). :func:`predict_ensemble_windows` averages
+the logits of several folds, as ``nnUNetPredictor.predict_logits_from_preprocessed_data`` does.
 
 The accumulation order is the window order, whatever the batch size, so the result (and the
 argmax labels) do not depend on ``max_batch`` when the backend returns the same logits for a
@@ -29,6 +30,7 @@ from medseg.errors import ConfigError
 
 __all__ = [
     "PredictBatch",
+    "accumulation_gaussian",
     "gaussian_importance",
     "mirror_combinations",
     "pad_to_patch",
@@ -196,7 +198,7 @@ def window_logits(
     n, c = padded.shape[:2]
     size = padded.shape[2:]
     acc_dtype = np.float16 if accumulate == "float16" else np.float32
-    gauss = _accumulation_gaussian(patch, acc_dtype)
+    gauss = accumulation_gaussian(patch, acc_dtype)
     acc: np.ndarray | None = None
     weight = np.zeros(size, dtype=acc_dtype)
     starts = [window_starts(s, p, overlap) for s, p in zip(size, patch, strict=True)]
@@ -248,15 +250,17 @@ def window_logits(
     return np.ascontiguousarray(acc[(slice(None), slice(None), *region)], dtype=np.float32)
 
 
-def _accumulation_gaussian(patch: tuple[int, ...], dtype: type) -> np.ndarray:
+def accumulation_gaussian(patch: tuple[int, ...], dtype: type) -> np.ndarray:
     """The window weight in the accumulator's dtype.
 
     float16 is nnU-Net's CPU/GPU accumulation: ``compute_gaussian(value_scaling_factor=10,
-    dtype=torch.half)``, zeros (underflow) raised to the smallest non-zero value.
+    dtype=torch.half)``, zeros (underflow) raised to the smallest non-zero value. torch casts
+    float64 to half through float32 (two roundings), and so does this: rounding float64 to
+    float16 directly moves 8 of the 122,880 weights of a (40, 48, 64) patch by one float16 step.
     """
     if dtype == np.float32:
         return gaussian_importance(patch)
-    g = (gaussian_importance_f64(patch) * 10.0).astype(np.float16)
+    g = (gaussian_importance_f64(patch) * 10.0).astype(np.float32).astype(np.float16)
     g[g == 0] = g[g > 0].min()
     return g
 
@@ -284,23 +288,11 @@ def predict_windows(
         accumulate: see :func:`window_logits`.
 
     Returns:
-        ``(K, *S)`` float32 Gaussian-weighted logits (no softmax).
+        ``(K, *S)`` Gaussian-weighted logits (no softmax), float32, or float16 with the
+        float16 accumulator (nnU-Net's dtype, exactly representable in float32).
     """
-    image = np.asarray(image)
-    nd = len(patch_size)
-    if image.ndim == nd + 1:
-        return window_logits(
-            image[None], predict_batch, patch_size, max_batch, overlap, mirror_axes, accumulate
-        )[0]
-    if nd == 2 and image.ndim == 4:
-        slices = np.ascontiguousarray(np.moveaxis(image, 1, 0))  # (D, C, H, W)
-        out = window_logits(
-            slices, predict_batch, patch_size, max_batch, overlap, mirror_axes, accumulate
-        )
-        return np.ascontiguousarray(np.moveaxis(out, 0, 1))
-    raise ConfigError(
-        f"predict_windows expects (C, *S) with {nd} spatial axes (or (C, D, H, W) for a 2D "
-        f"patch), got shape {image.shape} for a patch of {tuple(patch_size)}"
+    return predict_ensemble_windows(
+        image, [predict_batch], patch_size, max_batch, overlap, mirror_axes, accumulate
     )
 
 
@@ -313,30 +305,45 @@ def predict_ensemble_windows(
     mirror_axes: Sequence[int] = (),
     accumulate: str = "float32",
 ) -> np.ndarray:
-    """Mean of the folds' sliding-window logits (nnU-Net's fold ensemble).
+    """Mean of the folds' sliding-window logits, nnU-Net's
+    ``predict_logits_from_preprocessed_data``.
 
     Args:
         image: as :func:`predict_windows`.
         predict_batches: one ``predict_batch`` per fold, run in order.
-        accumulate: see :func:`window_logits` (nnU-Net sums the folds in float16 too).
+        accumulate: see :func:`window_logits`; with ``"float16"`` the folds are summed and
+            divided in float16, as nnU-Net does.
 
     Returns:
-        ``(K, *S)`` float32 mean logits.
+        ``(K, *S)`` mean logits, in the accumulator's dtype (float32 or float16).
     """
     if not predict_batches:
         raise ConfigError("predict_ensemble_windows needs at least one fold")
+    image = np.asarray(image)
+    nd = len(patch_size)
+    if image.ndim == nd + 1:  # one image: (C, *S) -> (1, C, *S)
+        stack = image[None]
+    elif nd == 2 and image.ndim == 4:  # nnU-Net 2d: slices (C, D, H, W) -> (D, C, H, W)
+        stack = np.ascontiguousarray(np.moveaxis(image, 1, 0))
+    else:
+        raise ConfigError(
+            f"predict_windows expects (C, *S) with {nd} spatial axes (or (C, D, H, W) for a 2D "
+            f"patch), got shape {image.shape} for a patch of {tuple(patch_size)}"
+        )
+    dtype = np.float16 if accumulate == "float16" else np.float32
     total: np.ndarray | None = None
     for predict in predict_batches:
-        logits = predict_windows(
-            image, predict, patch_size, max_batch, overlap, mirror_axes, accumulate
-        )
+        logits = window_logits(
+            stack, predict, patch_size, max_batch, overlap, mirror_axes, accumulate
+        ).astype(dtype)  # exact: float16 accumulators hold float16 values
         if total is None:
-            total = logits.astype(np.float16) if accumulate == "float16" else logits
+            total = logits
         else:
-            total += logits  # nnU-Net sums (and divides) the folds in its float16
-    if total is not None and len(predict_batches) > 1:
+            total += logits  # in float16: computed in float32 and rounded, as torch's half
+    assert total is not None
+    if len(predict_batches) > 1:
         total /= total.dtype.type(len(predict_batches))
-    return np.asarray(total, dtype=np.float32)
+    return total[0] if image.ndim == nd + 1 else np.ascontiguousarray(np.moveaxis(total, 0, 1))
 
 
 def predict_slices(

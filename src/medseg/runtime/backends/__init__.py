@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "InferTiming",
     "create_backend",
+    "onnx_file_backend",
 ]
 
 #: Backend names the CLI and :func:`create_backend` accept (besides ``"auto"``), in auto's
@@ -38,6 +39,47 @@ BACKENDS = RUNTIME_BACKENDS
 OPENVINO_CACHE_DIR = "cache/openvino"
 #: Backends that run ``bf16`` (a runtime precision: the FP32 file, BF16 arithmetic).
 BF16_BACKENDS = ("openvino",)
+
+
+def onnx_file_backend(
+    backend: str,
+    path: Path,
+    manifest: Manifest,
+    precision: str,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    cache_dir: Path | None,
+) -> Backend:
+    """An (unloaded) ONNX Runtime or OpenVINO backend of one ONNX file of a bundle.
+
+    Args:
+        backend: ``"onnxruntime"`` or ``"openvino"``.
+        path: the ONNX file (already chosen and checked by the caller).
+        providers: ONNX Runtime providers (ignored by OpenVINO; callers refuse them).
+        cache_dir: OpenVINO's compiled-model cache (ignored by ONNX Runtime).
+    """
+    if backend == "openvino":
+        from medseg.runtime.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(
+            path,
+            manifest.input,
+            manifest.output_name,
+            manifest.num_classes,
+            precision=precision,
+            threads=threads,
+            cache_dir=cache_dir,
+        )
+    from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(
+        path,
+        manifest.input,
+        manifest.output_name,
+        manifest.num_classes,
+        providers=providers,
+        threads=threads,
+    )
 
 
 def create_backend(
@@ -95,39 +137,26 @@ def create_backend(
         )
     if backend == "openvino":
         from medseg.bundle.cpu_files import cpu_int8_path
-        from medseg.runtime.backends.openvino import OpenVinoBackend
 
         # INT8: the CPU file when the bundle has one (on the demo bundle OpenVINO loses 2.9 Dice
         # points with the TensorRT-form Q/DQ file and none with ONNX Runtime's QDQ form)
         cpu_int8 = cpu_int8_path(manifest, bundle) if precision == "int8" else None
         path = cpu_int8 or manifest.onnx_path(bundle, file_precision(precision))
-        openvino_runner = OpenVinoBackend(
-            path,
-            manifest.input,
-            manifest.output_name,
-            manifest.num_classes,
-            precision=precision,
-            threads=threads,
-            cache_dir=Path(bundle) / OPENVINO_CACHE_DIR / path.stem,
+        cache = Path(bundle) / OPENVINO_CACHE_DIR / path.stem
+        openvino_runner = onnx_file_backend(
+            backend, path, manifest, precision, None, threads, cache
         )
         if refused is not None:
             openvino_runner.selection_note = f"{refused}; running OpenVINO instead"
         return openvino_runner
     if backend == "onnxruntime":
         from medseg.bundle.cpu_files import cpu_int8_path
-        from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         # INT8: ONNX Runtime's own QDQ file when the bundle has one (integer kernels for every
         # convolution); the TensorRT-form Q/DQ file otherwise.
         cpu_file = cpu_int8_path(manifest, bundle) if precision == "int8" else None
-        runner = OnnxRuntimeBackend(
-            cpu_file or manifest.onnx_path(bundle, precision),
-            manifest.input,
-            manifest.output_name,
-            manifest.num_classes,
-            providers=providers,
-            threads=threads,
-        )
+        path = cpu_file or manifest.onnx_path(bundle, precision)
+        runner = onnx_file_backend(backend, path, manifest, precision, providers, threads, None)
         if refused is not None:
             runner.selection_note = f"{refused}; running ONNX Runtime instead"
         return runner
