@@ -39,7 +39,13 @@ from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 
-__all__ = ["BENCH_BACKENDS", "BenchOptions", "bundle_fingerprint", "run_bench"]
+__all__ = [
+    "BENCH_BACKENDS",
+    "BenchOptions",
+    "auto_includes_torch",
+    "bundle_fingerprint",
+    "run_bench",
+]
 
 BENCH_BACKENDS = _BENCH_BACKENDS  # medseg.names
 Log = Callable[[str], None]
@@ -51,7 +57,8 @@ class BenchOptions:
 
     Attributes:
         backends: ``("auto",)`` (ONNX Runtime, OpenVINO when installed, TensorRT when usable,
-            torch when installed) or names from :data:`BENCH_BACKENDS`.
+            the torch reference when installed and CUDA is usable: :func:`auto_includes_torch`)
+            or names from :data:`BENCH_BACKENDS`.
         precisions: subset of fp32/fp16/bf16/int8; every file one must be in the bundle
             (``bf16`` runs the FP32 file, on OpenVINO only: other backends have no bf16 row).
         batches: batch sizes, each within the bundle's batch range.
@@ -163,8 +170,20 @@ def _select_backends(
     """Backend -> skip reason (``None``: runs). ``auto`` lists only what can run here."""
     if options.backends != ("auto",):
         return {b: _backend_availability(b, bundle, manifest) for b in options.backends}
-    found = {b: _backend_availability(b, bundle, manifest) for b in BENCH_BACKENDS}
+    names = [b for b in BENCH_BACKENDS if b != "torch" or auto_includes_torch(options)]
+    found = {b: _backend_availability(b, bundle, manifest) for b in names}
     return {b: reason for b, reason in found.items() if reason is None}
+
+
+def auto_includes_torch(options: BenchOptions) -> bool:
+    """Whether ``--backends auto`` adds the PyTorch reference row: on CUDA only.
+
+    On a CPU the eager reference is timed like a deployment backend but is none: on the
+    12-case cohort (2 shared cores, load 4-7) its batch-8 timing loop alone took about 4.5 of
+    the default bench's 10.4 minutes (4.2 s per call, 63 calls). ``--backends ...,torch``
+    still adds it anywhere; the export already checks ONNX-vs-PyTorch parity.
+    """
+    return _torch_device(options) == "cuda"
 
 
 def _make_backend(

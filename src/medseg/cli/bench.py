@@ -43,7 +43,9 @@ def bench(
         "val", "--split", help="val (the bundle's validation slices) | test | all"
     ),
     backends: str = typer.Option(
-        "auto", "--backends", help="auto | comma list of onnxruntime, openvino, tensorrt, torch"
+        "auto",
+        "--backends",
+        help="auto (torch only on CUDA) | comma list of onnxruntime, openvino, tensorrt, torch",
     ),
     precisions: str = typer.Option(
         "fp32,fp16,int8", "--precisions", help="Comma list (bf16: OpenVINO)."

@@ -38,7 +38,7 @@ def infer(
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
-        help="Slices (window bundles: windows) per call; default: opt (windows: max).",
+        help="Slices (window bundles: windows) per call; default: opt (windows on TensorRT: max).",
     ),
     providers: str | None = typer.Option(
         None, "--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu."

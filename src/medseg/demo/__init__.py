@@ -93,7 +93,13 @@ def run_demo(
         summary["engines"] = build_demo_engines(bundle, done)
         summary["infer"] = infer_demo_volume(bundle, data.dataset_dir, out_dir, done)
         if bench:
-            summary["bench"] = bench_demo_bundle(bundle, data.dataset_dir, out_dir / "report", done)
+            summary["bench"] = bench_demo_bundle(
+                bundle,
+                data.dataset_dir,
+                out_dir / "report",
+                done,
+                tensorrt=bool(summary["engines"]),
+            )
     summary["steps"] = [step.__dict__ for step in steps]
     with atomic_file(out_dir / "demo_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -12,7 +12,13 @@ import numpy as np
 
 from medseg.demo.data_steps import DemoStep
 
-__all__ = ["DEMO_GATES", "bench_demo_bundle", "build_demo_engines", "infer_demo_volume"]
+__all__ = [
+    "DEMO_GATES",
+    "bench_demo_bundle",
+    "build_demo_engines",
+    "demo_bench_options",
+    "infer_demo_volume",
+]
 
 #: The gates the demo's bench applies: the project's own CI gates.
 DEMO_GATES = Path("benchmarks/gates/ci-cpu.toml")
@@ -94,16 +100,49 @@ def infer_demo_volume(
     return {"mask": str(paths.mask), "backend": backend, "volumes_ml": volumes}
 
 
-def bench_demo_bundle(
-    bundle: Path, dataset_dir: Path, report_dir: Path, done: Callable[[DemoStep], None]
-) -> dict[str, Any]:
-    """Accuracy versus latency of every precision with the CI gates; report into a folder."""
-    from medseg.bench.gates import GateSpec
-    from medseg.bench.pipeline import bench_pipeline
+def demo_bench_options(tensorrt: bool = False) -> Any:
+    """What the demo's bench measures: a demo, not CI (``make bench-gate`` is the full one).
+
+    Every precision of the bundle (FP32, FP16, INT8) on ONNX Runtime, on OpenVINO when
+    installed (the fastest CPU backend here) and on TensorRT when the demo built engines
+    (``tensorrt``), at batch 1 and 8, 1 warm-up call and 2 x 5 timed
+    calls. Left out: the PyTorch reference row and OpenVINO BF16 (each one more whole-volume
+    accuracy pass; ``medseg bench`` runs them by default). Each (backend, precision) costs
+    one whole-brain segmentation for its accuracy, which dominates the step.
+    """
+    import importlib.util
+
     from medseg.bench.runner import BenchOptions
 
+    backends = ["onnxruntime"]
+    if importlib.util.find_spec("openvino") is not None:
+        backends.append("openvino")
+    if tensorrt:
+        backends.append("tensorrt")
+    return BenchOptions(
+        backends=tuple(backends),
+        precisions=("fp32", "fp16", "int8"),
+        batches=(1, 8),
+        warmup=1,
+        iters=5,
+        repeats=2,
+    )
+
+
+def bench_demo_bundle(
+    bundle: Path,
+    dataset_dir: Path,
+    report_dir: Path,
+    done: Callable[[DemoStep], None],
+    tensorrt: bool = False,
+) -> dict[str, Any]:
+    """Accuracy versus latency of every precision with the CI gates; report into a folder
+    (rows: :func:`demo_bench_options`; ``tensorrt``: engines were built for this machine)."""
+    from medseg.bench.gates import GateSpec
+    from medseg.bench.pipeline import bench_pipeline
+
     t = time.perf_counter()
-    options = BenchOptions(batches=(1, 8), warmup=1, iters=5, repeats=2)  # a demo, not CI
+    options = demo_bench_options(tensorrt)
     spec = GateSpec.from_toml(DEMO_GATES) if DEMO_GATES.is_file() else GateSpec()
     # the same pipeline as `medseg bench` (run, gates, report, exit policy)
     run = bench_pipeline(bundle, dataset_dir, options, spec, report=report_dir)

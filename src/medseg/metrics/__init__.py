@@ -15,7 +15,9 @@ Empty-mask policy, per class:
 * Exactly one empty: Dice = IoU = 0.0; Hausdorff = HD95 = ASSD = the diagonal of the image
   extent in mm, ``sqrt(sum((shape[i] * spacing[i]) ** 2))`` over the full image (the worst
   distance in the field of view, as in BraTS), and ``surface_one_empty`` is set so that
-  :func:`aggregate` counts these cases.
+  :func:`aggregate` counts these cases. A case scored on separate parts (the validation
+  slice blocks of ``medseg bench``) pools the parts' surface distances,
+  :func:`pooled_surface_distances`, rather than averaging one policy value per part.
 * Undefined ratios are NaN: sensitivity when the reference is empty, precision when the
   prediction is empty, specificity when the reference covers every voxel, relative volume
   difference when the reference is empty (also when both are empty).
@@ -52,7 +54,13 @@ from medseg.metrics.overlap import (
     sensitivity,
     specificity,
 )
-from medseg.metrics.surface import SurfaceDistances, image_diagonal_mm, surface_distances
+from medseg.metrics.surface import (
+    SurfaceDistances,
+    directed_surface_distances,
+    image_diagonal_mm,
+    pooled_surface_distances,
+    surface_distances,
+)
 
 __all__ = [
     "EMPTY_POLICIES",
@@ -73,8 +81,10 @@ __all__ = [
     "confusion_counts",
     "dice",
     "dice_of_counts",
+    "directed_surface_distances",
     "image_diagonal_mm",
     "iou",
+    "pooled_surface_distances",
     "precision",
     "sensitivity",
     "specificity",

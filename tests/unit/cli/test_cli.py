@@ -199,3 +199,20 @@ def test_demo_scanner_side_steps_on_the_committed_bundle(
     assert steps[-1].name == "infer" and steps[-1].status == "done"
     assert (tmp_path / "mni152_mask.nii.gz").is_file() and (tmp_path / "mni152_mask.png").is_file()
     assert 1000 < summary["volumes_ml"]["GM"] < 1200  # the template's grey matter, ml
+
+
+def test_demo_bench_is_a_demo_every_bundle_precision_without_the_slow_rows() -> None:
+    """The demo's bench: the bundle's three precisions per CPU backend, TensorRT only when
+    the demo built engines; no torch reference or BF16 row (each a whole-volume pass)."""
+    import importlib.util
+
+    from medseg.demo.deploy_steps import demo_bench_options
+
+    options = demo_bench_options()
+    expected = (
+        ("onnxruntime", "openvino") if importlib.util.find_spec("openvino") else ("onnxruntime",)
+    )
+    assert options.backends == expected
+    assert options.precisions == ("fp32", "fp16", "int8")
+    assert options.batches == (1, 8) and options.iters * options.repeats <= 10
+    assert demo_bench_options(tensorrt=True).backends == (*expected, "tensorrt")

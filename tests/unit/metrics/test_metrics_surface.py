@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from medseg.errors import ConfigError
-from medseg.metrics import SurfaceDistances, image_diagonal_mm, surface_distances
+from medseg.metrics import (
+    SurfaceDistances,
+    directed_surface_distances,
+    image_diagonal_mm,
+    pooled_surface_distances,
+    surface_distances,
+)
 
 ndimage = pytest.importorskip("scipy.ndimage")
 
@@ -149,3 +155,43 @@ def test_bad_input_raises_config_error() -> None:
         surface_distances(mask.astype(np.float32), mask, (1.0, 1.0))
     with pytest.raises(ConfigError, match="2D or 3D"):
         surface_distances(mask[0], mask[0], (1.0,))
+
+
+def test_pooled_parts_weigh_each_surface_voxel_once() -> None:
+    # Part A: 10x10 squares, the reference shifted by 3 rows at 1 mm (HD95 3 mm alone).
+    # Part B: identical 20x20 squares (0 mm). Pooled: 36 + 36 distances from A (18 of 3 mm
+    # per direction), 76 + 76 zeros from B; per direction 18 / 112 = 16 % are 3 mm, so the
+    # 95th percentile is 3 mm; ASSD is the mean of all 224 distances.
+    a_pred = np.zeros((32, 32), dtype=bool)
+    a_ref = np.zeros((32, 32), dtype=bool)
+    a_pred[5:15, 5:15] = True
+    a_ref[8:18, 5:15] = True
+    b = np.zeros((32, 32), dtype=bool)
+    b[5:25, 5:25] = True
+    spacing = (1.0, 1.0)
+    forward_a, backward_a = directed_surface_distances(a_pred, a_ref, spacing)
+    assert forward_a.size == backward_a.size == 36
+    pooled = pooled_surface_distances([(a_pred, a_ref), (b, b.copy())], spacing)
+    alone = surface_distances(a_pred, a_ref, spacing)
+    assert pooled.hausdorff_mm == alone.hausdorff_mm == 3.0
+    assert pooled.hd95_mm == pytest.approx(3.0)
+    all_distances = np.concatenate([forward_a, backward_a, np.zeros(152)])
+    assert pooled.assd_mm == pytest.approx(float(all_distances.mean()))
+    assert pooled.one_empty is False
+
+
+def test_pooled_single_part_is_surface_distances_and_one_empty_part_uses_its_diagonal() -> None:
+    rng = np.random.default_rng(0)
+    pred = rng.random((12, 14, 6)) > 0.6
+    ref = rng.random((12, 14, 6)) > 0.6
+    spacing = (0.8, 1.2, 3.0)
+    assert pooled_surface_distances([(pred, ref)], spacing) == surface_distances(pred, ref, spacing)
+    empty = np.zeros((4, 4), dtype=bool)
+    dot = empty.copy()
+    dot[1, 1] = True
+    forward, backward = directed_surface_distances(empty, dot, (1.0, 1.0))
+    assert forward.size == 0 and backward.tolist() == [image_diagonal_mm((4, 4), (1.0, 1.0))]
+    assert pooled_surface_distances([(empty, dot)], (1.0, 1.0)).one_empty is True
+    assert pooled_surface_distances([(empty, empty)], (1.0, 1.0)).hd95_mm == 0.0
+    with pytest.raises(ConfigError, match="at least one"):
+        pooled_surface_distances([], (1.0, 1.0))

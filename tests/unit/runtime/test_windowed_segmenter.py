@@ -126,3 +126,21 @@ def test_postprocess_from_the_manifest_and_switching_it_off(tmp_path: Path) -> N
     assert raw.labels[6, 6, 2] == 2 and kept.labels[6, 6, 2] == 0
     changed = raw.labels != kept.labels
     assert np.all(raw.labels[changed] == 2) and np.all(kept.labels[changed] == 0)
+
+
+def test_default_batch_is_opt_on_cpu_backends_and_max_on_tensorrt(bundle: Path) -> None:
+    # batch 32 of 224x256 windows held 11 GB of ONNX Runtime activations on the demo bundle
+    # (2.3 GB at 8, same speed): CPU backends default to the profile's opt.
+    from medseg.bundle.manifest import Manifest
+    from medseg.runtime.segmenter import default_batch_size
+
+    manifest = Manifest.load(bundle)
+    batch = manifest.input.batch
+    assert batch.opt < batch.max
+    with _segmenter(bundle) as seg:
+        assert seg.batch_size == batch.opt
+    assert default_batch_size(manifest, "openvino") == batch.opt
+    assert default_batch_size(manifest, "tensorrt") == batch.max
+    assert default_batch_size(manifest, "tensorrt-rtx") == batch.max
+    with _segmenter(bundle, batch_size=batch.max) as seg:
+        assert seg.batch_size == batch.max
