@@ -23,6 +23,7 @@ __all__ = [
     "CPU_BACKENDS",
     "Accuracy",
     "accuracy_per_backend",
+    "backend_predictor",
     "evaluate_onnx",
     "installed_cpu_backends",
     "run_backend",
@@ -39,26 +40,48 @@ def installed_cpu_backends() -> tuple[str, ...]:
     return tuple(b for b in CPU_BACKENDS if importlib.util.find_spec(b) is not None)
 
 
-def run_backend(
-    path: Path, images: np.ndarray, backend: str, precision: str = "fp32", batch_size: int = 8
-) -> np.ndarray:
-    """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in.
+def backend_predictor(
+    path: Path, backend: str, precision: str = "fp32"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``(N, C, H, W)`` float32 batch -> ``(N, K, H, W)`` float32 logits of one
+    ONNX file on a CPU backend (the file is loaded once, here).
 
     ``precision`` matters to OpenVINO only (its inference-precision hint: ``bf16`` runs the
     FP32 file with BF16 arithmetic; everything else with ``f32``).
     """
     if backend == "onnxruntime":
-        return run_onnx(path, images, batch_size)
+        from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
+        session: Any = SessionFromOnnx(path, providers=["cpu"])()
+        name = session.get_inputs()[0].name
+
+        def run_ort(batch: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
+
+        return run_ort
     if backend != "openvino":
         raise ValueError(f"unknown CPU backend {backend!r}")
     from medseg.runtime.backends.openvino import CompiledModelFromOnnx
 
     request = CompiledModelFromOnnx(path, precision)().create_infer_request()
-    outputs = [
-        np.array(request.infer({0: images[i : i + batch_size]})[0], dtype=np.float32)
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs)
+
+    def run_ov(batch: np.ndarray) -> np.ndarray:  # a copy: OpenVINO reuses its output tensor
+        return np.array(request.infer({0: batch})[0], dtype=np.float32)
+
+    return run_ov
+
+
+def run_backend(
+    path: Path, images: np.ndarray, backend: str, precision: str = "fp32", batch_size: int = 8
+) -> np.ndarray:
+    """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in
+    (``precision``: see :func:`backend_predictor`)."""
+    if backend == "onnxruntime":
+        return run_onnx(path, images, batch_size)
+    predict = backend_predictor(path, backend, precision)
+    return np.concatenate(
+        [predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
 
 
 @dataclass(frozen=True)
