@@ -144,7 +144,14 @@ def accuracy_per_backend(
     folder: Path,
     evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32)."""
+    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32).
+
+    INT8 with a CPU file (``model.int8.cpu.onnx``): ONNX Runtime runs it (its form of INT8);
+    every other backend runs whichever of the two INT8 files loses less Dice on it (both
+    measured; the other's drop is kept in ``files_compared``), and the record's ``file``
+    names it: the runtime loads that file
+    (:func:`medseg.bundle.cpu_files.int8_file_for`).
+    """
     from medseg.runtime.cpu import cpu_features
 
     found: dict[str, dict[str, dict[str, Any]]] = {}
@@ -154,17 +161,13 @@ def accuracy_per_backend(
             runs.remove("bf16")  # bf16: the FP32 file on OpenVINO, with native BF16 only
         by_precision: dict[str, dict[str, Any]] = {}
         for precision in runs:
+            if precision == "int8":
+                by_precision["int8"] = _int8_record(
+                    backend, precisions["int8"], folder, evaluate_on
+                )
+                continue
             if precision == "fp32":
                 accuracy = fp32_by_backend[backend]
-            elif precision == "int8" and CPU_FILE_KEY in precisions["int8"].details:
-                cpu_file = precisions["int8"].details[CPU_FILE_KEY]  # what both CPU backends run
-                measured = cpu_file["accuracy_by_backend"][backend]
-                by_precision[precision] = {
-                    **measured,
-                    "reference": f"{backend} fp32",
-                    "file": cpu_file["file"],
-                }
-                continue
             elif backend == "onnxruntime":
                 accuracy = None  # already measured: the precision entry's own accuracy
             else:
@@ -174,3 +177,26 @@ def accuracy_per_backend(
             by_precision[precision] = {**record, "reference": f"{backend} fp32"}
         found[backend] = by_precision
     return found
+
+
+def _int8_record(
+    backend: str,
+    entry: Any,
+    folder: Path,
+    evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
+) -> dict[str, Any]:
+    """The INT8 record of one backend: the file it runs and that file's accuracy on it."""
+    reference = f"{backend} fp32"
+    cpu_file = entry.details.get(CPU_FILE_KEY)
+    if backend == "onnxruntime":
+        if cpu_file is not None:
+            return {**cpu_file["accuracy"], "reference": reference, "file": cpu_file["file"]}
+        return {**entry.accuracy, "reference": reference, "file": entry.file}
+    measured = {entry.file: evaluate_on(backend, "int8")(folder / entry.file).to_dict()}
+    if cpu_file is not None and backend in cpu_file.get("accuracy_by_backend", {}):
+        measured[cpu_file["file"]] = cpu_file["accuracy_by_backend"][backend]
+    file = min(measured, key=lambda f: measured[f]["dice_drop_pts"])  # ties: the Q/DQ file
+    record = {**measured[file], "reference": reference, "file": file}
+    if len(measured) > 1:
+        record["files_compared"] = {f: a["dice_drop_pts"] for f, a in measured.items()}
+    return record
