@@ -60,7 +60,8 @@ class BenchOptions:
             the torch reference when installed and CUDA is usable: :func:`auto_includes_torch`)
             or names from :data:`BENCH_BACKENDS`.
         precisions: subset of fp32/fp16/bf16/int8; every file one must be in the bundle
-            (``bf16`` runs the FP32 file, on OpenVINO only: other backends have no bf16 row).
+            (``bf16`` runs the FP32 file on OpenVINO, and is the torch reference's CPU
+            autocast; a backend without a precision gets a skipped row saying why).
         batches: batch sizes, each within the bundle's batch range.
         warmup: untimed calls before timing.
         iters: timed calls per repeat.
@@ -224,14 +225,20 @@ def _torch_device(options: BenchOptions) -> str:
     return options.device or ("cuda" if _cuda_usable() else "cpu")
 
 
-def _precisions_of(name: str, precisions: list[str], options: BenchOptions) -> list[str]:
-    """The precisions a backend has rows for: the torch reference runs only its native ones;
-    bf16 is an OpenVINO precision."""
-    if name != "torch":
-        return [p for p in precisions if p != "bf16" or name == "openvino"]
-    from medseg.bench.torch_reference import torch_precisions
+def _unsupported(name: str, precision: str, options: BenchOptions) -> str | None:
+    """Why a backend has no ``precision`` here (its row is printed as skipped with this
+    reason), or ``None``: bf16 is an OpenVINO precision; the torch reference runs only its
+    native ones (:func:`medseg.bench.torch_reference.torch_unsupported`)."""
+    if name == "torch":
+        from medseg.bench.torch_reference import torch_unsupported
 
-    return [p for p in precisions if p in torch_precisions(_torch_device(options))]
+        return torch_unsupported(precision, _torch_device(options))
+    if precision == "bf16" and name != "openvino":
+        return (
+            f"bf16 runs on OpenVINO only (the FP32 file with its BF16 inference hint); {name} "
+            "has no BF16 setting for this file"
+        )
+    return None
 
 
 def _cuda_usable() -> bool:
@@ -299,10 +306,10 @@ def run_bench(
     rows: list[VariantResult] = []
     for backend_name, reason in _select_backends(options, bundle, manifest).items():
         reference: VariantEvaluation | None = None
-        for precision in _precisions_of(backend_name, precisions, options):
+        for precision in precisions:
             variant_rows, evaluation = _run_variant(
                 backend_name,
-                reason,
+                reason or _unsupported(backend_name, precision, options),
                 bundle,
                 manifest,
                 precision,

@@ -1,7 +1,10 @@
 """The PyTorch reference row: what a user would run without this toolkit.
 
 A :class:`~medseg.runtime.backends.Backend` over the bundle's source checkpoint: eager FP32
-(CPU or CUDA), or FP16 autocast on CUDA. It lives in ``medseg.bench``, never in the runtime,
+(CPU or CUDA), FP16 autocast on CUDA, or BF16 autocast on a CPU with native BF16 (what a
+PyTorch user would run against OpenVINO's BF16). PyTorch has no eager INT8 of these
+networks: the bench prints its INT8 row as skipped, with the reason
+(:func:`torch_unsupported`). It lives in ``medseg.bench``, never in the runtime,
 which must not import torch.
 """
 
@@ -16,7 +19,7 @@ from medseg.bundle.manifest import Manifest, file_sha256
 from medseg.errors import ConfigError
 from medseg.runtime.backends.base import Backend
 
-__all__ = ["TorchBackend", "find_checkpoint", "torch_precisions"]
+__all__ = ["TorchBackend", "find_checkpoint", "torch_precisions", "torch_unsupported"]
 
 
 def find_checkpoint(bundle: Path, manifest: Manifest) -> Path:
@@ -37,8 +40,33 @@ def find_checkpoint(bundle: Path, manifest: Manifest) -> Path:
 
 
 def torch_precisions(device: str) -> tuple[str, ...]:
-    """FP32 eager everywhere; FP16 autocast on CUDA only (CPU autocast is bfloat16)."""
-    return ("fp32", "fp16") if device == "cuda" else ("fp32",)
+    """FP32 eager everywhere; FP16 autocast on CUDA; BF16 autocast on a CPU with native BF16."""
+    if device == "cuda":
+        return ("fp32", "fp16")
+    from medseg.runtime.cpu import cpu_features
+
+    return ("fp32", "bf16") if cpu_features().bf16 is not None else ("fp32",)
+
+
+def torch_unsupported(precision: str, device: str) -> str | None:
+    """Why the torch reference has no ``precision`` row on ``device`` (``None``: it has)."""
+    if precision in torch_precisions(device):
+        return None
+    if precision == "int8":
+        return (
+            "the PyTorch reference has no INT8: eager PyTorch runs these networks in float "
+            "(INT8 is the exported Q/DQ file, on the other backends)"
+        )
+    if precision == "fp16":
+        return "the PyTorch reference runs FP16 autocast on CUDA only (CPU autocast is bf16)"
+    if precision == "bf16" and device == "cpu":
+        from medseg.runtime.cpu import require_bf16
+
+        try:
+            require_bf16()
+        except ConfigError as exc:
+            return str(exc)
+    return f"the PyTorch reference runs {', '.join(torch_precisions(device))} on {device}"
 
 
 class TorchBackend(Backend):
@@ -47,7 +75,8 @@ class TorchBackend(Backend):
     Args:
         checkpoint: the run's ``model.pt``.
         manifest: the bundle's manifest (input spec, output name, classes).
-        precision: ``"fp32"``, or ``"fp16"`` (autocast, CUDA only).
+        precision: ``"fp32"``, ``"fp16"`` (autocast, CUDA only) or ``"bf16"`` (autocast,
+            CPU with native BF16 only).
         device: ``"cpu"`` or ``"cuda"``.
         threads: torch intra-op threads on CPU (``None``: torch's default).
     """
@@ -63,11 +92,9 @@ class TorchBackend(Backend):
         threads: int | None = None,
     ) -> None:
         super().__init__(manifest.input, manifest.output_name, manifest.num_classes)
-        if precision not in torch_precisions(device):
-            raise ConfigError(
-                f"the torch reference runs {' and '.join(torch_precisions(device))} on {device}, "
-                f"not {precision}"
-            )
+        why = torch_unsupported(precision, device)
+        if why is not None:
+            raise ConfigError(why)
         self.checkpoint = Path(checkpoint)
         self.precision = precision
         self.device = device
@@ -76,7 +103,7 @@ class TorchBackend(Backend):
         self._torch: Any = None
 
     def describe(self) -> str:
-        mode = "autocast fp16" if self.precision == "fp16" else "eager fp32"
+        mode = "eager fp32" if self.precision == "fp32" else f"autocast {self.precision}"
         return f"torch {self._torch.__version__ if self._torch else ''} ({self.device}, {mode})"
 
     def _load_impl(self) -> None:
@@ -93,7 +120,11 @@ class TorchBackend(Backend):
         x = torch.from_numpy(batch).to(self.device)
         with (
             torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"),
+            torch.autocast(
+                self.device,
+                dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16,
+                enabled=self.precision != "fp32",
+            ),
         ):
             if self.device == "cuda":
                 start, end = (

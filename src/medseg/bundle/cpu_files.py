@@ -10,8 +10,11 @@ inside the INT8 precision entry, ``precisions.int8.details.cpu_file``::
      "parity": {...}, "accuracy": {...}, "details": {"tool": ..., "ort_integer_convs": 88}}
 
 (an additive key: manifests without it, and medseg versions that do not know it, are
-unaffected). The ONNX Runtime backend runs it for ``--precision int8`` when present; every
-other backend keeps the TensorRT file. Standard library only: the runtime imports this.
+unaffected). Which INT8 file a CPU backend runs is :func:`int8_file_for`: on ONNX Runtime
+the CPU file when present (its own form); on OpenVINO the one the manifest's
+``backend_accuracy.openvino.int8.file`` names (the export measures both there and records
+the one that loses less Dice); bundles that record none: as ONNX Runtime. TensorRT keeps
+the Q/DQ file. Standard library only: the runtime imports this.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from medseg.bundle.manifest import MANIFEST_NAME, Manifest, file_sha256
 from medseg.errors import ConfigError
 
-__all__ = ["CPU_FILE_KEY", "CPU_INT8_FILE", "cpu_int8_entry", "cpu_int8_path"]
+__all__ = ["CPU_FILE_KEY", "CPU_INT8_FILE", "cpu_int8_entry", "cpu_int8_path", "int8_file_for"]
 
 CPU_INT8_FILE = "model.int8.cpu.onnx"
 #: Key of the CPU file's entry inside ``precisions.int8.details``.
@@ -71,3 +74,31 @@ def cpu_int8_path(manifest: Manifest, bundle: Path, verify: bool = True) -> Path
             f"{path} does not match the sha256 in {MANIFEST_NAME} (truncated or tampered); {fix}"
         )
     return path
+
+
+def int8_file_for(manifest: Manifest, bundle: Path, backend: str) -> Path:
+    """The INT8 file a CPU backend (``"onnxruntime"``, ``"openvino"``) runs, sha256-checked.
+
+    ONNX Runtime: the CPU file when present (its own form of INT8), else ``model.int8.onnx``.
+    Another backend: the file its ``backend_accuracy.<backend>.int8.file`` names (the one
+    whose accuracy on that backend the bundle records); bundles without that record: as
+    ONNX Runtime.
+
+    Raises:
+        ConfigError: the record names another file than the bundle's two INT8 files; a file
+            missing or not matching its sha256.
+    """
+    cpu = cpu_int8_path(manifest, bundle)
+    named = manifest.backend_accuracy.get(backend, {}).get("int8", {}).get("file")
+    if backend == "onnxruntime" or named is None:
+        return cpu or manifest.onnx_path(bundle, "int8")
+    qdq = manifest.precisions["int8"].file if "int8" in manifest.precisions else None
+    if named == CPU_INT8_FILE and cpu is not None:
+        return cpu
+    if named == qdq:
+        return manifest.onnx_path(bundle, "int8")
+    accepted = " or ".join(repr(f) for f in (qdq, CPU_INT8_FILE if cpu else None) if f)
+    raise ConfigError(
+        f"{MANIFEST_NAME}: backend_accuracy.{backend}.int8.file is {named!r}; accepted: "
+        f"{accepted or 'none (the bundle has no int8 precision)'}"
+    )

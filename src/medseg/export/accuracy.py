@@ -23,6 +23,7 @@ __all__ = [
     "CPU_BACKENDS",
     "Accuracy",
     "accuracy_per_backend",
+    "backend_predictor",
     "evaluate_onnx",
     "installed_cpu_backends",
     "run_backend",
@@ -39,26 +40,48 @@ def installed_cpu_backends() -> tuple[str, ...]:
     return tuple(b for b in CPU_BACKENDS if importlib.util.find_spec(b) is not None)
 
 
-def run_backend(
-    path: Path, images: np.ndarray, backend: str, precision: str = "fp32", batch_size: int = 8
-) -> np.ndarray:
-    """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in.
+def backend_predictor(
+    path: Path, backend: str, precision: str = "fp32"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``(N, C, H, W)`` float32 batch -> ``(N, K, H, W)`` float32 logits of one
+    ONNX file on a CPU backend (the file is loaded once, here).
 
     ``precision`` matters to OpenVINO only (its inference-precision hint: ``bf16`` runs the
     FP32 file with BF16 arithmetic; everything else with ``f32``).
     """
     if backend == "onnxruntime":
-        return run_onnx(path, images, batch_size)
+        from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+
+        session: Any = SessionFromOnnx(path, providers=["cpu"])()
+        name = session.get_inputs()[0].name
+
+        def run_ort(batch: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
+
+        return run_ort
     if backend != "openvino":
         raise ValueError(f"unknown CPU backend {backend!r}")
     from medseg.runtime.backends.openvino import CompiledModelFromOnnx
 
     request = CompiledModelFromOnnx(path, precision)().create_infer_request()
-    outputs = [
-        np.array(request.infer({0: images[i : i + batch_size]})[0], dtype=np.float32)
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs)
+
+    def run_ov(batch: np.ndarray) -> np.ndarray:  # a copy: OpenVINO reuses its output tensor
+        return np.array(request.infer({0: batch})[0], dtype=np.float32)
+
+    return run_ov
+
+
+def run_backend(
+    path: Path, images: np.ndarray, backend: str, precision: str = "fp32", batch_size: int = 8
+) -> np.ndarray:
+    """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in
+    (``precision``: see :func:`backend_predictor`)."""
+    if backend == "onnxruntime":
+        return run_onnx(path, images, batch_size)
+    predict = backend_predictor(path, backend, precision)
+    return np.concatenate(
+        [predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,14 @@ def accuracy_per_backend(
     folder: Path,
     evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32)."""
+    """Accuracy of every precision on every installed CPU backend (drop vs its own FP32).
+
+    INT8 with a CPU file (``model.int8.cpu.onnx``): ONNX Runtime runs it (its form of INT8);
+    every other backend runs whichever of the two INT8 files loses less Dice on it (both
+    measured; the other's drop is kept in ``files_compared``), and the record's ``file``
+    names it: the runtime loads that file
+    (:func:`medseg.bundle.cpu_files.int8_file_for`).
+    """
     from medseg.runtime.cpu import cpu_features
 
     found: dict[str, dict[str, dict[str, Any]]] = {}
@@ -131,17 +161,13 @@ def accuracy_per_backend(
             runs.remove("bf16")  # bf16: the FP32 file on OpenVINO, with native BF16 only
         by_precision: dict[str, dict[str, Any]] = {}
         for precision in runs:
+            if precision == "int8":
+                by_precision["int8"] = _int8_record(
+                    backend, precisions["int8"], folder, evaluate_on
+                )
+                continue
             if precision == "fp32":
                 accuracy = fp32_by_backend[backend]
-            elif precision == "int8" and CPU_FILE_KEY in precisions["int8"].details:
-                cpu_file = precisions["int8"].details[CPU_FILE_KEY]  # what both CPU backends run
-                measured = cpu_file["accuracy_by_backend"][backend]
-                by_precision[precision] = {
-                    **measured,
-                    "reference": f"{backend} fp32",
-                    "file": cpu_file["file"],
-                }
-                continue
             elif backend == "onnxruntime":
                 accuracy = None  # already measured: the precision entry's own accuracy
             else:
@@ -151,3 +177,26 @@ def accuracy_per_backend(
             by_precision[precision] = {**record, "reference": f"{backend} fp32"}
         found[backend] = by_precision
     return found
+
+
+def _int8_record(
+    backend: str,
+    entry: Any,
+    folder: Path,
+    evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
+) -> dict[str, Any]:
+    """The INT8 record of one backend: the file it runs and that file's accuracy on it."""
+    reference = f"{backend} fp32"
+    cpu_file = entry.details.get(CPU_FILE_KEY)
+    if backend == "onnxruntime":
+        if cpu_file is not None:
+            return {**cpu_file["accuracy"], "reference": reference, "file": cpu_file["file"]}
+        return {**entry.accuracy, "reference": reference, "file": entry.file}
+    measured = {entry.file: evaluate_on(backend, "int8")(folder / entry.file).to_dict()}
+    if cpu_file is not None and backend in cpu_file.get("accuracy_by_backend", {}):
+        measured[cpu_file["file"]] = cpu_file["accuracy_by_backend"][backend]
+    file = min(measured, key=lambda f: measured[f]["dice_drop_pts"])  # ties: the Q/DQ file
+    record = {**measured[file], "reference": reference, "file": file}
+    if len(measured) > 1:
+        record["files_compared"] = {f: a["dice_drop_pts"] for f, a in measured.items()}
+    return record

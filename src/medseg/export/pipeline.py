@@ -1,10 +1,10 @@
 """``export_bundle``: a trained checkpoint -> a deployable bundle directory.
 
 Steps: rebuild the model from its checkpoint; export FP32 ONNX and check it against
-PyTorch on real validation slices (fail on parity); FP16 via AutoCast; INT8 via Q/DQ
-post-training quantisation on calibration slices drawn from the training split; score every
-precision on the validation split with ONNX Runtime; with a Dice-drop budget, run the INT8
-accuracy guard; write ``medseg.json``. All of it goes into a temporary folder that replaces
+PyTorch on real validation slices (fail on parity); then the precision steps both exports
+share (:mod:`medseg.export.precision_steps`: FP16, INT8 with its guard, the CPU INT8 file,
+accuracy per CPU backend), each file scored on whole validation slices; write
+``medseg.json``. All of it goes into a temporary folder that replaces
 the output only when complete, so a failed export leaves nothing behind.
 """
 
@@ -14,41 +14,33 @@ import datetime as dt
 import json
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medseg.atomic import atomic_dir, check_output_dir
-from medseg.bundle import ONNX_FILES, Manifest, PrecisionEntry, file_sha256
-from medseg.bundle.cpu_files import CPU_FILE_KEY
+from medseg.bundle import ONNX_FILES, Manifest, file_sha256
 from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.orientation import axis_codes
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
-from medseg.errors import ConfigError, ExportError
+from medseg.errors import ConfigError
 from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import (
     Accuracy,
-    accuracy_per_backend,
     evaluate_onnx,
-    installed_cpu_backends,
 )
-from medseg.export.cpu_int8 import cpu_int8_file
-from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
+from medseg.export.onnx_export import OUTPUT_NAME
 from medseg.export.options import (
     CALIBRATION_NAME,
-    PARITY_MAX_ABS_DIFF,
-    PARITY_MIN_ARGMAX,
     ExportOptions,
     check_dataset_matches_model,
     input_spec,
-    precision_entry,
     tool_versions,
 )
-from medseg.export.ort import compare_logits, run_onnx
+from medseg.export.precision_steps import export_fp32, run_precision_steps
 
 __all__ = ["ExportOptions", "export_bundle"]
 
@@ -163,42 +155,19 @@ def export_bundle(
             f"validation slices are {data.val.images.shape[2]}x{data.val.images.shape[3]}, outside "
             f"the requested input size {spec.height}x{spec.width}"
         )
-    precisions: dict[str, PrecisionEntry] = {}
-    calibration_info: dict[str, Any] | None = None
-    metadata = {
-        "medseg.input": {"name": spec.name, "layout": "NCHW", "channels": spec.channels},
-        "medseg.output": {"name": OUTPUT_NAME, "classes": meta["classes"]},
-        "medseg.model": loaded.record["arch"],
-        "medseg.recipe": meta["recipe"],
-    }
     with atomic_dir(out) as tmp:
         on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, parity vs PyTorch..."))
         t = time.perf_counter()
-        fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
-        import torch
-
         # spread over the whole validation split, not its first (often empty) slices
         picks = np.unique(np.linspace(0, len(data.val) - 1, min(16, len(data.val))).astype(int))
-        sample = data.val.images[picks]
-        with torch.no_grad():
-            reference = loaded.model(torch.from_numpy(sample)).numpy()
-        fp32_sample = run_onnx(fp32, sample)  # the reference of the FP16 and INT8 parity too
-        parity = compare_logits(reference, fp32_sample)
-        if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.argmax_agreement < PARITY_MIN_ARGMAX:
-            raise ExportError(
-                f"ONNX Runtime disagrees with PyTorch on {len(sample)} real slices: max |logit "
-                f"diff| {parity.max_abs_diff:.2e} (limit {PARITY_MAX_ABS_DIFF:g}), argmax "
-                f"agreement {parity.argmax_agreement:.4%} (limit {PARITY_MIN_ARGMAX:.1%})"
-            )
-        fp32_acc = evaluate_onnx(fp32, data.val, classes)
-        precisions["fp32"] = precision_entry(
-            fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"}
-        )
+        fp32 = export_fp32(loaded, tmp / ONNX_FILES["fp32"], spec, data.val.images[picks])
+        parity = fp32.parity
+        fp32_acc = evaluate_onnx(fp32.path, data.val, classes)
         on_event(
             file_done(
                 "onnx.fp32",
                 "ONNX FP32",
-                fp32,
+                fp32.path,
                 t,
                 f"parity vs PyTorch max|Δ| {parity.max_abs_diff:.1e}, "
                 f"argmax {parity.argmax_agreement:.2%}; val Dice {fp32_acc.dice_mean:.4f}",
@@ -207,162 +176,25 @@ def export_bundle(
             )
         )
 
-        def evaluate(path: Path) -> Accuracy:
-            return evaluate_onnx(path, data.val, classes, reference=fp32_acc)
-
-        backends = installed_cpu_backends()
-        fp32_by_backend = {"onnxruntime": fp32_acc}
-        for name in backends:
-            if name != "onnxruntime":
-                fp32_by_backend[name] = evaluate_onnx(fp32, data.val, classes, backend=name)
-
-        def evaluate_on(backend: str, precision: str = "int8") -> Callable[[Path], Accuracy]:
-            def run(path: Path) -> Accuracy:
-                reference = fp32_by_backend[backend]
-                return evaluate_onnx(
-                    path, data.val, classes, reference, backend=backend, precision=precision
-                )
-
-            return run
-
-        if options.fp16:
-            from medseg.calibration import convert_fp16
-
-            on_event(Event("onnx.fp16", "start", "converting to FP16 (AutoCast)..."))
-            t = time.perf_counter()
-            result = convert_fp16(fp32, tmp / ONNX_FILES["fp16"], reference_inputs=sample[:8])
-            acc = evaluate(tmp / ONNX_FILES["fp16"])
-            fp16_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["fp16"], sample))
-            precisions["fp16"] = precision_entry(
-                tmp / ONNX_FILES["fp16"],
-                fp16_parity.to_dict(),
-                acc,
-                result.to_manifest(),
-            )
-            on_event(
-                file_done(
-                    "onnx.fp16",
-                    "ONNX FP16",
-                    tmp / ONNX_FILES["fp16"],
-                    t,
-                    f"AutoCast, I/O FP32, {result.fp16_nodes} nodes FP16, "
-                    f"{len(result.fp32_nodes)} kept FP32 (overflow-prone op types); "
-                    f"val Dice {acc.dice_mean:.4f} (drop {acc.dice_drop_pts:+.3f} pts)",
-                    dice_mean=acc.dice_mean,
-                    dice_drop_pts=acc.dice_drop_pts,
-                )
+        def score(path: Path, backend: str, precision: str, reference: Accuracy | None) -> Accuracy:
+            return evaluate_onnx(
+                path, data.val, classes, reference, backend=backend, precision=precision
             )
 
-        if options.int8:
-            from medseg.calibration import select_calibration_slices
-            from medseg.export.guard import guard_int8
-
-            assert options.calib_data is not None  # checked in ExportOptions
-            on_event(Event("calibration", "start", "drawing calibration slices..."))
-            t = time.perf_counter()
-            same = options.calib_data.resolve() == data_path.resolve()
-            calib_data = data if same else _load_data(options.calib_data, meta, train_config)
-            with warnings.catch_warnings(record=True) as caught:  # sent as warning events
-                warnings.simplefilter("always")
-                calib = select_calibration_slices(
-                    calib_data.train, classes, options.calib_slices, seed=0
-                )
-            for warning in caught:
-                on_event(Event("calibration", "warning", str(warning.message)))
-            calib.save_npz(tmp / CALIBRATION_NAME)
-            calibration_info = {
-                "dataset": str(options.calib_data),
-                "fingerprint": calib_data.fingerprint,
-                "file": CALIBRATION_NAME,
-                **calib.to_manifest(),
-            }
-            on_event(
-                file_done(
-                    "calibration",
-                    "calibration slices",
-                    tmp / CALIBRATION_NAME,
-                    t,
-                    f"{len(calib.refs)} slices from the training split, every class covered",
-                    slices=len(calib.refs),
-                )
-            )
-            on_event(Event("int8", "start", "quantising to INT8 (Q/DQ), accuracy guard..."))
-            t = time.perf_counter()
-            budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
-            guard_backend = options.int8_backend
-            outcome = guard_int8(
-                fp32,
-                tmp / ONNX_FILES["int8"],
-                calib.images,
-                options.calib_method,
-                budget,
-                evaluate_on(guard_backend),
-                on_event,
-                backend=guard_backend,
-            )
-            int8_acc = (  # the entry's accuracy is ONNX Runtime's, like every precision's
-                outcome.accuracy
-                if guard_backend == "onnxruntime"
-                else evaluate(tmp / ONNX_FILES["int8"])
-            )
-            int8_parity = compare_logits(fp32_sample, run_onnx(tmp / ONNX_FILES["int8"], sample))
-            details: dict[str, Any] = {
-                "calibration_method": options.calib_method,
-                "quantized_nodes": list(outcome.result.quantized_nodes),
-                "kept_in_higher_precision": list(outcome.result.excluded_nodes),
-                "max_dice_drop_pts": options.max_dice_drop,
-                "guard_backend": guard_backend,
-                "guard_attempts": [a.to_dict() for a in outcome.attempts],
-            }
-            evaluators = {b: evaluate_on(b) for b in backends}
-            cpu_file = cpu_int8_file(tmp, fp32, calib.images, evaluators, budget, on_event)
-            if cpu_file is not None:
-                details[CPU_FILE_KEY] = cpu_file
-            precisions["int8"] = precision_entry(
-                tmp / ONNX_FILES["int8"], int8_parity.to_dict(), int8_acc, details
-            )
-            on_event(
-                file_done(
-                    "int8",
-                    "ONNX INT8",
-                    tmp / ONNX_FILES["int8"],
-                    t,
-                    f"Q/DQ on {len(outcome.result.quantized_nodes)} layers, "
-                    f"{len(outcome.result.excluded_nodes)} kept in FP32 (guard on "
-                    f"{guard_backend}); val Dice {outcome.accuracy.dice_mean:.4f} "
-                    f"(drop {outcome.accuracy.dice_drop_pts:+.3f} pts on {guard_backend})",
-                    dice_mean=outcome.accuracy.dice_mean,
-                    dice_drop_pts=outcome.accuracy.dice_drop_pts,
-                    guard_backend=guard_backend,
-                )
+        def calibrate(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
+            return _calibration_slices(
+                folder, data, data_path, meta, train_config, options, on_event
             )
 
-        on_event(Event("backend_accuracy", "start", "accuracy per CPU backend..."))
-        t = time.perf_counter()
-        backend_accuracy = accuracy_per_backend(
-            backends, precisions, fp32_by_backend, tmp, evaluate_on
-        )
-        drops = "; ".join(
-            f"{b}: " + ", ".join(f"{p} {a['dice_drop_pts']:+.3f} pts" for p, a in by.items())
-            for b, by in backend_accuracy.items()
-        )
-        seconds = time.perf_counter() - t
-        on_event(
-            Event(
-                "backend_accuracy",
-                "done",
-                f"accuracy per CPU backend ({drops}; {seconds:.1f} s)",
-                {"backend_accuracy": backend_accuracy, "seconds": round(seconds, 3)},
-            )
-        )
+        steps = run_precision_steps(tmp, fp32, fp32_acc, options, score, calibrate, on_event)
         manifest = Manifest(
             model={**loaded.record, "name": f"{data.spec.name}-{loaded.record['arch']}"},
             classes=dict(meta["classes"]),
             input=spec,
             output_name=OUTPUT_NAME,
             preprocessing=data.recipe,
-            precisions=precisions,
-            calibration=calibration_info,
+            precisions=steps.precisions,
+            calibration=steps.calibration,
             source={
                 "checkpoint": str(ckpt_path),
                 "checkpoint_sha256": file_sha256(ckpt_path),
@@ -377,7 +209,7 @@ def export_bundle(
             tool_versions=tool_versions(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             orientation=_training_orientation(data.spec.root, on_event),
-            backend_accuracy=backend_accuracy,
+            backend_accuracy=steps.backend_accuracy,
         )
         if options.check_tensorrt:
             from medseg.build import check_onnx_builds
@@ -386,6 +218,52 @@ def export_bundle(
         manifest.save(tmp)
     on_event(_bundle_done(out, started))
     return manifest
+
+
+def _calibration_slices(
+    folder: Path,
+    data: TrainingData,
+    data_path: Path,
+    meta: dict[str, Any],
+    train_config: dict[str, Any],
+    options: ExportOptions,
+    on_event: EventSink,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Calibration slices of the training split (every class covered), written to ``folder``.
+
+    Returns the ``(N, C, H, W)`` float32 slices and the manifest's calibration record.
+    """
+    from medseg.calibration import select_calibration_slices
+
+    assert options.calib_data is not None  # checked in ExportOptions
+    on_event(Event("calibration", "start", "drawing calibration slices..."))
+    t = time.perf_counter()
+    same = options.calib_data.resolve() == data_path.resolve()
+    calib_data = data if same else _load_data(options.calib_data, meta, train_config)
+    classes = {k: v for k, v in data.spec.labels.items() if v > 0}
+    with warnings.catch_warnings(record=True) as caught:  # sent as warning events
+        warnings.simplefilter("always")
+        calib = select_calibration_slices(calib_data.train, classes, options.calib_slices, seed=0)
+    for warning in caught:
+        on_event(Event("calibration", "warning", str(warning.message)))
+    calib.save_npz(folder / CALIBRATION_NAME)
+    on_event(
+        file_done(
+            "calibration",
+            "calibration slices",
+            folder / CALIBRATION_NAME,
+            t,
+            f"{len(calib.refs)} slices from the training split, every class covered",
+            slices=len(calib.refs),
+        )
+    )
+    info = {
+        "dataset": str(options.calib_data),
+        "fingerprint": calib_data.fingerprint,
+        "file": CALIBRATION_NAME,
+        **calib.to_manifest(),
+    }
+    return calib.images, info
 
 
 def _bundle_done(out: Path, started: float) -> Event:

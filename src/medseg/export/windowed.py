@@ -3,7 +3,10 @@
 The ONNX input is static ``patch_size`` H x W (one TensorRT profile, the fastest
 configuration); only the batch axis varies. Every precision is scored on the run's
 validation cases through the runtime's own sliding-window path
-(:func:`medseg.runtime.volume.segment_windowed`, ONNX Runtime CPU): each case reoriented to
+(:func:`medseg.runtime.volume.segment_windowed`), on ONNX Runtime for its precision entry and
+on every installed CPU backend for ``backend_accuracy`` (the precision steps both exports
+share: :mod:`medseg.export.precision_steps`; the INT8 guard measures on its guard backend):
+each case reoriented to
 the training orientation by exact flips, resampled to the target spacing, windowed, its
 probabilities resampled back to the case's own grid and compared there with the case's label
 file, so resampling errors count. The per-class post-processing is decided on the FP32
@@ -16,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +27,18 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_dir
-from medseg.bundle import ONNX_FILES, Manifest, PrecisionEntry, file_sha256
+from medseg.bundle import ONNX_FILES, Manifest, file_sha256
 from medseg.data.nnunet import NnUNetDataset
 from medseg.data.plan_fingerprint import to_training_orientation
 from medseg.data.preprocessing import Recipe, normalize_volume
 from medseg.data.resample import resample_inplane
-from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.errors import ConfigError, DatasetError
 from medseg.events import Event, EventSink, file_done
-from medseg.export.accuracy import Accuracy
-from medseg.export.onnx_export import OUTPUT_NAME, export_onnx
+from medseg.export.accuracy import Accuracy, backend_predictor
+from medseg.export.onnx_export import OUTPUT_NAME
 from medseg.export.options import window_input_spec
-from medseg.export.ort import compare_logits, run_onnx
 from medseg.export.postprocess import ValidationCase, decide_postprocess
+from medseg.export.precision_steps import export_fp32, run_precision_steps
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
 
@@ -124,16 +127,17 @@ def _score(
     classes: dict[str, int],
     max_batch: int,
     reference: Accuracy | None = None,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> tuple[Accuracy, list[np.ndarray]]:
-    """Sliding-window labels of every case with ONNX Runtime, Dice pooled over the cases."""
-    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+    """Sliding-window labels of every case on a CPU backend, Dice pooled over the cases.
 
-    session: Any = SessionFromOnnx(path, providers=["cpu"])()
-    name = session.get_inputs()[0].name
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([OUTPUT_NAME], {name: batch})[0], dtype=np.float32)
-
+    ``reference``: the FP32 file's accuracy on the same backend (drop and agreement are
+    against it); ``precision``: OpenVINO's hint (see
+    :func:`medseg.export.accuracy.backend_predictor`). Returns the accuracy and each case's
+    ``(X, Y, Z)`` labels.
+    """
+    predict = backend_predictor(path, backend, precision)
     counts = {n: [0, 0] for n in classes}  # 2 * tp, |pred| + |ref|
     labels_out, flat = [], []
     for case in cases:
@@ -175,12 +179,8 @@ def export_windowed(
 ) -> Manifest:
     """The body of :func:`~medseg.export.pipeline.export_bundle` for a window recipe."""
     from medseg.export.options import (
-        CALIBRATION_NAME,
         INPUT_NAME,
-        PARITY_MAX_ABS_DIFF,
-        PARITY_MIN_ARGMAX,
         check_dataset_matches_model,
-        precision_entry,
         tool_versions,
     )
 
@@ -193,41 +193,19 @@ def export_windowed(
     split = meta.get("split")
     cases, validation = _validation_cases(dataset, split, recipe)
     max_batch = spec.batch.max
-    metadata = {
-        "medseg.input": {"name": spec.name, "layout": "NCHW", "channels": spec.channels},
-        "medseg.output": {"name": OUTPUT_NAME, "classes": meta["classes"]},
-        "medseg.model": loaded.record["arch"],
-        "medseg.recipe": meta["recipe"],
-    }
-    precisions: dict[str, PrecisionEntry] = {}
-    calibration_info: dict[str, Any] | None = None
     with atomic_dir(out) as tmp:
         on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, sliding-window validation..."))
         t = time.perf_counter()
-        fp32 = export_onnx(loaded.model, tmp / ONNX_FILES["fp32"], spec, metadata)
-        import torch
-
         sample = _sample_windows(cases, recipe)
-        with torch.no_grad():
-            reference = loaded.model(torch.from_numpy(sample)).numpy()
-        fp32_sample = run_onnx(fp32, sample)
-        parity = compare_logits(reference, fp32_sample)
-        if parity.max_abs_diff > PARITY_MAX_ABS_DIFF or parity.argmax_agreement < PARITY_MIN_ARGMAX:
-            raise ExportError(
-                f"ONNX Runtime disagrees with PyTorch on {len(sample)} real windows: max |logit "
-                f"diff| {parity.max_abs_diff:.2e} (limit {PARITY_MAX_ABS_DIFF:g}), argmax "
-                f"agreement {parity.argmax_agreement:.4%} (limit {PARITY_MIN_ARGMAX:.1%})"
-            )
-        fp32_acc, fp32_labels = _score(fp32, cases, recipe, classes, max_batch)
-        precisions["fp32"] = precision_entry(
-            fp32, parity.to_dict(), fp32_acc, {"reference": "pytorch"}
-        )
+        fp32 = export_fp32(loaded, tmp / ONNX_FILES["fp32"], spec, sample)
+        parity = fp32.parity
+        fp32_acc, fp32_labels = _score(fp32.path, cases, recipe, classes, max_batch)
         where = f"{len(cases)} validation case(s) on their own grids, sliding window"
         on_event(
             file_done(
                 "onnx.fp32",
                 "ONNX FP32",
-                fp32,
+                fp32.path,
                 t,
                 f"input {spec.height}x{spec.width} static, batch {spec.batch}; parity max|Δ| "
                 f"{parity.max_abs_diff:.1e}; val Dice {fp32_acc.dice_mean:.4f} ({where})",
@@ -235,9 +213,6 @@ def export_windowed(
                 dice_mean=fp32_acc.dice_mean,
             )
         )
-
-        def evaluate(path: Path) -> Accuracy:
-            return _score(path, cases, recipe, classes, max_batch, fp32_acc)[0]
 
         t = time.perf_counter()
         on_event(
@@ -262,50 +237,22 @@ def export_windowed(
                 {"postprocess": post.to_dict(), "seconds": round(seconds, 3)},
             )
         )
-        if options.fp16:
-            from medseg.calibration import convert_fp16
 
-            on_event(Event("onnx.fp16", "start", "converting to FP16 (AutoCast)..."))
-            t = time.perf_counter()
-            path16 = tmp / ONNX_FILES["fp16"]
-            result = convert_fp16(fp32, path16, reference_inputs=sample[:8])
-            acc = evaluate(path16)
-            p16 = compare_logits(fp32_sample, run_onnx(path16, sample))
-            precisions["fp16"] = precision_entry(path16, p16.to_dict(), acc, result.to_manifest())
-            on_event(
-                file_done(
-                    "onnx.fp16",
-                    "ONNX FP16",
-                    path16,
-                    t,
-                    f"val Dice {acc.dice_mean:.4f} (drop {acc.dice_drop_pts:+.3f} pts)",
-                    dice_mean=acc.dice_mean,
-                    dice_drop_pts=acc.dice_drop_pts,
-                )
-            )
-        if options.int8:
-            calibration_info = _int8(
-                options,
-                meta,
-                recipe,
-                classes,
-                fp32,
-                fp32_sample,
-                sample,
-                tmp,
-                evaluate,
-                precisions,
-                on_event,
-                CALIBRATION_NAME,
-            )
+        def score(path: Path, backend: str, precision: str, reference: Accuracy | None) -> Accuracy:
+            return _score(path, cases, recipe, classes, max_batch, reference, backend, precision)[0]
+
+        def calibrate(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
+            return _calibration_patches(folder, options, meta, recipe, classes, on_event)
+
+        steps = run_precision_steps(tmp, fp32, fp32_acc, options, score, calibrate, on_event)
         manifest = Manifest(
             model={**loaded.record, "name": f"{dataset.spec.name}-{loaded.record['arch']}"},
             classes=dict(meta["classes"]),
             input=spec,
             output_name=OUTPUT_NAME,
             preprocessing=recipe,
-            precisions=precisions,
-            calibration=calibration_info,
+            precisions=steps.precisions,
+            calibration=steps.calibration,
             source={
                 "checkpoint": str(ckpt_path),
                 "checkpoint_sha256": file_sha256(ckpt_path),
@@ -317,6 +264,7 @@ def export_windowed(
             orientation=meta.get("orientation") or "RAS",
             plan=meta.get("plan"),
             postprocess=post,
+            backend_accuracy=steps.backend_accuracy,
         )
         manifest.save(tmp)
     seconds = time.perf_counter() - started
@@ -324,27 +272,19 @@ def export_windowed(
     return manifest
 
 
-def _int8(
+def _calibration_patches(
+    folder: Path,
     options: Any,
     meta: dict[str, Any],
     recipe: Recipe,
     classes: dict[str, int],
-    fp32: Path,
-    fp32_sample: np.ndarray,
-    sample: np.ndarray,
-    tmp: Path,
-    evaluate: Callable[[Path], Accuracy],
-    precisions: dict[str, PrecisionEntry],
     on_event: EventSink,
-    calibration_name: str,
-) -> dict[str, Any]:
-    """INT8: calibration patches from the training cases of the split, Q/DQ, guard, score."""
-    from medseg.bundle.cpu_files import CPU_FILE_KEY
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Calibration patches ``(N, C, h, w)`` from the split's training cases, written to
+    ``folder``; returns them and the manifest's calibration record."""
     from medseg.calibration.slices import select_calibration_patches
     from medseg.data.plan_cases import load_prepared_cases
-    from medseg.export.cpu_int8 import cpu_int8_file
-    from medseg.export.guard import guard_int8
-    from medseg.export.options import precision_entry
+    from medseg.export.options import CALIBRATION_NAME
 
     assert recipe.patch_size is not None
     on_event(Event("calibration", "start", "drawing calibration patches..."))
@@ -368,43 +308,8 @@ def _int8(
         )
     for warning in caught:
         on_event(Event("calibration", "warning", str(warning.message)))
-    calib.save_npz(tmp / calibration_name)
-    info = {
-        "dataset": str(options.calib_data),
-        "file": calibration_name,
-        **calib.to_manifest(),
-    }
+    calib.save_npz(folder / CALIBRATION_NAME)
+    info = {"dataset": str(options.calib_data), "file": CALIBRATION_NAME, **calib.to_manifest()}
     patches = f"{len(calib.refs)} patches"
-    on_event(file_done("calibration", "calibration patches", tmp / calibration_name, t, patches))
-    on_event(Event("int8", "start", "quantising to INT8 (Q/DQ), accuracy guard..."))
-    t = time.perf_counter()
-    budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
-    path8 = tmp / ONNX_FILES["int8"]
-    outcome = guard_int8(
-        fp32, path8, calib.images, options.calib_method, budget, evaluate, on_event
-    )
-    parity = compare_logits(fp32_sample, run_onnx(path8, sample))
-    details = {
-        "calibration_method": options.calib_method,
-        "quantized_nodes": list(outcome.result.quantized_nodes),
-        "kept_in_higher_precision": list(outcome.result.excluded_nodes),
-        "max_dice_drop_pts": options.max_dice_drop,
-        "guard_attempts": [a.to_dict() for a in outcome.attempts],
-    }
-    cpu_file = cpu_int8_file(tmp, fp32, calib.images, {"onnxruntime": evaluate}, budget, on_event)
-    if cpu_file is not None:
-        details[CPU_FILE_KEY] = cpu_file
-    precisions["int8"] = precision_entry(path8, parity.to_dict(), outcome.accuracy, details)
-    on_event(
-        file_done(
-            "int8",
-            "ONNX INT8",
-            path8,
-            t,
-            f"Q/DQ on {len(outcome.result.quantized_nodes)} layers; val Dice "
-            f"{outcome.accuracy.dice_mean:.4f} (drop {outcome.accuracy.dice_drop_pts:+.3f} pts)",
-            dice_mean=outcome.accuracy.dice_mean,
-            dice_drop_pts=outcome.accuracy.dice_drop_pts,
-        )
-    )
-    return info
+    on_event(file_done("calibration", "calibration patches", folder / CALIBRATION_NAME, t, patches))
+    return calib.images, info

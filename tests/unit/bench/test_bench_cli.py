@@ -283,3 +283,51 @@ def test_test_and_all_splits_score_whole_volumes(
         assert results.dataset["cases"] == cases
         row = results.row("onnxruntime", "fp32", 4)
         assert row is not None and row.accuracy is not None and row.accuracy.hd95_mm is not None
+
+
+def test_every_asked_row_is_printed_with_why_it_cannot_run(
+    tiny_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    """The issue-14 command: every (backend, precision) asked for is a row; one that cannot
+    run (ONNX Runtime bf16, PyTorch INT8) is printed as skipped, saying why."""
+    pytest.importorskip("openvino")
+    from medseg.runtime.cpu import cpu_features
+
+    code, output = _bench(
+        tiny_bundle,
+        "--data",
+        toy_data,
+        "--backends",
+        "onnxruntime,openvino,torch",
+        "--precisions",
+        "fp32,bf16,int8",
+        "--batch",
+        "1",
+        "--report",
+        tmp_path / "r",
+        *FAST,
+    )
+    assert code == 0, output
+    results = BenchResults.load(tmp_path / "r" / "results.json")
+    native_bf16 = cpu_features().bf16 is not None
+    for backend in ("onnxruntime", "openvino", "torch"):
+        for precision in ("fp32", "bf16", "int8"):
+            row = results.row(backend, precision, 1)
+            assert row is not None, (backend, precision)
+            assert f"{backend} {precision} b1:" in output, (backend, precision)
+            runs = {
+                ("onnxruntime", "bf16"): False,
+                ("torch", "int8"): False,
+                ("openvino", "bf16"): native_bf16,
+                ("torch", "bf16"): native_bf16,
+            }.get((backend, precision), True)
+            assert row.status == ("ok" if runs else "skipped"), (backend, precision, row.reason)
+    ort_bf16 = results.row("onnxruntime", "bf16", 1)
+    torch_int8 = results.row("torch", "int8", 1)
+    assert ort_bf16 is not None and "OpenVINO only" in ort_bf16.reason
+    assert torch_int8 is not None and "no INT8" in torch_int8.reason
+    torch_bf16 = results.row("torch", "bf16", 1)
+    if native_bf16:  # CPU autocast: close to FP32, its drop measured against torch FP32
+        assert torch_bf16 is not None and torch_bf16.accuracy is not None
+        assert torch_bf16.accuracy.dice_drop_pts is not None
+        assert abs(torch_bf16.accuracy.dice_drop_pts) < 5.0

@@ -41,6 +41,28 @@ def test_zscore_over_foreground_has_zero_mean_unit_std_on_foreground() -> None:
     assert out[~fg].max() < -2.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float64])
+@pytest.mark.parametrize("mask", ["foreground", "none", "empty"])
+def test_zscore_is_its_definition_bit_for_bit_and_leaves_the_input_alone(
+    dtype: type, mask: str
+) -> None:
+    """The one-pass implementation gives the textbook formula's float32 values exactly."""
+    rng = np.random.default_rng(1)
+    image = rng.gamma(2.0, 100.0, (23, 31, 17)).astype(dtype)
+    before = image.copy()
+    fg = {"foreground": image > 150, "none": None, "empty": np.zeros(image.shape, bool)}[mask]
+    out = clip_percentiles_zscore(image, (0.5, 99.5), fg)
+    where = np.ones(image.shape, bool) if fg is None or not fg.any() else fg
+    f32 = image.astype(np.float32)
+    lo, hi = np.percentile(f32[where], (0.5, 99.5))
+    clipped = np.clip(f32, lo, hi)
+    mean, std = float(clipped[where].mean()), float(clipped[where].std())
+    expected = ((clipped - mean) / std).astype(np.float32)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(image, before)
+
+
 def test_percentile_clipping_removes_outliers() -> None:
     image = np.ones(1000, dtype=np.float32)
     image[:500] = 0.5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medseg.bundle import Manifest
-from medseg.bundle.cpu_files import CPU_INT8_FILE, cpu_int8_entry, cpu_int8_path
+from medseg.bundle.cpu_files import CPU_INT8_FILE, cpu_int8_entry, cpu_int8_path, int8_file_for
 from medseg.bundle.manifest import file_sha256
 from medseg.calibration.int8_cpu import ort_conv_fusion, quantize_int8_cpu
 from medseg.errors import ConfigError
@@ -60,8 +60,19 @@ def test_cpu_backends_run_the_cpu_file_for_int8_only(bundle: Path) -> None:
         assert "model.onnx" in backend.describe()
         reference = backend.infer(x)
     assert np.mean(logits.argmax(1) == reference.argmax(1)) > 0.9
+    ov_file = manifest.backend_accuracy["openvino"]["int8"]["file"]  # measured best there
     with create_backend(bundle, manifest, "openvino", "int8", threads=1) as backend:
-        assert backend.loader.path.name == CPU_INT8_FILE  # type: ignore[attr-defined]
+        assert backend.loader.path.name == ov_file  # type: ignore[attr-defined]
+    for named in ("model.int8.onnx", CPU_INT8_FILE):  # OpenVINO follows the record
+        data = manifest.to_dict()
+        data["backend_accuracy"]["openvino"]["int8"]["file"] = named
+        assert int8_file_for(Manifest.from_dict(data), bundle, "openvino").name == named
+        assert int8_file_for(Manifest.from_dict(data), bundle, "onnxruntime").name == CPU_INT8_FILE
+    data["backend_accuracy"]["openvino"]["int8"]["file"] = "model.onnx"
+    with pytest.raises(ConfigError, match=r"backend_accuracy\.openvino\.int8\.file.*accepted"):
+        int8_file_for(Manifest.from_dict(data), bundle, "openvino")
+    del data["backend_accuracy"]["openvino"]  # exported before per-backend accuracy
+    assert int8_file_for(Manifest.from_dict(data), bundle, "openvino").name == CPU_INT8_FILE
     # a tampered CPU file is refused with the command that restores it
     (bundle / CPU_INT8_FILE).write_bytes(b"not onnx")
     with pytest.raises(ConfigError, match=r"sha256.*add_cpu_int8"):

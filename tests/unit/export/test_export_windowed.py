@@ -138,3 +138,89 @@ def test_int8_labels_do_not_depend_on_the_window_batch(
     assert results[0].labels.shape == scan.image.shape[1:]
     for other in results[1:]:
         np.testing.assert_array_equal(other.labels, results[0].labels)
+
+
+def test_window_export_records_accuracy_per_backend(
+    window_bundle: tuple[Path, list[str]],
+) -> None:
+    """Every precision on every installed CPU backend, each against its own FP32, through
+    the same sliding window as the precision entries."""
+    pytest.importorskip("openvino")
+    from medseg.runtime.cpu import cpu_features
+
+    bundle, lines = window_bundle
+    manifest = Manifest.load(bundle)
+    by_backend = manifest.backend_accuracy
+    assert set(by_backend) == {"onnxruntime", "openvino"}
+    assert set(by_backend["onnxruntime"]) == {"fp32", "fp16", "int8"}
+    bf16 = {"bf16"} if cpu_features().bf16 else set()
+    assert set(by_backend["openvino"]) == {"fp32", "fp16", "int8"} | bf16
+    for backend, by_precision in by_backend.items():
+        assert by_precision["fp32"]["dice_drop_pts"] == 0.0
+        for precision, record in by_precision.items():
+            assert record["reference"] == f"{backend} fp32"
+            assert set(record["dice_per_class"]) == {"disc", "ring"}, (backend, precision)
+            assert 0.0 < record["argmax_agreement"] <= 1.0, (backend, precision)
+    # ONNX Runtime's FP32 and FP16 rows are the precision entries' own (sliding-window) Dice
+    for precision in ("fp32", "fp16"):
+        recorded = manifest.precisions[precision].accuracy["dice_mean"]
+        assert by_backend["onnxruntime"][precision]["dice_mean"] == recorded
+    # OpenVINO's FP32 is measured, not copied: same labels up to float noise
+    ov, ort = by_backend["openvino"]["fp32"], by_backend["onnxruntime"]["fp32"]
+    assert ov["dice_mean"] == pytest.approx(ort["dice_mean"], abs=5e-3)
+    details = manifest.precisions["int8"].details
+    assert details["guard_backend"] == "openvino"  # the default where OpenVINO is installed
+    assert by_backend["onnxruntime"]["int8"]["file"] == "model.int8.cpu.onnx"
+    ov8 = by_backend["openvino"]["int8"]  # both INT8 files measured there, the better one runs
+    assert set(ov8["files_compared"]) == {"model.int8.onnx", "model.int8.cpu.onnx"}
+    assert ov8["dice_drop_pts"] == min(ov8["files_compared"].values())
+    assert ov8["files_compared"]["model.int8.onnx"] == details["guard_attempts"][0]["dice_drop_pts"]
+    assert any("accuracy per CPU backend" in line for line in lines)
+
+
+def test_window_int8_guard_forced_on_openvino(
+    window_bundle: tuple[Path, list[str]],
+    planned_run: Path,
+    toy_data: Path,
+    tmp_path: Path,
+) -> None:
+    """A budget under the fully quantised model's drop on OpenVINO: the guard must rank the
+    layers on OpenVINO and keep some in FP32 until OpenVINO's sliding-window Dice meets it."""
+    pytest.importorskip("openvino")
+    from medseg.export import ExportOptions, export_bundle
+
+    first = Manifest.load(window_bundle[0]).precisions["int8"].details["guard_attempts"][0]
+    assert first["num_excluded"] == 0
+    full_drop = first["dice_drop_pts"]  # fully quantised, measured on OpenVINO (no budget)
+    if full_drop <= 0.0:
+        pytest.skip(f"fully quantised INT8 loses nothing on OpenVINO here ({full_drop:+.3f} pts)")
+    budget = full_drop / 2
+    lines: list[str] = []
+    options = ExportOptions(
+        int8=True,
+        calib_data=toy_data,
+        calib_slices=8,
+        batch=(1, 4, 8),
+        max_dice_drop=budget,
+        guard_backend="openvino",
+    )
+    manifest = export_bundle(
+        planned_run, tmp_path / "b", options, lambda event: lines.append(event.message)
+    )
+    details = manifest.precisions["int8"].details
+    assert details["guard_backend"] == "openvino"
+    attempts = details["guard_attempts"]
+    assert attempts[0]["num_excluded"] == 0 and not attempts[0]["met"]
+    assert attempts[0]["dice_drop_pts"] == pytest.approx(full_drop, abs=1e-9)  # deterministic
+    kept = details["kept_in_higher_precision"]
+    assert kept, "the guard kept no layer in FP32 although full INT8 missed the budget"
+    chosen = next(a for a in attempts if a["num_excluded"] == len(kept))
+    assert chosen["met"] and chosen["dice_drop_pts"] <= budget
+    assert set(chosen["excluded"]) == set(kept)
+    assert any("measured on openvino" in line for line in lines)
+    assert all("on openvino" in line for line in lines if "kept in FP32: Dice drop" in line)
+    # OpenVINO runs the guarded file or the CPU file, whichever loses less on it
+    ov_int8 = manifest.backend_accuracy["openvino"]["int8"]
+    measured = ov_int8.get("files_compared", {"model.int8.onnx": ov_int8["dice_drop_pts"]})
+    assert measured["model.int8.onnx"] == pytest.approx(chosen["dice_drop_pts"])
+    assert ov_int8["dice_drop_pts"] == min(measured.values()) <= budget

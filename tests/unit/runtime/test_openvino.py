@@ -124,9 +124,10 @@ def test_model_cache_is_written_next_to_the_bundle_and_reused(bundle: Path) -> N
     with create_backend(bundle, manifest, "openvino", "int8", threads=1) as first:
         assert not first.loader.loaded_from_cache  # type: ignore[attr-defined]
         expected = first.infer(_slices(manifest))
-    # INT8 on OpenVINO is the CPU file (ONNX Runtime's QDQ form) of the bundle
-    assert first.loader.path.name == "model.int8.cpu.onnx"  # type: ignore[attr-defined]
-    blobs = list((bundle / "cache" / "openvino" / "model.int8.cpu").glob("*.blob"))
+    # INT8 on OpenVINO is the file whose OpenVINO accuracy the bundle records
+    ov_file = manifest.backend_accuracy["openvino"]["int8"]["file"]
+    assert first.loader.path.name == ov_file  # type: ignore[attr-defined]
+    blobs = list((bundle / "cache" / "openvino" / Path(ov_file).stem).glob("*.blob"))
     assert len(blobs) == 1
     with create_backend(bundle, manifest, "openvino", "int8", threads=1) as second:
         assert second.loader.loaded_from_cache  # type: ignore[attr-defined]

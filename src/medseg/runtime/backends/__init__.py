@@ -136,12 +136,15 @@ def create_backend(
             f"arithmetic), not on {backend}: pass --backend openvino"
         )
     if backend == "openvino":
-        from medseg.bundle.cpu_files import cpu_int8_path
+        from medseg.bundle.cpu_files import int8_file_for
 
-        # INT8: the CPU file when the bundle has one (on the demo bundle OpenVINO loses 2.9 Dice
-        # points with the TensorRT-form Q/DQ file and none with ONNX Runtime's QDQ form)
-        cpu_int8 = cpu_int8_path(manifest, bundle) if precision == "int8" else None
-        path = cpu_int8 or manifest.onnx_path(bundle, file_precision(precision))
+        # INT8: the file whose OpenVINO accuracy the bundle records (the export measures the
+        # Q/DQ file and the CPU file on OpenVINO; which loses less depends on the model)
+        path = (
+            int8_file_for(manifest, bundle, "openvino")
+            if precision == "int8"
+            else manifest.onnx_path(bundle, file_precision(precision))
+        )
         cache = Path(bundle) / OPENVINO_CACHE_DIR / path.stem
         openvino_runner = onnx_file_backend(
             backend, path, manifest, precision, None, threads, cache
@@ -150,12 +153,15 @@ def create_backend(
             openvino_runner.selection_note = f"{refused}; running OpenVINO instead"
         return openvino_runner
     if backend == "onnxruntime":
-        from medseg.bundle.cpu_files import cpu_int8_path
+        from medseg.bundle.cpu_files import int8_file_for
 
         # INT8: ONNX Runtime's own QDQ file when the bundle has one (integer kernels for every
         # convolution); the TensorRT-form Q/DQ file otherwise.
-        cpu_file = cpu_int8_path(manifest, bundle) if precision == "int8" else None
-        path = cpu_file or manifest.onnx_path(bundle, precision)
+        path = (
+            int8_file_for(manifest, bundle, "onnxruntime")
+            if precision == "int8"
+            else manifest.onnx_path(bundle, precision)
+        )
         runner = onnx_file_backend(backend, path, manifest, precision, providers, threads, None)
         if refused is not None:
             runner.selection_note = f"{refused}; running ONNX Runtime instead"
