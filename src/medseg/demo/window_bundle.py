@@ -135,6 +135,7 @@ def export_window_bundle(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m medseg.demo.window_bundle [--model DIR] [--data DIR] [--out DIR]``."""
+    from medseg.atomic import Terminated, sigterm_as_interrupt
     from medseg.demo.data_steps import DEMO_MODEL_DIR
     from medseg.errors import MedsegError
 
@@ -144,16 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR / "bundle")
     args = parser.parse_args(argv)
     try:
-        manifest = export_window_bundle(
-            args.model,
-            args.data,
-            args.out,
-            lambda event: print(event.message, flush=True),
-            force=True,
-        )
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: no temporary bundle left
+            manifest = export_window_bundle(
+                args.model,
+                args.data,
+                args.out,
+                lambda event: print(event.message, flush=True),
+                force=True,
+            )
     except MedsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     for name, entry in manifest.precisions.items():
         dice = ", ".join(f"{k} {v:.4f}" for k, v in entry.accuracy["dice_per_class"].items())
         print(f"{name}: Dice {dice}; mean {entry.accuracy['dice_mean']:.4f}")

@@ -138,7 +138,9 @@ def _score(
     ``(X, Y, Z)`` labels.
     """
     predict = backend_predictor(path, backend, precision)
-    counts = {n: [0, 0] for n in classes}  # 2 * tp, |pred| + |ref|
+    from medseg.metrics import DiceAccumulator
+
+    dice_acc = DiceAccumulator(classes, empty="nan")  # pooled over cases; absent: left out
     labels_out, flat = [], []
     for case in cases:
         labels = segment_windowed(
@@ -154,12 +156,8 @@ def _score(
             )
         )
         flat.append(pred.ravel())
-        for n, v in classes.items():
-            p, r = pred == v, ref == v
-            counts[n][0] += 2 * int(np.count_nonzero(p & r))
-            counts[n][1] += int(np.count_nonzero(p)) + int(np.count_nonzero(r))
-    dice = {n: (c[0] / c[1] if c[1] else float("nan")) for n, c in counts.items()}
-    mean = float(np.nanmean(list(dice.values())))
+        dice_acc.update(pred.reshape(1, -1), ref.reshape(1, -1))
+    dice, mean = dice_acc.aggregate(), dice_acc.mean()
     predictions = np.concatenate(flat).astype(np.uint8)
     if reference is None:
         return Accuracy(dice, mean, 0.0, 1.0, predictions), labels_out
@@ -192,14 +190,16 @@ def export_windowed(
     classes = {k: v for k, v in dataset.spec.labels.items() if v > 0}
     split = meta.get("split")
     cases, validation = _validation_cases(dataset, split, recipe)
-    max_batch = spec.batch.max
+    # validation runs on CPU backends: the profile's opt batch, as the runtime's default there
+    # (runtime.segmenter.default_batch_size; batch 32 held ~11 GB of window activations)
+    window_batch = spec.batch.opt
     with atomic_dir(out) as tmp:
         on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, sliding-window validation..."))
         t = time.perf_counter()
         sample = _sample_windows(cases, recipe)
         fp32 = export_fp32(loaded, tmp / ONNX_FILES["fp32"], spec, sample)
         parity = fp32.parity
-        fp32_acc, fp32_labels = _score(fp32.path, cases, recipe, classes, max_batch)
+        fp32_acc, fp32_labels = _score(fp32.path, cases, recipe, classes, window_batch)
         where = f"{len(cases)} validation case(s) on their own grids, sliding window"
         on_event(
             file_done(
@@ -239,7 +239,9 @@ def export_windowed(
         )
 
         def score(path: Path, backend: str, precision: str, reference: Accuracy | None) -> Accuracy:
-            return _score(path, cases, recipe, classes, max_batch, reference, backend, precision)[0]
+            return _score(
+                path, cases, recipe, classes, window_batch, reference, backend, precision
+            )[0]
 
         def calibrate(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
             return _calibration_patches(folder, options, meta, recipe, classes, on_event)
