@@ -14,6 +14,32 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = REPO / "models" / "mni152-tissue" / "bundle"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With pytest-xdist workers (``make test``), fill the committed demo bundle's OpenVINO
+    model cache once in the controller, before any worker runs: workers then only read it,
+    and no two of them write the same cache folder at once."""
+    import contextlib
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(
+        session.config.option, "numprocesses", None
+    ):
+        return
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return
+    from medseg.bundle import Manifest
+    from medseg.errors import MedsegError
+    from medseg.runtime.backends import create_backend
+
+    manifest = Manifest.load(DEMO_BUNDLE)
+    for precision in (*manifest.precisions, "bf16"):
+        # MedsegError: e.g. bf16 on a CPU without native BF16, nothing to cache
+        with contextlib.suppress(MedsegError):
+            create_backend(DEMO_BUNDLE, manifest, "openvino", precision).load().close()
+
+
 @pytest.fixture(scope="session")
 def mni_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded MNI152 tissue dataset, written once per test session (read-only use)."""

@@ -18,6 +18,7 @@ import numpy as np
 from medseg.bundle.cpu_files import CPU_FILE_KEY
 from medseg.data.samples import SliceSet
 from medseg.export.ort import run_onnx
+from medseg.names import RUNTIME_PRECISIONS
 
 __all__ = [
     "CPU_BACKENDS",
@@ -156,7 +157,7 @@ def accuracy_per_backend(
 
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for backend in backends:
-        runs = [p for p in ("fp32", "fp16", "bf16", "int8") if p in precisions or p == "bf16"]
+        runs = [p for p in RUNTIME_PRECISIONS if p in precisions or p == "bf16"]
         if backend != "openvino" or cpu_features().bf16 is None:
             runs.remove("bf16")  # bf16: the FP32 file on OpenVINO, with native BF16 only
         by_precision: dict[str, dict[str, Any]] = {}

@@ -28,6 +28,7 @@ import numpy as np
 
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.names import PRECISIONS
 
 __all__ = [
     "FP16_MIN_AGREEMENT",
@@ -289,7 +290,7 @@ def _manifest(
         "image", recipe.num_input_channels, DimRange(1, 1, options.max_batch), recipe.patch_size
     )
     precisions = {}
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in PRECISIONS:
         if precision not in next(iter(folds.values())):
             continue
         files = {

@@ -12,6 +12,7 @@ depend on the precision hint, and a cache OpenVINO cannot load is rebuilt with o
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import warnings
@@ -121,9 +122,10 @@ class CompiledModelFromOnnx:
             return None
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.cache_dir / ".write-test"
+            # one probe per process: two processes opening the same bundle must not race
+            probe = self.cache_dir / f".write-test-{os.getpid()}"
             probe.touch()
-            probe.unlink()
+            probe.unlink(missing_ok=True)
         except OSError as exc:
             _warn_once(
                 str(self.cache_dir),
