@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-bundle test lint bench-gate bench-baseline trt-compile serve-install triton-smoke clean
+.PHONY: install demo demo-bundle test lint docs bench-gate bench-baseline trt-compile serve-install triton-smoke clean
 
 install: $(STAMP)
 
@@ -34,11 +34,17 @@ lint: install
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy
 
+# The documentation site (mkdocs.yml, pages in docs/): --strict fails on a broken link or
+# anchor, a page missing from the nav, or any other warning. A few seconds; `make test` runs it.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life banner (not a build warning).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir demo-output/site
+
 # Two pytest workers (pytest-xdist; one test file stays on one worker): most tests wait on a
 # subprocess, a server or single-threaded Python, so two halve the wall time on 2 cores.
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. serve-install
 # first, so the tests that start a real tritonserver run instead of skipping.
-test: lint serve-install
+test: lint docs serve-install
 	@$(PY) -m pytest -n 2 --dist loadfile --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
