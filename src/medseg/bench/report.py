@@ -1,4 +1,4 @@
-"""Benchmark reports: the console table, ``report.md``, ``junit.xml`` and the accuracy plot.
+"""Benchmark reports: the table's cells, ``report.md``, ``junit.xml`` and the accuracy plot.
 
 The table follows Ultralytics' benchmark (Status / Size / metric / ms / FPS columns), one
 row per (backend, precision, batch) sorted by backend (torch, onnxruntime, tensorrt),
@@ -6,6 +6,9 @@ precision (fp32, fp16, int8) and batch. Units: Size in MB (10^6 bytes); Dice in 
 dDice = change of mean Dice vs FP32 of the same backend in points (Dice x 100, negative =
 worse); HD95 in mm; p50 / p95 in ms per batch; volume s = median end-to-end seconds per
 volume. ``junit.xml`` has one test case per gate so that CI shows each gate by name.
+
+The library returns the table as strings (:func:`results_title`, :func:`results_rows`,
+:func:`skip_reasons`, :func:`gate_rows`); ``medseg.cli.tables`` draws them on the terminal.
 """
 
 from __future__ import annotations
@@ -16,10 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from medseg.atomic import atomic_file, check_parent_exists
 from medseg.bench.networks import network_lines
 from medseg.bench.results import BenchResults, GateResult, VariantResult, row_sort_key
@@ -28,10 +27,14 @@ from medseg.errors import ConfigError
 
 __all__ = [
     "COLUMNS",
+    "GATE_COLUMNS",
     "REPORT_FILES",
-    "gates_table",
+    "TEXT_COLUMNS",
+    "gate_rows",
     "pareto_front",
-    "results_table",
+    "results_rows",
+    "results_title",
+    "skip_reasons",
     "write_report",
 ]
 
@@ -51,6 +54,10 @@ COLUMNS = (
     "pre/post %",
 )
 _TEXT_COLUMNS = 4  # the first four are text; the rest are right-aligned numbers
+#: how many of :data:`COLUMNS`, from the left, are text (left-aligned); the rest are numbers.
+TEXT_COLUMNS = _TEXT_COLUMNS
+#: the gates table: the two value columns are right-aligned.
+GATE_COLUMNS = ("Gate", "Measured", "Allowed", "Result")
 #: key -> file name of everything :func:`write_report` writes.
 REPORT_FILES = {
     "results": "results.json",
@@ -100,17 +107,20 @@ def _reasons(results: BenchResults) -> list[str]:
     return [f"{r.label}: {r.status} ({r.reason})" for r in _sorted(results) if not r.ok]
 
 
-def results_table(results: BenchResults) -> Table:
-    """The benchmark table (Ultralytics style); skip/error reasons in the caption."""
-    title = f"medseg bench: {results.bundle.get('name', '')}".rstrip(": ")
-    reasons = _reasons(results)
-    caption = Text("\n".join(reasons)) if reasons else None  # Text: no markup in user strings
-    table = Table(title=Text(title), caption=caption, caption_justify="left")
-    for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i < _TEXT_COLUMNS else "right", no_wrap=True)
-    for row in _sorted(results):
-        table.add_row(*(Text(c) for c in _cells(row)))
-    return table
+def results_title(results: BenchResults) -> str:
+    """The benchmark table's title: ``medseg bench: <bundle name>``."""
+    return f"medseg bench: {results.bundle.get('name', '')}".rstrip(": ")
+
+
+def results_rows(results: BenchResults) -> list[list[str]]:
+    """The benchmark table (Ultralytics style): one row of :data:`COLUMNS` cells per variant,
+    sorted by backend, precision and batch."""
+    return [_cells(row) for row in _sorted(results)]
+
+
+def skip_reasons(results: BenchResults) -> list[str]:
+    """One line per variant that did not run: ``<label>: <status> (<reason>)``."""
+    return _reasons(results)
 
 
 def _result(gate: GateResult) -> str:
@@ -124,17 +134,12 @@ def _with_unit(value: float | None, unit: str) -> str:
     )
 
 
-def gates_table(gates: Sequence[GateResult]) -> Table:
-    """One row per gate: Gate, Measured, Allowed, Result."""
-    table = Table(title="gates")
-    for col in ("Gate", "Measured", "Allowed", "Result"):
-        table.add_column(
-            col, justify="right" if col in ("Measured", "Allowed") else "left", no_wrap=True
-        )
-    for g in gates:
-        cells = (g.name, _with_unit(g.measured, g.unit), _with_unit(g.allowed, g.unit), _result(g))
-        table.add_row(*(Text(c) for c in cells))  # Text: "[...]" in gate names is not markup
-    return table
+def gate_rows(gates: Sequence[GateResult]) -> list[tuple[str, str, str, str]]:
+    """One row of :data:`GATE_COLUMNS` cells per gate: Gate, Measured, Allowed, Result."""
+    return [
+        (g.name, _with_unit(g.measured, g.unit), _with_unit(g.allowed, g.unit), _result(g))
+        for g in gates
+    ]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -323,15 +328,12 @@ def _junit(results: BenchResults) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def write_report(
-    results: BenchResults, out_dir: Path, console: Console | None = None
-) -> dict[str, Path]:
+def write_report(results: BenchResults, out_dir: Path) -> dict[str, Path]:
     """Write every report file into ``out_dir`` (created if missing), each atomically.
 
     Args:
         results: the run, gates included.
         out_dir: output folder; its parent must exist. Existing report files are replaced.
-        console: when given, the tables and the written paths are printed to it.
 
     Returns:
         :data:`REPORT_FILES` keys -> written paths.
@@ -350,10 +352,4 @@ def write_report(
         tree = _junit(results)
         ET.indent(tree)
         tree.write(tmp, encoding="utf-8", xml_declaration=True)
-    if console is not None:
-        console.print(results_table(results))
-        if results.gates:
-            console.print(gates_table(results.gates))
-        for key, path in paths.items():
-            console.print(f"{key}: {path}")
     return paths

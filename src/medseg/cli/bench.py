@@ -101,8 +101,8 @@ def bench(
     with handle_errors(debug):
         from medseg.bench.gates import GateSpec, parse_flag_pairs
         from medseg.bench.pipeline import bench_pipeline, check_bench_outputs
-        from medseg.bench.report import gates_table, results_table
         from medseg.bench.runner import BenchOptions
+        from medseg.cli.tables import gates_table, results_table
 
         started = time.perf_counter()
         options = BenchOptions(

@@ -41,11 +41,12 @@ def check(
         medseg data check /tmp/mni --json /tmp/mni-summary.json
     """
     with handle_errors(debug):
-        from medseg.data.check import check_dataset, render_report
+        from medseg.cli.tables import dataset_report
+        from medseg.data.check import check_dataset
 
         started = time.perf_counter()
         report = check_dataset(dataset)
-        console.print(render_report(report))
+        console.print(dataset_report(report))
         console.print(
             f"[green]✓[/] {dataset}: no problems found ({time.perf_counter() - started:.1f} s)"
         )

@@ -2,7 +2,7 @@
 
 Like nnU-Net's ``verify_dataset_integrity``, but it reports every problem at once in one
 line, and on success returns a :class:`DatasetReport` (cases, spacings, shapes, label voxel
-counts, intensity ranges) that :func:`render_report` turns into rich tables.
+counts, intensity ranges); ``medseg.cli.tables.dataset_report`` draws it as tables.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,15 +24,11 @@ from medseg.data.nnunet import (
 )
 from medseg.errors import ConfigError, DatasetError
 
-if TYPE_CHECKING:
-    from rich.console import RenderableType
-
 __all__ = [
     "CaseSummary",
     "DatasetReport",
     "IntensityStats",
     "check_dataset",
-    "render_report",
 ]
 
 Triple = tuple[float, float, float]
@@ -303,73 +299,3 @@ def check_dataset(
         spacing_max=_triple(spacing.max(axis=0)) if has_cases else None,
         intensities=intensity.result(),
     )
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
-
-
-def _fmt3(value: Triple | None) -> str:
-    return "-" if value is None else " x ".join(f"{v:.3g}" for v in value)
-
-
-def render_report(report: DatasetReport, max_cases: int = 20) -> RenderableType:
-    """Rich tables summarising ``report``: overview, labels, intensities, cases.
-
-    Args:
-        report: what :func:`check_dataset` returned.
-        max_cases: rows of the per-case table; further cases are counted in its caption.
-
-    Returns:
-        A ``rich.console.Group`` to pass to ``Console.print``.
-    """
-    from rich.console import Group
-    from rich.table import Table
-
-    overview = Table(title=f"Dataset {report.name}", show_header=False)
-    overview.add_column("field", style="bold")
-    overview.add_column("value")
-    overview.add_row("folder", str(report.root))
-    overview.add_row("cases", f"{report.num_train_cases} train, {report.num_test_cases} test")
-    overview.add_row("channels", ", ".join(report.channel_names))
-    overview.add_row("spacing min (mm)", _fmt3(report.spacing_min))
-    overview.add_row("spacing median (mm)", _fmt3(report.spacing_median))
-    overview.add_row("spacing max (mm)", _fmt3(report.spacing_max))
-
-    labels = Table(title="Labels (voxels over all labelled cases)")
-    for name in ("value", "class", "voxels", "share"):
-        labels.add_column(name, justify="left" if name == "class" else "right")
-    total = sum(report.label_voxels.values())
-    for name, value in report.labels.items():
-        count = report.label_voxels.get(name, 0)
-        share = f"{100.0 * count / total:.2f}%" if total else "-"
-        labels.add_row(str(value), name, f"{count:,}", share)
-
-    intensities = Table(title="Foreground intensities per channel (percentiles on a sample)")
-    for name in ("channel", "min", "p0.5", "median", "p99.5", "max", "samples"):
-        intensities.add_column(name, justify="left" if name == "channel" else "right")
-    for s in report.intensities:
-        intensities.add_row(
-            s.channel,
-            _fmt(s.min),
-            _fmt(s.p0_5),
-            _fmt(s.median),
-            _fmt(s.p99_5),
-            _fmt(s.max),
-            f"{s.num_samples:,}",
-        )
-
-    hidden = len(report.cases) - max_cases
-    caption = f"... and {hidden} more cases" if hidden > 0 else None
-    cases = Table(title="Cases", caption=caption)
-    for name in ("case", "subset", "shape (voxels)", "spacing (mm)", "label"):
-        cases.add_column(name)
-    for c in report.cases[:max_cases]:
-        cases.add_row(
-            c.case_id,
-            c.subset,
-            " x ".join(map(str, c.shape)),
-            _fmt3(c.spacing),
-            "yes" if c.labelled else "no",
-        )
-    return Group(overview, labels, intensities, cases)

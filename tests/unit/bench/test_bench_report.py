@@ -13,12 +13,15 @@ from rich.console import Console
 from medseg.bench.gates import GateSpec, evaluate_gates
 from medseg.bench.report import (
     COLUMNS,
-    gates_table,
+    gate_rows,
     pareto_front,
-    results_table,
+    results_rows,
+    results_title,
+    skip_reasons,
     write_report,
 )
 from medseg.bench.results import BenchResults
+from medseg.cli.tables import gates_table, results_table
 from medseg.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,17 +72,30 @@ def test_results_table_rows_sorted_by_backend_precision_batch() -> None:
     assert "TensorRT not installed" in text and "dice_drop[onnxruntime.int8.b1]" in text
 
 
+def test_the_library_returns_the_table_as_strings() -> None:
+    """What the CLI draws comes from the library as plain strings, row for row."""
+    results = _gated()
+    rows = results_rows(results)
+    table = results_table(results)
+    drawn = [[str(c) for c in col.cells] for col in table.columns]
+    assert rows == [list(r) for r in zip(*drawn, strict=True)]
+    assert all(len(r) == len(COLUMNS) for r in rows)
+    assert results_title(results) == "medseg bench: mni-attn"
+    assert skip_reasons(results) == ["tensorrt int8 b1: skipped (TensorRT not installed)"]
+    gates = gate_rows(results.gates)
+    assert ("dice_drop[onnxruntime.int8.b1]", "1.50 pts", "1.00 pts", "❌ FAIL") in gates
+    assert len(gates) == len(results.gates)
+
+
 def test_write_report_files(tmp_path: Path) -> None:
     results = _gated()
     assert not results  # int8 drops 1.5 pts > 1.0
-    out = io.StringIO()
-    paths = write_report(results, tmp_path / "bench", Console(file=out, width=200))
+    paths = write_report(results, tmp_path / "bench")
     assert set(paths) == {"results", "report", "junit", "plot"}
     assert all(p.is_file() and p.parent == tmp_path / "bench" for p in paths.values())
     assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(
         ["results.json", "report.md", "junit.xml", "accuracy_vs_latency.png"]
     )  # atomic writes leave no temporary files
-    assert str(paths["junit"]) in out.getvalue()
     assert BenchResults.load(paths["results"]) == results
     assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
 

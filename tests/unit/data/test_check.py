@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import medseg.data.nnunet as nnunet_module
-from medseg.data.check import DatasetReport, check_dataset, render_report
+from medseg.cli.tables import dataset_report
+from medseg.data.check import DatasetReport, check_dataset
 from medseg.errors import ConfigError
 
 pytest.importorskip("nibabel")
@@ -64,7 +65,7 @@ def test_report_to_dict_and_render(dataset) -> None:
     assert payload["cases"][0]["shape"] == list(dataset.shape)
     assert payload["intensities"][1]["channel"] == "T2"
     console = Console(file=io.StringIO(), width=120)
-    console.print(render_report(report, max_cases=2))
+    console.print(dataset_report(report, max_cases=2))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     for fragment in ("Dataset ds", "GM", "T2", "case_001", "and 2 more cases", "1 x 1 x 2.5"):
         assert fragment in text
