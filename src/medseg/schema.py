@@ -13,8 +13,16 @@ user would write it::
 
 How to add a field to a format: add it to the dataclass with a type and a default (old files
 lack it); use :data:`StrictInt` / :data:`StrictStr` / :data:`StrictFloat` / :data:`StrictBool`
-for scalars a user may mistype; put rules that span fields in ``__post_init__`` (raise
-ConfigError); ``to_dict`` usually needs nothing (``dataclasses.asdict`` + :func:`json_ready`).
+for scalars a user may mistype; a rule on one value is :class:`After` (or :class:`Before`, to
+see the raw value first) on its type, raising ``ValueError("must be ...")`` (the key path and
+the value are added); put rules that span fields in ``__post_init__`` (raise ConfigError);
+``to_dict`` usually needs nothing (``dataclasses.asdict`` + :func:`json_ready`). A file whose
+every problem should be reported at once (``dataset.json`` for ``medseg data check``) is read
+with :func:`collect` instead of :func:`parse`.
+
+Messages: an unknown key lists the accepted ones; a dict key refused by a rule is named with
+its table (``latency.max_p95_ms: key 'tflite.fp32' ...``); missing keys of one object are one
+problem listing them with every required key.
 
 pydantic is imported on first use only (``import medseg.runtime`` does not pay for it), and a
 format's validator is built once per process. Dataclasses opt in to refusing unknown keys with
@@ -25,11 +33,12 @@ from __future__ import annotations
 
 import json
 import math
+import types
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, cast, get_args, get_origin
 
 from medseg.atomic import atomic_file
 from medseg.config_io import json_ready
@@ -43,6 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORBID_EXTRA",
+    "After",
+    "Before",
     "JsonRecord",
     "NanFloat",
     "StrictBool",
@@ -50,6 +61,7 @@ __all__ = [
     "StrictInt",
     "StrictStr",
     "Via",
+    "collect",
     "describe_error",
     "load_json",
     "parse",
@@ -94,6 +106,44 @@ class Via:
         return core_schema.with_info_plain_validator_function(
             lambda value, info: fn(value, info.data or {})
         )
+
+
+class After:
+    """Annotation marker: ``fn(value)`` runs after the type is validated and returns the value.
+
+    ``fn`` raises ``ValueError`` (ConfigError is one) to refuse it: a message starting with
+    ``must`` becomes ``KEY.PATH must ..., got VALUE``; any other message is kept whole after
+    ``KEY.PATH:`` (unless it starts with the key). Several ``After`` markers run in the order
+    listed; several :class:`Before` markers in the reverse order (each wraps the ones listed
+    before it, as pydantic's validators do).
+    """
+
+    before = False
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        make = (
+            core_schema.no_info_before_validator_function
+            if self.before
+            else core_schema.no_info_after_validator_function
+        )
+        return make(self.fn, handler(source))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self.fn, '__name__', self.fn)})"
+
+
+class Before(After):
+    """:class:`After`, run on the raw value before the type is validated (a hint for a value
+    of the wrong shape: e.g. nnU-Net v1 labels in a v2 file)."""
+
+    before = True
 
 
 def _nan_for_null(value: Any) -> Any:
@@ -162,6 +212,8 @@ def _adapter(cls: type) -> Any:
 
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
+    if loc and loc[-1] == "[key]":  # a dict key refused: the path is its table's
+        loc = loc[:-2]
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
@@ -170,24 +222,120 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def describe_error(error: ValidationError) -> str:
-    """The first error of a pydantic ``ValidationError`` as ``KEY.PATH what, got VALUE``."""
-    first = error.errors(include_url=False)[0]
-    kind, key = first["type"], _path(tuple(first["loc"]))
+def _unwrap(tp: Any) -> list[Any]:
+    """The types a hint may hold a value of: ``Annotated`` stripped, unions and ``| None`` split."""
+    if get_origin(tp) is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if get_origin(tp) in (Union, types.UnionType):
+        return [t for arg in get_args(tp) for t in _unwrap(arg)]
+    return [tp]
+
+
+def _dataclasses_at(cls: Any, loc: tuple[int | str, ...]) -> list[Any]:
+    """The dataclasses a value at ``loc`` inside ``cls`` may be (empty when unknown)."""
+    from typing import get_type_hints
+
+    current: list[Any] = [cls]
+    for part in loc:
+        found: list[Any] = []
+        for tp in current:
+            if is_dataclass(tp) and isinstance(part, str):
+                hint = get_type_hints(tp, include_extras=True).get(part)
+                found += [] if hint is None else _unwrap(hint)
+            elif get_origin(tp) in (list, tuple, dict) and get_args(tp):
+                found += [u for a in get_args(tp) if a is not Ellipsis for u in _unwrap(a)]
+        current = [t for t in found if t is not type(None)]
+    return [tp for tp in current if is_dataclass(tp)]
+
+
+def _accepted_keys(cls: Any, loc: tuple[int | str, ...], required: bool = False) -> list[str]:
+    """Field names of the dataclass at ``loc`` inside ``cls``; ``required``: those without
+    a default."""
+    names = [
+        f.name
+        for tp in _dataclasses_at(cls, loc)
+        for f in fields(tp)
+        if not required or (f.default is MISSING and f.default_factory is MISSING)
+    ]
+    return list(dict.fromkeys(names))
+
+
+def _describe(error: Any, cls: Any = None) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) as one phrase."""
+    kind, loc = error["type"], tuple(error["loc"])
+    key = _path(loc)
     if kind == "missing":
         return f"missing key {key}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"unknown key {key}"
+        accepted = _accepted_keys(cls, loc[:-1]) if cls is not None else []
+        return f"unknown key {key}" + (f"; accepted: {', '.join(accepted)}" if accepted else "")
+    got = error["input"]
     if kind in ("value_error", "assertion_error"):
-        cause = first.get("ctx", {}).get("error")
-        message = str(cause) if cause is not None else first["msg"]
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if cause is not None else error["msg"]
+        if loc and loc[-1] == "[key]" and message.startswith("must"):
+            return f"{key}: key {got!r} {message}" if key else f"key {got!r} {message}"
+        if message.startswith("must"):
+            return f"{key} {message}, got {got!r}".lstrip()
         if not key or message.startswith(key):
             return message
         return f"{key}: {message}"
-    words = _TYPE_WORDS.get(kind) or first["msg"].replace("Input should be", "must be", 1)
-    got = first["input"]
+    words = _TYPE_WORDS.get(kind) or error["msg"].replace("Input should be", "must be", 1)
     got_text = f"{type(got).__name__} {got!r}" if kind in _TYPE_WORDS else repr(got)
-    return f"{key or 'the value'} {words}, got {got_text}"
+    return f"{key} {words}, got {got_text}".lstrip()
+
+
+def describe_error(error: ValidationError, cls: Any = None) -> str:
+    """The first error of a pydantic ``ValidationError`` as ``KEY.PATH what, got VALUE``.
+
+    ``cls``, the validated dataclass, lets an unknown key list the accepted ones.
+    """
+    return _describe(error.errors(include_url=False)[0], cls)
+
+
+def _join(where: str, message: str) -> str:
+    if message.startswith(where):
+        return message
+    return f"{where} {message}" if message.startswith("must") else f"{where}: {message}"
+
+
+def collect(cls: type[T], data: Any) -> tuple[T | None, list[str]]:
+    """Validate ``data`` as ``cls`` and describe EVERY problem (not only the first).
+
+    The missing keys of one object are one problem: ``is missing a, b; required: a, b, c``
+    (prefixed with the object's key path). Unlike :func:`parse`, the messages do not name the
+    file: the caller adds it.
+
+    Returns:
+        The built dataclass and ``[]``, or ``None`` and one phrase per problem, in key order.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return _adapter(cast(Any, cls)).validate_python(data), []
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    # a missing key's problem is its object's: one entry per object, in order of appearance
+    entries: list[str | tuple[int | str, ...]] = []
+    missing: dict[tuple[int | str, ...], list[str]] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] == "missing" and loc:
+            if loc[:-1] not in missing:
+                entries.append(loc[:-1])
+            missing.setdefault(loc[:-1], []).append(str(loc[-1]))
+        else:
+            entries.append(_describe(error, cls))
+    problems = []
+    for entry in entries:
+        if isinstance(entry, str):
+            problems.append(entry)
+            continue
+        required = _accepted_keys(cls, entry, required=True)
+        text = f"is missing {', '.join(missing[entry])}"
+        text += f"; required: {', '.join(required)}" if required else ""
+        problems.append(f"{_path(entry)} {text}".lstrip())
+    return None, problems
 
 
 def parse(cls: type[T], data: Any, where: str) -> T:
@@ -206,10 +354,7 @@ def parse(cls: type[T], data: Any, where: str) -> T:
     try:
         result: T = _adapter(cast(Any, cls)).validate_python(data)
     except ValidationError as exc:
-        message = describe_error(exc)
-        if not message.startswith(where):
-            message = f"{where}: {message}"
-        raise ConfigError(message) from None
+        raise ConfigError(_join(where, describe_error(exc, cls))) from None
     return result
 
 

@@ -1,20 +1,23 @@
 """The budgets of ``medseg bench`` gates, from a TOML gates file and/or command-line flags.
 
-The file format and the gate semantics are documented in :mod:`medseg.bench.gates`. Every
-error names the file (or the flag), the key and what is accepted.
+The file format and the gate semantics are documented in :mod:`medseg.bench.gates`. The file
+and the flags are validated by one schema (:mod:`medseg.schema`: the dataclasses below and the
+rules on their fields); every error names the file (or the flag), the key path and what is
+accepted, e.g. ``gates.toml: accuracy.min_dice must be a Dice in [0, 1], got 1.5``.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from medseg.bench.results import BACKENDS, PRECISIONS
 from medseg.errors import ConfigError
+from medseg.schema import FORBID_EXTRA, After, Before, StrictFloat, StrictStr, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +39,100 @@ FLAG_NAMES = {
 _SECTION = {key: section for section, key in FLAG_NAMES}
 #: Precisions a dice-drop budget may name (fp32 is the reference of the drop).
 DROP_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")
+
+
+def _check(ok: Callable[[Any], bool], accepted: str) -> After:
+    """A rule: values for which ``ok`` is false are refused as ``must be <accepted>``."""
+
+    def rule(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"must be {accepted}")
+        return value
+
+    return After(rule)
+
+
+def _non_empty_table(what: str) -> Before:
+    def rule(value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError(f"must be a non-empty table of {what}")
+        return value
+
+    return Before(rule)
+
+
+def _is_target(target: str) -> bool:
+    parts = target.split(".")
+    batch = parts[2][1:] if len(parts) == 3 and parts[2].startswith("b") else None
+    return (
+        len(parts) in (2, 3)
+        and parts[0] in BACKENDS
+        and parts[1] in PRECISIONS
+        and (len(parts) == 2 or bool(batch and batch.isdigit() and int(batch) >= 1))
+    )
+
+
+_Number = Annotated[StrictFloat, _check(math.isfinite, "a finite number")]
+_Dice = Annotated[_Number, _check(lambda v: 0 <= v <= 1, "a Dice in [0, 1]")]
+_NonNegative = Annotated[_Number, _check(lambda v: v >= 0, ">= 0")]
+_DropPrecision = Annotated[
+    StrictStr,
+    _check(
+        lambda p: p in DROP_PRECISIONS,
+        f"one of {', '.join(DROP_PRECISIONS)} (fp32 is the reference)",
+    ),
+]
+_Target = Annotated[
+    StrictStr,
+    _check(
+        _is_target,
+        '"backend.precision" or "backend.precision.bN" with backend in '
+        f"{', '.join(BACKENDS)}, precision in {', '.join(PRECISIONS)}, N >= 1",
+    ),
+]
+_DropTable = Annotated[dict[_DropPrecision, _Number], _non_empty_table("precision = pts")]
+_P95Table = Annotated[
+    dict[_Target, Annotated[_Number, _check(lambda v: v > 0, "ms > 0")]],
+    _non_empty_table('"backend.precision[.bN]" = ms'),
+]
+#: GateSpec field -> its schema (the same for the file and for the flags).
+_FIELD_TYPES: dict[str, Any] = {
+    "min_dice": _Dice,
+    "max_dice_drop_pts": _DropTable,
+    "max_p95_ms": _P95Table,
+    "max_latency_regression_pct": _NonNegative,
+    "max_dice_regression_pts": _NonNegative,
+}
+
+
+@dataclass(frozen=True)
+class _Accuracy:
+    __pydantic_config__ = FORBID_EXTRA
+    min_dice: _Dice | None = None
+    max_dice_drop_pts: _DropTable | None = None
+
+
+@dataclass(frozen=True)
+class _Latency:
+    __pydantic_config__ = FORBID_EXTRA
+    max_p95_ms: _P95Table | None = None
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    __pydantic_config__ = FORBID_EXTRA
+    max_latency_regression_pct: _NonNegative | None = None
+    max_dice_regression_pts: _NonNegative | None = None
+
+
+@dataclass(frozen=True)
+class _GatesFile:
+    """The gates file: one table per section (see :mod:`medseg.bench.gates`)."""
+
+    __pydantic_config__ = FORBID_EXTRA
+    accuracy: _Accuracy | None = None
+    latency: _Latency | None = None
+    baseline: _Baseline | None = None
 
 
 @dataclass(frozen=True)
@@ -73,25 +170,13 @@ class GateSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "gates") -> GateSpec:
         """Validate the parsed TOML structure (``{"accuracy": {...}, ...}``)."""
-        sections = sorted({s for s, _ in FLAG_NAMES})
+        gates = parse(_GatesFile, data, source)
         values: dict[str, Any] = {}
-        for section, table in data.items():
-            if section not in sections:
-                raise ConfigError(
-                    f"{source}: unknown section [{section}]; accepted: "
-                    f"{', '.join(f'[{s}]' for s in sections)}"
-                )
-            keys = sorted(k for s, k in FLAG_NAMES if s == section)
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"{source}: [{section}] must be a table of {', '.join(keys)}")
-            for key, value in table.items():
-                if key not in keys:
-                    raise ConfigError(
-                        f"{source}: unknown key [{section}] {key}; accepted in "
-                        f"[{section}]: {', '.join(keys)}"
-                    )
-                values[key] = _parse(key, value, f"{source}: [{section}] {key}")
-        return cls(**values)
+        for section in fields(gates):
+            table = getattr(gates, section.name)
+            if table is not None:
+                values.update({f.name: getattr(table, f.name) for f in fields(table)})
+        return cls(**{k: v for k, v in values.items() if v is not None})
 
     @classmethod
     def from_flags(
@@ -112,7 +197,7 @@ class GateSpec:
         }
         return cls(
             **{
-                k: _parse(k, v, f"command line: {FLAG_NAMES[_SECTION[k], k]}")
+                k: parse(_FIELD_TYPES[k], v, f"command line: {FLAG_NAMES[_SECTION[k], k]}")
                 for k, v in given.items()
                 if v is not None
             }
@@ -137,58 +222,6 @@ class GateSpec:
             if value not in (None, {}):
                 out.setdefault(_SECTION[f.name], {})[f.name] = value
         return out
-
-
-def _number(value: Any, where: str, accepted: str, ok: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where} must be a number ({accepted}), got {value!r}")
-    if not ok(value):
-        raise ConfigError(f"{where} must be {accepted}, got {value!r}")
-    return float(value)
-
-
-def _table(value: Any, where: str, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping) or not value:
-        raise ConfigError(f"{where} must be a non-empty table of {what}, got {value!r}")
-    return value
-
-
-def _parse(key: str, value: Any, where: str) -> Any:
-    if key == "min_dice":
-        return _number(value, where, "a Dice in [0, 1]", lambda v: 0 <= v <= 1)
-    if key in ("max_latency_regression_pct", "max_dice_regression_pts"):
-        return _number(value, where, ">= 0", lambda v: v >= 0)
-    if key == "max_dice_drop_pts":
-        out = {}
-        for prec, pts in _table(value, where, "precision = pts").items():
-            if prec not in DROP_PRECISIONS:
-                raise ConfigError(
-                    f"{where}: precision {prec!r} is not accepted; accepted: "
-                    f"{', '.join(DROP_PRECISIONS)} (fp32 is the reference)"
-                )
-            out[prec] = _number(pts, f"{where}.{prec}", "pts, any sign", lambda v: True)
-        return out
-    out = {}
-    for target, ms in _table(value, where, '"backend.precision[.bN]" = ms').items():
-        _parse_target(target, where)
-        out[target] = _number(ms, f"{where}.{target}", "ms > 0", lambda v: v > 0)
-    return out
-
-
-def _parse_target(target: Any, where: str) -> None:
-    parts = str(target).split(".")
-    batch = parts[2][1:] if len(parts) == 3 and parts[2].startswith("b") else None
-    if (
-        len(parts) not in (2, 3)
-        or parts[0] not in BACKENDS
-        or parts[1] not in PRECISIONS
-        or (len(parts) == 3 and not (batch and batch.isdigit() and int(batch) >= 1))
-    ):
-        raise ConfigError(
-            f'{where}: target {target!r} is not accepted; write "backend.precision" or '
-            f'"backend.precision.bN" with backend in {", ".join(BACKENDS)}, precision in '
-            f"{', '.join(PRECISIONS)}, N >= 1"
-        )
 
 
 #: The form each KEY=NUMBER flag takes, with an example, for its error message.

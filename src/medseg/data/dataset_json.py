@@ -7,8 +7,10 @@ An nnU-Net v2 ``dataset.json`` looks like::
      "numTraining": 3, "file_ending": ".nii.gz", "name": "MNI152"}
 
 medseg accepts only NIfTI endings and one integer value per class, consecutive from 0
-(not nnU-Net's region-based labels). Problems are collected as :class:`Issue` objects and
-raised as one line by :func:`format_problems`, so a check can report all of them at once.
+(not nnU-Net's region-based labels). The file is validated by its schema (``_DatasetJson``,
+:mod:`medseg.schema`), which reports every problem, not only the first. Problems are
+collected as :class:`Issue` objects and raised as one line by :func:`format_problems`, so a
+check can report all of them at once.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, cast
 
 from medseg.data.nifti import NIFTI_ENDINGS
 from medseg.errors import DatasetError
+from medseg.schema import After, Before, StrictInt, StrictStr, collect
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -119,101 +122,130 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_LABELS_EXAMPLE = '{"background": 0, "CSF": 1}'
 
 
-def _parse_channels(value: Any, problems: list[str]) -> tuple[str, ...]:
-    if not isinstance(value, dict) or not value:
-        problems.append(f'channel_names must be an object like {{"0": "T1"}}, got {_show(value)}')
-        return ()
+def _object_like(example: str) -> Before:
+    def rule(value: Any) -> Any:
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"must be an object like {example}")
+        return value
+
+    return Before(rule)
+
+
+def _channel_indices(value: dict[str, str]) -> tuple[str, ...]:
+    """``{"0": "T1", "1": "T2"}`` -> ``("T1", "T2")``; the keys must be ``0..C-1``."""
     expected = [str(i) for i in range(len(value))]
     if sorted(value, key=lambda k: (len(k), k)) != expected:
-        problems.append(
+        raise ValueError(
             f"channel_names keys must be the channel indices {', '.join(expected)}, "
-            f"got {', '.join(map(str, value))}"
+            f"got {', '.join(value)}"
         )
-        return ()
-    names = [value[k] for k in expected]
-    if not all(isinstance(n, str) and n for n in names):
-        problems.append(f"channel_names values must be non-empty strings, got {_show(names)}")
-        return ()
-    return tuple(names)
+    return tuple(value[k] for k in expected)
 
 
-def _parse_labels(value: Any, problems: list[str]) -> dict[str, int]:
-    example = '{"background": 0, "CSF": 1}'
-    if not isinstance(value, dict) or not value:
-        problems.append(f"labels must be an object like {example}, got {_show(value)}")
-        return {}
-    regions = [k for k, v in value.items() if isinstance(v, (list, tuple))]
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _label_shape(value: Any) -> Any:
+    """Hints for nnU-Net label maps medseg does not take (regions; v1's value -> name)."""
+    regions = [k for k, v in value.items() if isinstance(v, list | tuple)]
     if regions:
-        problems.append(
+        raise ValueError(
             f"labels {', '.join(regions)} are region lists ({_show(value[regions[0]])}); "
             "nnU-Net region-based labels are not supported: give each class one integer value"
         )
-        return {}
-    bad = {k: v for k, v in value.items() if not _is_int(v)}
-    if bad:
-        hint = ""
-        if all(k.isdigit() for k in value) and all(isinstance(v, str) for v in value.values()):
-            hint = " (this looks like nnU-Net v1 style value -> name; v2 uses name -> value)"
-        name, got = next(iter(bad.items()))
-        problems.append(
-            f"labels must map names to integer values like {example}, "
-            f"got {_show(name)}: {_show(got)}{hint}"
+    if all(str(k).isdigit() for k in value) and all(isinstance(v, str) for v in value.values()):
+        name, got = next(iter(value.items()))
+        raise ValueError(
+            f"labels must map names to integer values like {_LABELS_EXAMPLE}, got "
+            f"{_show(name)}: {_show(got)} (this looks like nnU-Net v1 style value -> name; "
+            "v2 uses name -> value)"
         )
-        return {}
+    return value
+
+
+def _label_values(value: dict[str, int]) -> dict[str, int]:
+    """Values ``0..N-1``, 0 present; returned sorted by value."""
     values = sorted(value.values())
     if 0 not in values:
-        problems.append(
+        raise ValueError(
             f'labels have no background value 0 (got {_show(value)}); add "background": 0'
         )
-        return {}
     if values != list(range(len(values))):
-        problems.append(
+        raise ValueError(
             f"labels: values must be distinct and consecutive 0..{len(values) - 1}, "
             f"got {', '.join(map(str, values))}"
         )
-        return {}
     return dict(sorted(value.items(), key=lambda kv: kv[1]))
+
+
+def _nifti(value: str) -> str:
+    if value not in NIFTI_ENDINGS:
+        raise ValueError(
+            f"file_ending {_show(value)} is not supported; medseg reads NIfTI only: "
+            f"{' or '.join(map(repr, NIFTI_ENDINGS))}"
+        )
+    return value
+
+
+def _refuse(message: str) -> After:
+    """A key medseg does not support: present at all, it is refused with ``message``."""
+
+    def rule(value: Any) -> Any:
+        raise ValueError(message)
+
+    return After(rule)
+
+
+def _at_least_zero(value: int) -> int:
+    if value < 0:
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+@dataclass(frozen=True)
+class _DatasetJson:
+    """The schema of ``dataset.json`` (other nnU-Net keys, e.g. ``description``, are ignored)."""
+
+    channel_names: Annotated[
+        dict[StrictStr, Annotated[StrictStr, After(_non_empty)]],
+        _object_like('{"0": "T1"}'),
+        After(_channel_indices),
+    ]
+    labels: Annotated[
+        dict[StrictStr, StrictInt],
+        Before(_label_shape),  # before-rules run last-listed first: _object_like, then this
+        _object_like(_LABELS_EXAMPLE),
+        After(_label_values),
+    ]
+    numTraining: Annotated[StrictInt, After(_at_least_zero)]
+    file_ending: Annotated[StrictStr, After(_nifti)]
+    name: StrictStr | None = None
+    regions_class_order: Annotated[
+        Any, _refuse("regions_class_order (nnU-Net region-based training) is not supported")
+    ] = None
+    modality: Annotated[
+        Any,
+        _refuse(
+            "modality is an nnU-Net v1 key: convert the file with "
+            "nnUNetv2_convert_old_nnUNet_dataset"
+        ),
+    ] = None
 
 
 def _parse_spec(root: Path, raw: Any) -> tuple[DatasetSpec | None, list[str]]:
     """Validate a decoded dataset.json; return the spec (or ``None``) and every problem found."""
-    if not isinstance(raw, dict):
-        return None, [f"dataset.json must hold a JSON object, got {type(raw).__name__}"]
-    problems: list[str] = []
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        text = (
-            f"dataset.json is missing {', '.join(missing)}; an nnU-Net v2 dataset.json needs "
-            f"{', '.join(REQUIRED_KEYS)}"
-        )
-        if "modality" in raw:
-            text += (
-                " (this is an nnU-Net v1 file: convert it with nnUNetv2_convert_old_nnUNet_dataset)"
-            )
-        problems.append(text)
-    channels = _parse_channels(raw["channel_names"], problems) if "channel_names" in raw else ()
-    labels = _parse_labels(raw["labels"], problems) if "labels" in raw else {}
-    if "regions_class_order" in raw:
-        problems.append("regions_class_order (nnU-Net region-based training) is not supported")
-    ending: Any = raw.get("file_ending")
-    if "file_ending" in raw and ending not in NIFTI_ENDINGS:
-        problems.append(
-            f"file_ending {_show(ending)} is not supported; medseg reads NIfTI only: "
-            f"{' or '.join(map(repr, NIFTI_ENDINGS))}"
-        )
-    num: Any = raw.get("numTraining")
-    if "numTraining" in raw and not (_is_int(num) and num >= 0):
-        problems.append(f"numTraining must be a non-negative integer, got {_show(num)}")
-    name = raw.get("name", root.name)
-    if not isinstance(name, str):
-        problems.append(f"name must be a string, got {_show(name)}")
-    if problems:
+    parsed, problems = collect(_DatasetJson, raw)
+    if parsed is None:
         return None, [p if p.startswith("dataset.json") else f"dataset.json {p}" for p in problems]
-    spec = DatasetSpec(root, str(name), channels, labels, str(ending), int(num))
+    channels = cast("tuple[str, ...]", parsed.channel_names)  # After(_channel_indices)
+    name = root.name if parsed.name is None else parsed.name
+    spec = DatasetSpec(root, name, channels, parsed.labels, parsed.file_ending, parsed.numTraining)
     return spec, []
 
 

@@ -115,13 +115,14 @@ def test_dataset_json_v1_is_recognised(dataset, dataset_error) -> None:
 @pytest.mark.parametrize(
     ("labels", "fragment"),
     [
-        ({"background": 0, "CSF": "1"}, 'integer values like {"background": 0'),
-        ({"background": 0, "CSF": 1.0}, '"CSF": 1.0'),
+        ({"background": 0, "CSF": "1"}, "labels.CSF must be an integer, got str '1'"),
+        ({"background": 0, "CSF": 1.0}, "labels.CSF must be an integer, got float 1.0"),
         ({"background": 0, "brain": [1, 2], "CSF": 1}, "region lists ([1, 2])"),
         ({"CSF": 1, "GM": 2}, "no background value 0"),
         ({"background": 0, "CSF": 1, "GM": 3}, "consecutive 0..2, got 0, 1, 3"),
         ({"background": 0, "CSF": 1, "GM": 1}, "distinct and consecutive"),
-        ({"background": 0, "CSF": True}, '"CSF": true'),
+        ({"background": 0, "CSF": True}, "labels.CSF must be an integer, got bool True"),
+        ({"0": "background", "1": "CSF"}, 'integer values like {"background": 0'),
         ([0, 1], "labels must be an object"),
     ],
 )
@@ -139,10 +140,12 @@ def test_region_class_order_is_rejected(dataset, dataset_error) -> None:
     ("changes", "fragment"),
     [
         ({"file_ending": ".mha"}, 'file_ending ".mha" is not supported; medseg reads NIfTI only'),
-        ({"numTraining": "3"}, "numTraining must be a non-negative integer"),
+        ({"numTraining": "3"}, "numTraining must be an integer, got str '3'"),
+        ({"numTraining": -1}, "numTraining must be a non-negative integer, got -1"),
         ({"channel_names": {"1": "T1"}}, "keys must be the channel indices 0, got 1"),
         ({"channel_names": ["T1"]}, 'channel_names must be an object like {"0": "T1"}'),
-        ({"channel_names": {"0": ""}}, "non-empty strings"),
+        ({"channel_names": {"0": ""}}, "channel_names.0 must be a non-empty string"),
+        ({"name": 3}, "dataset.json name must be a string, got int 3"),
     ],
 )
 def test_dataset_json_bad_values(dataset, changes, fragment: str, dataset_error) -> None:
