@@ -61,6 +61,7 @@ __all__ = [
     "StrictInt",
     "StrictStr",
     "Via",
+    "check",
     "collect",
     "describe_error",
     "load_json",
@@ -144,6 +145,17 @@ class Before(After):
     of the wrong shape: e.g. nnU-Net v1 labels in a v2 file)."""
 
     before = True
+
+
+def check(ok: Callable[[Any], bool], accepted: str) -> After:
+    """A rule refusing values for which ``ok`` is false: ``KEY must be <accepted>, got V``."""
+
+    def rule(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"must be {accepted}")
+        return value
+
+    return After(rule)
 
 
 def _nan_for_null(value: Any) -> Any:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any
 
 from medseg.bench.results import BACKENDS, PRECISIONS
 from medseg.errors import ConfigError
-from medseg.schema import FORBID_EXTRA, After, Before, StrictFloat, StrictStr, parse
+from medseg.schema import FORBID_EXTRA, Before, StrictFloat, StrictStr, check, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,17 +41,6 @@ _SECTION = {key: section for section, key in FLAG_NAMES}
 DROP_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")
 
 
-def _check(ok: Callable[[Any], bool], accepted: str) -> After:
-    """A rule: values for which ``ok`` is false are refused as ``must be <accepted>``."""
-
-    def rule(value: Any) -> Any:
-        if not ok(value):
-            raise ValueError(f"must be {accepted}")
-        return value
-
-    return After(rule)
-
-
 def _non_empty_table(what: str) -> Before:
     def rule(value: Any) -> Any:
         if not isinstance(value, Mapping) or not value:
@@ -72,19 +61,19 @@ def _is_target(target: str) -> bool:
     )
 
 
-_Number = Annotated[StrictFloat, _check(math.isfinite, "a finite number")]
-_Dice = Annotated[_Number, _check(lambda v: 0 <= v <= 1, "a Dice in [0, 1]")]
-_NonNegative = Annotated[_Number, _check(lambda v: v >= 0, ">= 0")]
+_Number = Annotated[StrictFloat, check(math.isfinite, "a finite number")]
+_Dice = Annotated[_Number, check(lambda v: 0 <= v <= 1, "a Dice in [0, 1]")]
+_NonNegative = Annotated[_Number, check(lambda v: v >= 0, ">= 0")]
 _DropPrecision = Annotated[
     StrictStr,
-    _check(
+    check(
         lambda p: p in DROP_PRECISIONS,
         f"one of {', '.join(DROP_PRECISIONS)} (fp32 is the reference)",
     ),
 ]
 _Target = Annotated[
     StrictStr,
-    _check(
+    check(
         _is_target,
         '"backend.precision" or "backend.precision.bN" with backend in '
         f"{', '.join(BACKENDS)}, precision in {', '.join(PRECISIONS)}, N >= 1",
@@ -92,7 +81,7 @@ _Target = Annotated[
 ]
 _DropTable = Annotated[dict[_DropPrecision, _Number], _non_empty_table("precision = pts")]
 _P95Table = Annotated[
-    dict[_Target, Annotated[_Number, _check(lambda v: v > 0, "ms > 0")]],
+    dict[_Target, Annotated[_Number, check(lambda v: v > 0, "ms > 0")]],
     _non_empty_table('"backend.precision[.bN]" = ms'),
 ]
 #: GateSpec field -> its schema (the same for the file and for the flags).

@@ -6,6 +6,12 @@ with the dataset fingerprint's statistics, resampling orders, the trainer's mirr
 the labels. :meth:`NnunetRecipe.from_plans` reads it from nnU-Net's own ``plans.json`` and
 ``dataset.json`` dicts (no nnunetv2 import); the functions that run it are in
 :mod:`medseg.data.nnunet_preprocess`.
+
+The recipe is a file format (``nnunet.json``, and ``preprocessing`` inside ``medseg.json``):
+:meth:`NnunetRecipe.from_dict` and :meth:`NnunetRecipe.from_plans` validate it with
+:mod:`medseg.schema` (types, unknown keys, one-value rules on the fields); ``__post_init__``
+keeps the rules that span fields (dimensions, the transposition's inverse, one normalisation
+per channel, CT statistics for CT only).
 """
 
 from __future__ import annotations
@@ -13,9 +19,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from medseg.errors import ConfigError
+from medseg.schema import (
+    FORBID_EXTRA,
+    After,
+    Before,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    check,
+    parse,
+)
 
 __all__ = [
     "CONFIGURATIONS",
@@ -39,17 +56,45 @@ _RESAMPLING_FN = "resample_data_or_seg_to_shape"
 
 
 def _finite(what: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if value is None or not math.isfinite(value):
         raise ConfigError(f"{what} {value!r} must be a finite number")
     return float(value)
 
 
-def _unknown(data: Mapping[str, Any], known: Sequence[str], what: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}")
-    extra = sorted(set(data) - set(known))
-    if extra:
-        raise ConfigError(f"{what}: unknown key(s) {extra}; accepted: {sorted(known)}")
+def _supported(what: str, accepted: Sequence[str], note: str = "") -> After:
+    """A rule: the value must be one of ``accepted`` (``"<what> 'x' is not supported; ..."``)."""
+
+    def rule(value: str) -> str:
+        if value not in accepted:
+            raise ValueError(
+                f"{what} {value!r} is not supported; supported: {', '.join(accepted)}{note}"
+            )
+        return value
+
+    return After(rule)
+
+
+def _labels_shape(value: Any) -> Any:
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"labels {value!r} must be a non-empty {{name: value}} object")
+    if any(isinstance(v, list | tuple) for v in value.values()):
+        raise ValueError(
+            "region-based labels (a list of values per name) are not supported; "
+            "labels must be {name: int}"
+        )
+    return value
+
+
+def _labels_values(labels: dict[str, int]) -> dict[str, int]:
+    values = sorted(labels.values())
+    if values != list(range(len(values))):
+        raise ValueError(f"label values {values} must be consecutive 0..K-1 (0 background)")
+    return dict(sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+_Finite = Annotated[StrictFloat, check(math.isfinite, "a finite number")]
+_ORDER = check(lambda v: 0 <= v <= 5, "a spline order 0..5")
+_Ints = tuple[StrictInt, ...]
 
 
 @dataclass(frozen=True)
@@ -63,21 +108,17 @@ class NnunetNormalization:
             intensity statistics (clip to the percentiles, then ``(x - mean) / std``).
     """
 
-    scheme: str
-    use_mask_for_norm: bool = False
-    percentile_00_5: float | None = None
-    percentile_99_5: float | None = None
-    mean: float | None = None
-    std: float | None = None
+    __pydantic_config__ = FORBID_EXTRA  # validated by from_dict (medseg.schema)
+
+    scheme: Annotated[StrictStr, _supported("normalization scheme", NORMALIZATION_SCHEMES)]
+    use_mask_for_norm: StrictBool = False
+    percentile_00_5: StrictFloat | None = None
+    percentile_99_5: StrictFloat | None = None
+    mean: StrictFloat | None = None
+    std: StrictFloat | None = None
 
     def __post_init__(self) -> None:
-        if self.scheme not in NORMALIZATION_SCHEMES:
-            raise ConfigError(
-                f"normalization scheme {self.scheme!r} is not supported; "
-                f"supported: {', '.join(NORMALIZATION_SCHEMES)}"
-            )
-        if not isinstance(self.use_mask_for_norm, bool):
-            raise ConfigError(f"use_mask_for_norm {self.use_mask_for_norm!r} must be true/false")
+        """Cross-field rules (types and the scheme: :meth:`from_dict`'s schema)."""
         stats = [getattr(self, k) for k in _CT_KEYS]
         if self.scheme == "CTNormalization":
             for key, value in zip(_CT_KEYS, stats, strict=True):
@@ -99,11 +140,8 @@ class NnunetNormalization:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NnunetNormalization:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        _unknown(data, ("scheme", "use_mask_for_norm", *_CT_KEYS), "nnunet normalization")
-        if "scheme" not in data:
-            raise ConfigError("nnunet normalization needs 'scheme'")
-        return cls(**dict(data))
+        """Inverse of :meth:`to_dict`; unknown or mistyped keys are an error."""
+        return parse(cls, data, "nnunet normalization")
 
 
 @dataclass(frozen=True)
@@ -118,27 +156,13 @@ class NnunetResampling:
         separate_z_anisotropy_threshold: max/min spacing ratio beyond which z is separate.
     """
 
-    order_data: int = 3
-    order_probabilities: int = 1
-    order_z: int = 0
-    force_separate_z: bool | None = None
-    separate_z_anisotropy_threshold: float = 3.0
+    __pydantic_config__ = FORBID_EXTRA  # validated by from_dict (medseg.schema)
 
-    def __post_init__(self) -> None:
-        for name in ("order_data", "order_probabilities", "order_z"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
-                raise ConfigError(f"resampling {name} {value!r} must be a spline order 0..5")
-        if self.force_separate_z is not None and not isinstance(self.force_separate_z, bool):
-            raise ConfigError(
-                f"resampling force_separate_z {self.force_separate_z!r} must be null, true or false"
-            )
-        t = _finite(
-            "resampling separate_z_anisotropy_threshold", self.separate_z_anisotropy_threshold
-        )
-        if not t > 1.0:
-            raise ConfigError(f"resampling separate_z_anisotropy_threshold {t} must be > 1")
-        object.__setattr__(self, "separate_z_anisotropy_threshold", t)
+    order_data: Annotated[StrictInt, _ORDER] = 3
+    order_probabilities: Annotated[StrictInt, _ORDER] = 1
+    order_z: Annotated[StrictInt, _ORDER] = 0
+    force_separate_z: StrictBool | None = None
+    separate_z_anisotropy_threshold: Annotated[_Finite, check(lambda v: v > 1.0, "> 1")] = 3.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -146,19 +170,15 @@ class NnunetResampling:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NnunetResampling:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        _unknown(data, tuple(cls.__dataclass_fields__), "nnunet resampling")
-        return cls(**dict(data))
+        """Inverse of :meth:`to_dict`; unknown or mistyped keys are an error."""
+        return parse(cls, data, "nnunet resampling")
 
 
-def _int_tuple(what: str, value: Any, lengths: tuple[int, ...]) -> tuple[int, ...]:
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) not in lengths:
+def _length(what: str, value: tuple[Any, ...], lengths: Sequence[int], unit: str) -> None:
+    if len(value) not in lengths:
         raise ConfigError(
-            f"{what} {value!r} must be a list of {' or '.join(map(str, lengths))} ints"
+            f"{what} {list(value)!r} must be a list of {' or '.join(map(str, lengths))} {unit}"
         )
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-        raise ConfigError(f"{what} {value!r} must hold integers")
-    return tuple(int(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -182,90 +202,58 @@ class NnunetRecipe:
         num_input_channels: number of image channels.
     """
 
-    configuration: str
-    image_reader: str
-    transpose_forward: tuple[int, ...]
-    transpose_backward: tuple[int, ...]
-    spacing: tuple[float, ...]
-    patch_size: tuple[int, ...]
+    __pydantic_config__ = FORBID_EXTRA  # validated by from_dict / from_plans (medseg.schema)
+
+    configuration: Annotated[
+        StrictStr,
+        _supported("nnU-Net configuration", CONFIGURATIONS, " (cascades are not)"),
+    ]
+    image_reader: Annotated[StrictStr, _supported("image_reader", IMAGE_READERS)]
+    transpose_forward: _Ints
+    transpose_backward: _Ints
+    spacing: tuple[Annotated[_Finite, check(lambda v: v > 0, "> 0 mm")], ...]
+    patch_size: tuple[Annotated[StrictInt, check(lambda v: v >= 1, "positive")], ...]
     normalization: tuple[NnunetNormalization, ...]
-    labels: Mapping[str, int]
-    num_input_channels: int
+    labels: Annotated[dict[StrictStr, StrictInt], Before(_labels_shape), After(_labels_values)]
+    num_input_channels: Annotated[StrictInt, check(lambda v: v >= 1, "a positive integer")]
     resampling: NnunetResampling = field(default_factory=NnunetResampling)
-    mirror_axes: tuple[int, ...] = ()
-    tile_step_size: float = 0.5
+    mirror_axes: _Ints = ()
+    tile_step_size: Annotated[_Finite, check(lambda v: 0.0 < v <= 1.0, "in (0, 1]")] = 0.5
 
     def __post_init__(self) -> None:
-        if self.configuration not in CONFIGURATIONS:
-            raise ConfigError(
-                f"nnU-Net configuration {self.configuration!r} is not supported; "
-                f"supported: {', '.join(CONFIGURATIONS)} (cascades are not)"
-            )
-        if self.image_reader not in IMAGE_READERS:
-            raise ConfigError(
-                f"image_reader {self.image_reader!r} is not supported; supported: "
-                f"{', '.join(IMAGE_READERS)}"
-            )
-        fwd = _int_tuple("transpose_forward", self.transpose_forward, (3,))
-        bwd = _int_tuple("transpose_backward", self.transpose_backward, (3,))
+        """Rules that span fields (types and one-value rules: the schema of :meth:`from_dict`)."""
+        fwd, bwd = tuple(self.transpose_forward), tuple(self.transpose_backward)
+        _length("transpose_forward", fwd, (3,), "ints")
+        _length("transpose_backward", bwd, (3,), "ints")
         if sorted(fwd) != [0, 1, 2] or tuple(fwd[i] for i in bwd) != (0, 1, 2):
             raise ConfigError(
                 f"transpose_forward {list(fwd)} / transpose_backward {list(bwd)} must be a "
                 "permutation of [0, 1, 2] and its inverse"
             )
         nd = 2 if self.configuration == "2d" else 3
-        patch = _int_tuple("patch_size", self.patch_size, (nd,))
-        if any(p < 1 for p in patch):
-            raise ConfigError(f"patch_size {list(patch)} must be positive")
-        if not isinstance(self.spacing, Sequence) or len(self.spacing) != nd:
-            raise ConfigError(f"spacing {self.spacing!r} must be {nd} values in mm")
-        spacing = tuple(_finite("spacing", s) for s in self.spacing)
-        if any(s <= 0 for s in spacing):
-            raise ConfigError(f"spacing {list(spacing)} must be > 0 mm")
-        c = self.num_input_channels
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise ConfigError(f"num_input_channels {c!r} must be a positive integer")
-        norm = tuple(self.normalization)
-        if len(norm) != c or not all(isinstance(n, NnunetNormalization) for n in norm):
+        _length("patch_size", tuple(self.patch_size), (nd,), "ints")
+        _length("spacing", tuple(self.spacing), (nd,), "values in mm")
+        c, norm = self.num_input_channels, tuple(self.normalization)
+        if len(norm) != c:
             raise ConfigError(
                 f"normalization must hold one entry per input channel ({c}), got {len(norm)}"
             )
-        mirror = _int_tuple("mirror_axes", self.mirror_axes, tuple(range(nd + 1)))
+        mirror = tuple(self.mirror_axes)
         if any(a not in range(nd) for a in mirror) or len(set(mirror)) != len(mirror):
             raise ConfigError(
                 f"mirror_axes {list(mirror)} must be distinct patch axes among {list(range(nd))}"
             )
-        step = _finite("tile_step_size", self.tile_step_size)
-        if not 0.0 < step <= 1.0:
-            raise ConfigError(f"tile_step_size {step} must be in (0, 1]")
-        labels = self._check_labels(self.labels)
         for name, value in (
             ("transpose_forward", fwd),
             ("transpose_backward", bwd),
-            ("patch_size", patch),
-            ("spacing", spacing),
+            ("patch_size", tuple(self.patch_size)),
+            ("spacing", tuple(float(s) for s in self.spacing)),
             ("normalization", norm),
             ("mirror_axes", mirror),
-            ("tile_step_size", step),
-            ("labels", labels),
+            ("tile_step_size", float(self.tile_step_size)),
+            ("labels", dict(self.labels)),
         ):
             object.__setattr__(self, name, value)
-
-    @staticmethod
-    def _check_labels(labels: Any) -> dict[str, int]:
-        if not isinstance(labels, Mapping) or not labels:
-            raise ConfigError(f"labels {labels!r} must be a non-empty {{name: value}} object")
-        if any(isinstance(v, list | tuple) for v in labels.values()):
-            raise ConfigError(
-                "region-based labels (a list of values per name) are not supported; "
-                "labels must be {name: int}"
-            )
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in labels.values()):
-            raise ConfigError(f"labels {dict(labels)} must map names to integers")
-        values = sorted(labels.values())
-        if values != list(range(len(values))):
-            raise ConfigError(f"label values {values} must be consecutive 0..K-1 (0 background)")
-        return {str(k): int(v) for k, v in sorted(labels.items(), key=lambda kv: kv[1])}
 
     @property
     def ndim(self) -> int:
@@ -302,38 +290,15 @@ class NnunetRecipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NnunetRecipe:
-        """Inverse of :meth:`to_dict`; unknown or missing keys are an error."""
-        required = (
-            "configuration",
-            "image_reader",
-            "transpose_forward",
-            "transpose_backward",
-            "spacing",
-            "patch_size",
-            "normalization",
-            "labels",
-            "num_input_channels",
-        )
-        optional = ("kind", "resampling", "mirror_axes", "tile_step_size")
-        _unknown(data, required + optional, "nnunet preprocessing")
+        """Inverse of :meth:`to_dict`; unknown, missing or mistyped keys are an error."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"nnunet preprocessing must be a JSON object, got {type(data).__name__}"
+            )
         if data.get("kind", "nnunet") != "nnunet":
             raise ConfigError(f"nnunet preprocessing has kind {data['kind']!r}, expected 'nnunet'")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise ConfigError(f"nnunet preprocessing is missing {missing}")
-        norm = data["normalization"]
-        if not isinstance(norm, Sequence) or isinstance(norm, str):
-            raise ConfigError(
-                "nnunet preprocessing 'normalization' must be a list, one per channel"
-            )
-        kwargs = {k: data[k] for k in required if k != "normalization"}
-        kwargs["normalization"] = tuple(NnunetNormalization.from_dict(n) for n in norm)
-        if "resampling" in data:
-            kwargs["resampling"] = NnunetResampling.from_dict(data["resampling"])
-        for key in ("mirror_axes", "tile_step_size"):
-            if key in data:
-                kwargs[key] = data[key]
-        return cls(**kwargs)
+        body = {k: v for k, v in data.items() if k != "kind"}
+        return parse(cls, body, "nnunet preprocessing")
 
     @classmethod
     def from_plans(
@@ -375,12 +340,12 @@ class NnunetRecipe:
                 f"plans.json {configuration}: data and probability resampling use different "
                 "order_z/force_separate_z; not supported"
             )
-        resampling = NnunetResampling(
-            order_data=data_kw.get("order", 3),
-            order_probabilities=prob_kw.get("order", 1),
-            order_z=data_kw.get("order_z", 0),
-            force_separate_z=data_kw.get("force_separate_z"),
-        )
+        resampling = {
+            "order_data": data_kw.get("order", 3),
+            "order_probabilities": prob_kw.get("order", 1),
+            "order_z": data_kw.get("order_z", 0),
+            "force_separate_z": data_kw.get("force_separate_z"),
+        }
         schemes = conf["normalization_schemes"]
         masks = conf.get("use_mask_for_norm", [False] * len(schemes))
         props = plans.get("foreground_intensity_properties_per_channel", {})
@@ -392,23 +357,24 @@ class NnunetRecipe:
                 if ch is None:
                     raise ConfigError(f"plans.json has no intensity properties for channel {c}")
                 stats = {k: ch[k] for k in _CT_KEYS}
-            normalization.append(NnunetNormalization(scheme, bool(mask), **stats))
-        return cls(
-            configuration=configuration,
-            image_reader=plans.get("image_reader_writer", "SimpleITKIO"),
-            transpose_forward=tuple(plans["transpose_forward"]),
-            transpose_backward=tuple(plans["transpose_backward"]),
-            spacing=tuple(conf["spacing"]),
-            patch_size=tuple(conf["patch_size"]),
-            normalization=tuple(normalization),
-            labels=dict(dataset_json["labels"]),
-            num_input_channels=len(
+            normalization.append({"scheme": scheme, "use_mask_for_norm": bool(mask), **stats})
+        record = {
+            "configuration": configuration,
+            "image_reader": plans.get("image_reader_writer", "SimpleITKIO"),
+            "transpose_forward": plans["transpose_forward"],
+            "transpose_backward": plans["transpose_backward"],
+            "spacing": conf["spacing"],
+            "patch_size": conf["patch_size"],
+            "normalization": normalization,
+            "labels": dataset_json["labels"],
+            "num_input_channels": len(
                 dataset_json.get("channel_names", dataset_json.get("modality", {}))
             ),
-            resampling=resampling,
-            mirror_axes=tuple(mirror_axes),
-            tile_step_size=tile_step_size,
-        )
+            "resampling": resampling,
+            "mirror_axes": tuple(mirror_axes),
+            "tile_step_size": tile_step_size,
+        }
+        return parse(cls, record, f"nnU-Net recipe of {configuration!r} from plans.json")
 
 
 def _resolved(configs: Mapping[str, Any], name: str) -> dict[str, Any]:

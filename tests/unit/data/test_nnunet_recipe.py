@@ -92,7 +92,12 @@ def test_bad_values_are_named() -> None:
         ("mirror_axes", [2], r"mirror_axes \[2\] must be distinct patch axes among \[0, 1\]"),
         ("spacing", [0.8, -1.0], "must be > 0 mm"),
         ("num_input_channels", 3, r"one entry per input channel \(3\), got 2"),
-        ("extra", 1, r"unknown key\(s\) \['extra'\]"),
+        ("extra", 1, r"nnunet preprocessing: unknown key extra; accepted: configuration, "),
+        ("patch_size", [96, "80"], r"patch_size\[1\] must be an integer, got str '80'"),
+        ("tile_step_size", 2, r"tile_step_size must be in \(0, 1\], got 2"),
+        ("labels", {"background": 0, "x": "1"}, "labels.x must be an integer"),
+        ("resampling", {"order_z": 7}, r"resampling.order_z must be a spline order 0..5, got 7"),
+        ("normalization", [{"scheme": "ZScoreNormalization", "x": 1}] * 2, r"normalization\[0\].x"),
     ]:
         with pytest.raises(ConfigError, match=message):
             NnunetRecipe.from_dict({**good, key: value})

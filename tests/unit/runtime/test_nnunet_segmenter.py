@@ -187,7 +187,7 @@ def test_manifest_schema_three_round_trips_and_refuses_inconsistency(tmp_path: P
         ({**raw, "classes": {"background": 0}}, "must equal the nnU-Net labels"),
         (
             {**raw, "preprocessing": {**raw["preprocessing"], "tile_step_size": 2}},
-            r"tile_step_size 2.0 must be in \(0, 1\]",
+            r"tile_step_size must be in \(0, 1\], got 2",
         ),
         (
             {**raw, "preprocessing": {**raw["preprocessing"], "kind": "monai"}},
