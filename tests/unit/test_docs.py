@@ -66,3 +66,19 @@ def test_every_page_is_in_the_site_nav() -> None:
     nav = _nav_pages()
     assert pages - nav == set(), f"pages missing from mkdocs.yml's nav: {sorted(pages - nav)}"
     assert nav - pages == set(), f"nav entries without a page: {sorted(nav - pages)}"
+
+
+def test_gates_files_in_the_docs_parse(tmp_path: Path) -> None:
+    """The gates TOML shown to users is accepted by the bench (README and the bench page)."""
+    from medseg.bench.gate_spec import GateSpec
+
+    blocks = [
+        block
+        for page in (README, DOCS / "bench.md")
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    ]
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"gates{i}.toml"
+        path.write_text(block)
+        assert not GateSpec.from_toml(path).empty
