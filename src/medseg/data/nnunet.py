@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from medseg.data.dataset_json import DatasetSpec, Issue, format_problems, read_dataset_json
-from medseg.data.nifti import NiftiImage, load_nifti
+from medseg.data.nifti import NiftiImage, constant_volume_problem, load_nifti
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DatasetError
 
@@ -224,6 +224,10 @@ def read_case(spec: DatasetSpec, case: CaseFiles) -> tuple[Volume | None, list[I
             kind += f"{AFFINE_TOLERANCE_MM:g} mm)"
             issues.append(Issue(kind, f"{rel} differs from {ref_rel} by up to {diff:.4g} mm"))
     for path, img in loaded[: len(case.images)]:
+        constant = constant_volume_problem(img.data)
+        if constant is not None:
+            issues.append(Issue("{n} blank or constant image{s}", f"{_rel(root, path)} {constant}"))
+            continue
         if img.data.dtype.kind == "f":
             bad = int(np.count_nonzero(~np.isfinite(img.data)))
             if bad:

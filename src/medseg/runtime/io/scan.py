@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import check_parent_exists
-from medseg.data.nifti import is_nifti_path, load_nifti, save_nifti
+from medseg.data.nifti import constant_volume_problem, is_nifti_path, load_nifti, save_nifti
 from medseg.errors import ConfigError, DatasetError
 from medseg.options import check_not_an_input
 
@@ -80,6 +80,7 @@ def load_scan(inputs: Sequence[str | Path]) -> Scan:
     from medseg.runtime.io.dicom import read_dicom_series
 
     series = read_dicom_series(paths[0])
+    _refuse_constant(series.data, paths[0])
     return Scan(
         image=series.data[None].astype(np.float32, copy=False),
         affine=series.affine,
@@ -93,6 +94,12 @@ def load_scan(inputs: Sequence[str | Path]) -> Scan:
     )
 
 
+def _refuse_constant(data: np.ndarray, path: Path) -> None:
+    problem = constant_volume_problem(data)
+    if problem is not None:
+        raise DatasetError(f"{path}: {problem}")
+
+
 def _load_nifti_channels(paths: list[Path]) -> Scan:
     first = load_nifti(paths[0])
     channels = [first.data]
@@ -104,6 +111,8 @@ def _load_nifti_channels(paths: list[Path]) -> Scan:
                 "the channels of one scan must share their grid"
             )
         channels.append(other.data)
+    for path, channel in zip(paths, channels, strict=True):
+        _refuse_constant(channel, path)
     image = np.stack([np.asarray(c, dtype=np.float32) for c in channels])
     source = str(paths[0]) if len(paths) == 1 else ", ".join(map(str, paths))
     return Scan(
