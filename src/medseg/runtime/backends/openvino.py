@@ -24,7 +24,7 @@ import numpy as np
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend
+from medseg.runtime.backends.base import Backend, ModelIO
 
 __all__ = ["PRECISION_HINTS", "CompiledModelFromOnnx", "OpenVinoBackend"]
 
@@ -171,13 +171,25 @@ class OpenVinoBackend(Backend):
 
     def _load_impl(self) -> None:
         self.compiled = self.loader()
-        names = {name for output in self.compiled.outputs for name in output.get_names()}
-        if self.output_name not in names:
-            raise ConfigError(
-                f"{self.loader.path} has outputs {sorted(names)}, not the manifest's "
-                f"{self.output_name!r}"
-            )
         self.request = self.compiled.create_infer_request()
+
+    def _model_io(self) -> ModelIO:
+        def ports(items: Any) -> dict[str, tuple[int | None, ...]]:
+            shapes: dict[str, tuple[int | None, ...]] = {}
+            for port in items:
+                shape = port.get_partial_shape()
+                dims = (
+                    tuple(int(d.get_length()) if d.is_static else None for d in shape)
+                    if shape.rank.is_static
+                    else ()
+                )
+                for name in port.get_names():
+                    shapes[name] = dims
+            return shapes
+
+        return ModelIO(
+            str(self.loader.path), ports(self.compiled.inputs), ports(self.compiled.outputs)
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter_ns()
