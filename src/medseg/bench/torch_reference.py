@@ -129,7 +129,8 @@ class TorchBackend(Backend):
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             raise ModelMismatchError(
                 f"{self.checkpoint}: the network fails on a {list(shape)} batch shaped as "
-                f"medseg.json input describes ({first}); the bundle is not from this checkpoint"
+                f"medseg.json input.channels ({spec.channels}) and sizes describe ({first}); "
+                "the bundle is not from this checkpoint"
             ) from None
         # only channels and classes are fixed in a PyTorch module; N and the spatial sizes
         # are whatever the batch has

@@ -16,7 +16,7 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
-from medseg.errors import ConfigError, ModelMismatchError
+from medseg.errors import ConfigError
 from medseg.options import available_cpus, check_threads
 from medseg.runtime.backends.base import Backend, ModelIO
 
