@@ -303,6 +303,12 @@ class Manifest:
         """Cross-field rules (types are checked by the schema, :func:`medseg.schema.parse`)."""
         if not self.classes:
             raise ConfigError("classes must map names to integer labels; it is empty")
+        values = sorted(self.classes.values())
+        if values != list(range(len(values))):
+            raise ConfigError(
+                f"classes {self.classes} must give each class its own value 0..{len(values) - 1} "
+                f"(the network's output channels), got {values}"
+            )
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
         if unknown or "fp32" not in self.precisions:
             raise ConfigError(
