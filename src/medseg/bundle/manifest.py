@@ -435,8 +435,10 @@ class Manifest:
             )
         if self.folds is not None:
             raise ConfigError(
-                f"bundle {bundle} holds the folds {list(self.folds)}; use "
-                "medseg.bundle.bundle_onnx_paths for its per-fold files"
+                f"bundle {bundle} is an nnU-Net fold ensemble (one ONNX file per fold: "
+                f"{', '.join(self.folds)}); this step takes a bundle with one model: run "
+                "medseg infer or medseg bench on it, or export one fold (medseg import nnunet "
+                "--folds K, then medseg export)"
             )
         entry = self.precisions[precision]
         path = Path(bundle) / entry.file

@@ -82,6 +82,15 @@ class CompiledModelFromOnnx:
 
     def __call__(self) -> Any:
         ov = require("openvino", "running ONNX models with OpenVINO")
+        from openvino.frontend import FrontEndManager
+
+        # Checked with the ONNX frontend alone: given a file no frontend recognises, OpenVINO
+        # tries each (TensorFlow's prints parser errors straight to stderr) before failing.
+        if not FrontEndManager().load_by_framework("onnx").supported(str(self.path)):
+            raise ConfigError(
+                f"{self.path}: not an ONNX model OpenVINO's ONNX reader accepts (corrupt, "
+                "truncated or another format); re-export the bundle"
+            )
         core = ov.Core()
         config = self.config()
         cache = self._usable_cache()
@@ -113,8 +122,11 @@ class CompiledModelFromOnnx:
             else:
                 compiled = core.compile_model(str(self.path), "CPU", config)
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable models
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{self.path}: OpenVINO cannot compile it ({first})") from exc
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            # OpenVINO's first lines are "Exception from src/...cpp:NNN:": keep the reason
+            reasons = [line for line in lines if not line.startswith(("Exception from", "Check "))]
+            first = (reasons or lines or [type(exc).__name__])[0][:200]
+            raise ConfigError(f"{self.path}: OpenVINO cannot compile it ({first})") from None
         return compiled
 
     def _usable_cache(self) -> Path | None:

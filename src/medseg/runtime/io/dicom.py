@@ -155,6 +155,14 @@ def _check_image(ds: Any, path: Path) -> None:
             "export the series as single-frame files (one file per slice)",
         )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        size = path.stat().st_size
+        if len(ds) == 0 or ("Rows" not in ds and "SOPClassUID" not in ds and size < 2048):
+            raise _fail(
+                path,
+                f"truncated: only {size} bytes, ending inside the header (no image attributes "
+                "after the file meta information)",
+                "copy the series again from the scanner or PACS",
+            )
         if "Rows" in ds and "Columns" in ds and _ends_early(ds, path):
             raise _fail(
                 path,
