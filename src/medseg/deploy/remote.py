@@ -54,6 +54,22 @@ def parse_server_url(url: str) -> tuple[str, str]:
     return scheme, address
 
 
+def _quiet_gevent_interrupts() -> None:
+    """Ctrl-C during an HTTP request: let it propagate without gevent's printout.
+
+    The HTTP client runs on gevent, whose hub prints a ``KeyboardInterrupt`` raised in its loop
+    (with a timestamp line) before passing it on; the CLI then says "interrupted" once. The
+    hub's own ``NOT_ERROR`` setting (on this thread's hub instance) stops the printout only.
+    """
+    try:
+        import gevent
+    except ImportError:
+        return
+    hub = gevent.get_hub()
+    if not issubclass(KeyboardInterrupt, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
+
+
 class RemoteSegmenter:
     """A client of one segment model.
 
@@ -81,6 +97,7 @@ class RemoteSegmenter:
             self._client: Any = client_module.InferenceServerClient(
                 address, connection_timeout=timeout_s, network_timeout=timeout_s
             )
+            _quiet_gevent_interrupts()
         else:
             self._client = client_module.InferenceServerClient(address)
 
