@@ -39,14 +39,16 @@ def fuzz_workspace(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file and folder under ``root``: (size, mtime_ns, sha256 of files below 4 MB)."""
+    """Every file and folder under ``root``: (size, mtime_ns, sha256 of files below 64 KB).
+
+    A write changes a file's mtime; the small files (JSON, headers) are also hashed."""
     state: dict[str, tuple[int, int, str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d != _CACHE_PART]
         for name in filenames:
             path = Path(dirpath) / name
             st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 4 << 20 else ""
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 16 else ""
             state[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns, digest)
         state[str(Path(dirpath).relative_to(root)) + "/"] = (0, 0, "")
     return state
