@@ -9,7 +9,9 @@
 4. a bounded load run: --requests requests from --clients concurrent clients (a block of
    --block-slices axial slices of the brain, so the run fits CI's time), zero errors, every
    mask identical to local inference; p50 / p95 latency and throughput printed;
-5. the server is killed (SIGKILL) during a request: the client gets a clear error; restarted,
+5. a gRPC client gives up (0.5 s deadline) on the whole brain: the segmenter abandons the
+   request at its next batch (Triton request cancellation; the log names it);
+5b. the server is killed (SIGKILL) during a request: the client gets a clear error; restarted,
    it serves again;
 6. a repository whose bundle copy no longer matches its sha256 is refused at load, with the
    rebuild command.
@@ -209,6 +211,33 @@ def kill_during_request(
     )
 
 
+def abandoned_request_cancelled(
+    server: TritonServer, grpc_url: str, model: str, volume: np.ndarray, affine: np.ndarray,
+    results: dict[str, Any],
+) -> None:  # fmt: skip
+    """A gRPC client whose deadline passes: the segmenter stops at its next batch."""
+    t0 = time.perf_counter()
+    with RemoteSegmenter(grpc_url, model, timeout_s=0.5) as impatient:
+        try:
+            impatient.segment(volume, affine)
+            gave_up = False
+        except ServerError:
+            gave_up = True
+    _check(gave_up, "a client with a 0.5 s deadline on the whole brain gets an error", results)
+    log = server.log_path
+    line = ""
+    while time.perf_counter() - t0 < 60 and not line:
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        line = next((x for x in text.splitlines() if "cancelled by the client" in x), "")
+        time.sleep(0.2)
+    results["cancelled_after_s"] = round(time.perf_counter() - t0, 2)
+    _check(
+        bool(line) and " of " in line,
+        f"the abandoned request was cancelled between batches ({line.split('] ')[-1][:80]})",
+        results,
+    )
+
+
 def tampered_refused(repository: Path, model: str, work: Path, results: dict[str, Any]) -> None:
     bad = work / "tampered"
     shutil.copytree(repository / model, bad / model)
@@ -340,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             results,
         )
 
+        abandoned_request_cancelled(server, url["grpc"], model, scan.image, scan.affine, results)
         kill_during_request(server, url["http"], model, scan.image, scan.affine, results)
         t0 = time.perf_counter()
         server.start()

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from medseg.bundle.manifest import Manifest, file_sha256
-from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend
+from medseg.errors import ConfigError, ModelMismatchError
+from medseg.runtime.backends.base import Backend, ModelIO
 
 __all__ = ["TorchBackend", "find_checkpoint", "torch_precisions", "torch_unsupported"]
 
@@ -114,6 +114,32 @@ class TorchBackend(Backend):
         if self.threads is not None and self.device == "cpu":
             self._torch.set_num_threads(self.threads)
         self._model = load_checkpoint(self.checkpoint).model.to(self.device).eval()
+
+    def _model_io(self) -> ModelIO:
+        """The checkpoint's network run once on a zero batch at the manifest's smallest
+        slice: a PyTorch module declares no shapes, its output on that batch is what it has."""
+        spec = self.input_spec
+        inner = () if spec.depth is None else (spec.depth.min,)
+        shape = (1, spec.channels, *inner, spec.height.min, spec.width.min)
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                out = self._model(torch.zeros(shape, device=self.device))
+        except RuntimeError as exc:  # e.g. a convolution given another channel count
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise ModelMismatchError(
+                f"{self.checkpoint}: the network fails on a {list(shape)} batch shaped as "
+                f"medseg.json input.channels ({spec.channels}) and sizes describe ({first}); "
+                "the bundle is not from this checkpoint"
+            ) from None
+        # only channels and classes are fixed in a PyTorch module; N and the spatial sizes
+        # are whatever the batch has
+        free = (None,) * (len(shape) - 2)
+        return ModelIO(
+            str(self.checkpoint),
+            {spec.name: (None, spec.channels, *free)},
+            {self.output_name: (None, int(out.shape[1]), *free)},
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         torch = self._torch

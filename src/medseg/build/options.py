@@ -35,7 +35,11 @@ _UNITS = {
 }
 
 
-def parse_size(text: str) -> int:
+#: The largest size accepted (1 TiB: far beyond any GPU's memory).
+_MAX_SIZE = 1 << 40
+
+
+def parse_size(text: str, option: str = "size") -> int:
     """Bytes in ``"4GiB"``, ``"512MiB"``, ``"1G"`` (binary), ``"2GB"`` (decimal), ``"1048576"``.
 
     Raises:
@@ -43,10 +47,21 @@ def parse_size(text: str) -> int:
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
     unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match and match.group(2) and unit is None:
+        raise ConfigError(
+            f"{option} {text!r}: unknown unit {match.group(2)!r}; accepted: K, M, G, KiB, MiB, GiB "
+            "(binary) or KB, MB, GB (decimal), e.g. 4GiB"
+        )
     value = int(float(match.group(1)) * unit) if match and unit else 0
+    if value > _MAX_SIZE:
+        raise ConfigError(
+            f"{option} {text!r} is {value / 2**40:.0f} TiB; accepted: at most 1 TiB (a GPU "
+            "workspace "
+            "is bounded by the GPU memory, e.g. 4GiB)"
+        )
     if value < 1:
         raise ConfigError(
-            f"size {text!r} is not a positive size: use bytes or a number with K, M, G, KiB, "
+            f"{option} {text!r} is not a positive size: use bytes or a number with K, M, G, KiB, "
             "MiB, GiB (binary) or KB, MB, GB (decimal), e.g. 4GiB"
         )
     return value

@@ -303,6 +303,12 @@ class Manifest:
         """Cross-field rules (types are checked by the schema, :func:`medseg.schema.parse`)."""
         if not self.classes:
             raise ConfigError("classes must map names to integer labels; it is empty")
+        values = sorted(self.classes.values())
+        if values != list(range(len(values))):
+            raise ConfigError(
+                f"classes {self.classes} must give each class its own value 0..{len(values) - 1} "
+                f"(the network's output channels), got {values}"
+            )
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
         if unknown or "fp32" not in self.precisions:
             raise ConfigError(
@@ -429,8 +435,10 @@ class Manifest:
             )
         if self.folds is not None:
             raise ConfigError(
-                f"bundle {bundle} holds the folds {list(self.folds)}; use "
-                "medseg.bundle.bundle_onnx_paths for its per-fold files"
+                f"bundle {bundle} is an nnU-Net fold ensemble (one ONNX file per fold: "
+                f"{', '.join(self.folds)}); this step takes a bundle with one model: run "
+                "medseg infer or medseg bench on it, or export one fold (medseg import nnunet "
+                "--folds K, then medseg export)"
             )
         entry = self.precisions[precision]
         path = Path(bundle) / entry.file

@@ -72,7 +72,7 @@ def build(
 
         options = BuildOptions(
             precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
-            workspace_bytes=parse_size(workspace) if workspace is not None else None,
+            workspace_bytes=parse_size(workspace, "--workspace") if workspace is not None else None,
             timing_cache=timing_cache,
             opt_level=opt_level,
             version_compatible=version_compatible,

@@ -77,6 +77,19 @@ def export(
     """
     with handle_errors(debug):
         if (checkpoint / "nnunet.json").is_file():  # a run of `medseg import nnunet`
+            _refuse_unused(
+                checkpoint,
+                {
+                    "--max-dice-drop": max_dice_drop is not None,
+                    "--guard-backend": guard_backend is not None,
+                    "--batch": batch != "1:8:32",
+                    "--height/--width": height is not None or width is not None,
+                    "--dynamic-hw": dynamic_hw,
+                    "--data": data is not None,
+                    "--check-tensorrt": check_tensorrt,
+                    "--calib-method": calib_method != "max",
+                },
+            )
             _export_nnunet(checkpoint, out, fp16, int8, calib_data, calib_slices, force)
             return
         from medseg.export import ExportOptions, export_bundle
@@ -107,6 +120,19 @@ def export(
         console.print("next, on the target device:", highlight=False)
         console.print(f"  [bold]medseg build {out}[/]", highlight=False)
         console.print(f"  [bold]medseg bench {out} --data DATASET[/]", highlight=False)
+
+
+def _refuse_unused(run: Path, given: dict[str, bool]) -> None:
+    """Options the nnU-Net export does not use are errors, not silently ignored."""
+    from medseg.errors import ConfigError
+
+    unused = [option for option, was_given in given.items() if was_given]
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to {run}, a "
+            "run of medseg import nnunet (its patch size and windows come from plans.json); "
+            "it takes --fp16, --int8, --calib-data and --calib-slices"
+        )
 
 
 def _export_nnunet(

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
+from medseg.errors import ConfigError
 
 __all__ = ["infer"]
 
@@ -87,9 +88,13 @@ def infer(
         from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
+        if model is not None and server is None:
+            raise ConfigError(f"--model {model} names a served model: pass --server URL too")
         if server is not None:
             from medseg.cli.infer_remote import infer_remote, local_only_options
+            from medseg.deploy.remote import parse_server_url
 
+            parse_server_url(server)
             local_only_options(
                 backend=backend,
                 precision=precision,
@@ -98,6 +103,8 @@ def infer(
                 providers=providers,
                 threads=threads,
                 cuda_graph=cuda_graph,
+                tta=tta,
+                no_postprocess=no_postprocess,
             )
             scan = load_scan(inputs)
             paths = plan_outputs(out, scan, False, dicom_seg, force)
@@ -203,7 +210,19 @@ def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     ref = load_nifti(path)
     if ref.shape != tuple(shape):
         raise DatasetError(f"{path}: reference shape {ref.shape} differs from the input {shape}")
-    return np.asarray(ref.data)
+    data = np.asarray(ref.data)
+    if data.dtype.kind == "f" and not (
+        np.all(np.isfinite(data)) and np.array_equal(data, np.round(data))
+    ):
+        raise DatasetError(
+            f"--reference {path}: holds non-integer values (a probability map or an image?); "
+            "expected a label map of integer class values"
+        )
+    if data.min() < 0:
+        raise DatasetError(
+            f"--reference {path}: holds negative values; expected a label map of class values"
+        )
+    return data
 
 
 def _print_summary(

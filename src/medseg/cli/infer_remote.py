@@ -22,6 +22,8 @@ _LOCAL_DEFAULTS: dict[str, object] = {
     "providers": None,
     "threads": None,
     "cuda_graph": False,
+    "tta": None,
+    "no_postprocess": False,
 }
 
 

@@ -35,8 +35,8 @@ def serve(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind (loopback; 0.0.0.0 exposes it)."
     ),
-    precision: str = typer.Option(
-        "fp32", "--precision", help="A bundle's segmenter precision: fp32 | fp16 | int8."
+    precision: str | None = typer.Option(
+        None, "--precision", help="A bundle's segmenter precision: fp32 (default) | fp16 | int8."
     ),
     max_voxels: int | None = typer.Option(
         None, "--max-voxels", help="A bundle's segmenter cap on voxels per request."
@@ -62,10 +62,16 @@ def serve(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
-        from medseg.deploy.server import ServerOptions, TritonServer, find_tritonserver
+        from medseg.deploy.server import (
+            ServerOptions,
+            TritonServer,
+            check_serve_options,
+            find_tritonserver,
+        )
         from medseg.deploy.serving import plan_serving
 
         options = ServerOptions(host=host, http_port=port, grpc_port=grpc_port, http_only=http_only)
+        check_serve_options(ready_timeout, log)
         install = find_tritonserver()
         work = Path(tempfile.mkdtemp(prefix="medseg-serve-"))
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -155,6 +155,8 @@ def write_mni152_cohort(
     """
     if isinstance(cases, bool) or not isinstance(cases, int) or not 1 <= cases <= 500:
         raise ConfigError(f"--cases {cases!r} must be an integer in 1..500")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed {seed!r} must be an integer in 0..{2**32 - 1}")
     _check_range("in-plane spacing range", inplane_mm)
     _check_range("slice thickness range", thickness_mm)
     out_dir = Path(out_dir)

@@ -25,8 +25,10 @@ from medseg.deps import require
 from medseg.errors import DatasetError
 
 __all__ = [
+    "MAX_VOXELS",
     "NIFTI_ENDINGS",
     "NiftiImage",
+    "constant_volume_problem",
     "is_nifti_path",
     "load_nifti",
     "quiet_nibabel",
@@ -35,6 +37,12 @@ __all__ = [
 
 #: File endings medseg reads and writes as NIfTI-1 (gzip-compressed or not).
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")
+#: Largest volume read (voxels of one 3D file, all of its components): 2^31, 8.6 GB as
+#: float32. A header claiming more is refused before any memory is allocated.
+MAX_VOXELS: int = 2**31
+#: deflate cannot compress better than about 1032:1, so a ``.nii.gz`` whose header declares
+#: more than this many times its compressed size cannot hold its voxels.
+_DEFLATE_MAX_RATIO = 1100
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,65 @@ def _raw_pixdim(img: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in raw["pixdim"][1:4])
 
 
+def _check_declared_size(img: Any, path: Path) -> None:
+    """Refuse a header whose shape cannot be what the file holds, before reading voxels.
+
+    An empty dimension, more than :data:`MAX_VOXELS` voxels, or more voxel bytes than the
+    file could hold (uncompressed: its size; gzip: its size times deflate's best ratio).
+    """
+    header = img.header
+    shape = tuple(int(n) for n in header.get_data_shape())
+    shown = "x".join(map(str, shape)) or "()"
+    if not shape or any(n <= 0 for n in shape):
+        raise _fail(
+            path,
+            f"the header declares an empty volume (shape {shown}); "
+            "expected a 3D volume with at least one voxel along X, Y and Z",
+        )
+    voxels = int(np.prod(np.asarray(shape, dtype=object)))
+    if voxels > MAX_VOXELS:
+        raise _fail(
+            path,
+            f"the header declares {shown} = {voxels:.3g} voxels, more than the "
+            f"{MAX_VOXELS:.3g} medseg reads; the header is corrupt or the volume must be cropped",
+        )
+    itemsize = int(np.dtype(header.get_data_dtype()).itemsize)
+    offset = int(header.get_data_offset()) if hasattr(header, "get_data_offset") else 0
+    holder = img.file_map["image"]
+    data_path = Path(holder.filename) if holder.filename else path
+    needed = voxels * itemsize + (offset if data_path == path else 0)
+    size = data_path.stat().st_size
+    compressed = data_path.name.lower().endswith(".gz")
+    possible = size * _DEFLATE_MAX_RATIO if compressed else size
+    if needed > possible:
+        held = f"{size} bytes" + (" compressed" if compressed else "")
+        raise _fail(
+            data_path,
+            f"truncated or corrupt header: it declares {shown} voxels of "
+            f"{header.get_data_dtype()} ({needed} bytes) but the file holds {held}",
+        )
+
+
+def constant_volume_problem(data: np.ndarray) -> str | None:
+    """A phrase for an image every voxel of which has one value (``None`` otherwise).
+
+    Such an image (all zero, or constant after a DICOM RescaleSlope of 0) holds nothing to
+    segment; a network still paints labels into it.
+
+    Args:
+        data: the image voxels, any shape.
+    """
+    if data.size == 0:
+        return "is empty (no voxels)"
+    first = data.flat[0]
+    if np.all(data == first):
+        return (
+            f"every voxel has the same value ({float(first):g}): a blank or constant image "
+            "holds nothing to segment; check the export from the scanner"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def quiet_nibabel() -> Iterator[None]:
     """Within the block, nibabel's header-check log lines do not reach stderr.
@@ -196,6 +263,7 @@ def load_nifti(path: str | Path) -> NiftiImage:
             raise _fail(
                 path, f"is a {type(img).__name__} file, not NIfTI; expected .nii or .nii.gz"
             )
+        _check_declared_size(img, path)
         with quiet_nibabel():
             data = np.asanyarray(img.dataobj)
             header = img.header
@@ -206,8 +274,15 @@ def load_nifti(path: str | Path) -> NiftiImage:
             affine = np.asarray(img.affine, dtype=np.float64)
     except DatasetError:
         raise
+    except MemoryError:
+        raise _fail(path, "not enough memory to read its voxels") from None
     except read_errors as exc:
         raise _fail(path, _describe_read_error(exc, path)) from exc
+    # nibabel reads a .nii.gz only as far as the voxels go: the gzip CRC and length at the end
+    # of the stream are never checked. Read the stream to its end so corrupt data is refused.
+    gz_problem = _gzip_problem(path)
+    if gz_problem is not None:
+        raise _fail(path, gz_problem)
 
     if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
         data = data.reshape(data.shape[:3])

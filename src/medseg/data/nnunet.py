@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from medseg.data.dataset_json import DatasetSpec, Issue, format_problems, read_dataset_json
-from medseg.data.nifti import NiftiImage, load_nifti
+from medseg.data.nifti import NiftiImage, constant_volume_problem, load_nifti
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DatasetError
 
@@ -94,7 +94,15 @@ def _scan_subset(spec: DatasetSpec, subset: Subset) -> tuple[list[CaseFiles], in
         if entry.name.startswith("."):
             continue  # OS metadata (.DS_Store); nnU-Net ignores it too
         match = pattern.fullmatch(entry.name) if entry.is_file() else None
-        if match is None:
+        if match is None and entry.is_file() and entry.name.endswith(ending):
+            # an image of the dataset's type without a channel suffix: its case would be
+            # dropped without a word (nnU-Net refuses such a folder too)
+            kind = (
+                f"{{n}} image file{{s}} in {images_name} without the channel suffix "
+                f"(expected <case>_0000{ending})"
+            )
+            issues.append(Issue(kind, _rel(root, entry), fatal=True))
+        elif match is None:
             kind = f"{{n}} stray file{{s}} in {images_name} (expected <case>_<XXXX>{ending})"
             issues.append(Issue(kind, _rel(root, entry)))
         elif int(match["channel"]) >= spec.num_channels:
@@ -124,7 +132,7 @@ def _scan_subset(spec: DatasetSpec, subset: Subset) -> tuple[list[CaseFiles], in
                 issues.append(Issue(kind, _rel(root, entry)))
             elif entry.name[: -len(ending)] not in found:
                 kind = f"{{n}} label file{{s}} without images in {images_name}"
-                issues.append(Issue(kind, _rel(root, entry)))
+                issues.append(Issue(kind, _rel(root, entry), fatal=subset == "train"))
     return cases, len(found), issues
 
 
@@ -149,13 +157,18 @@ def scan_cases(
         if subset == "train" and (spec.root / "imagesTr").is_dir():
             if num_ids == 0:
                 issues.append(
-                    Issue(f"imagesTr has no cases (expected <case>_0000{spec.file_ending})")
+                    Issue(
+                        f"imagesTr has no cases (expected <case>_0000{spec.file_ending}, the "
+                        "file_ending of dataset.json)",
+                        fatal=True,
+                    )
                 )
             elif num_ids != spec.num_training:
                 issues.append(
                     Issue(
                         f"numTraining is {spec.num_training} in dataset.json but imagesTr has "
-                        f"{num_ids} case{'' if num_ids == 1 else 's'}"
+                        f"{num_ids} case{'' if num_ids == 1 else 's'}",
+                        fatal=True,
                     )
                 )
     return cases, issues
@@ -224,6 +237,10 @@ def read_case(spec: DatasetSpec, case: CaseFiles) -> tuple[Volume | None, list[I
             kind += f"{AFFINE_TOLERANCE_MM:g} mm)"
             issues.append(Issue(kind, f"{rel} differs from {ref_rel} by up to {diff:.4g} mm"))
     for path, img in loaded[: len(case.images)]:
+        constant = constant_volume_problem(img.data)
+        if constant is not None:
+            issues.append(Issue("{n} blank or constant image{s}", f"{_rel(root, path)} {constant}"))
+            continue
         if img.data.dtype.kind == "f":
             bad = int(np.count_nonzero(~np.isfinite(img.data)))
             if bad:
@@ -266,8 +283,10 @@ class NnUNetDataset:
         Raises:
             DatasetError: the folder or dataset.json is missing or invalid, imagesTr is
                 missing, or a training case lacks a channel or label file (all such files
-                named in one line). Stray files and a wrong ``numTraining`` are left to
-                :func:`medseg.data.check.check_dataset`.
+                named in one line), imagesTr has no case (e.g. a ``file_ending`` that does
+                not match the files), an image lacks its ``_XXXX`` channel suffix, a label
+                has no image, or ``numTraining`` differs from the cases. Other stray files
+                (notes, ``.DS_Store``) are left to :func:`medseg.data.check.check_dataset`.
         """
         spec = read_dataset_json(root)
         cases, issues = scan_cases(spec)

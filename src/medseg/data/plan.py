@@ -34,9 +34,11 @@ import numpy as np
 
 from medseg import __version__
 from medseg.atomic import atomic_file
+from medseg.data.orientation import reorient_plan
 from medseg.data.plan_fingerprint import TRAINING_ORIENTATION, Fingerprint, compute_fingerprint
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
+from medseg.limits import check_batch
 from medseg.schema import FORBID_EXTRA, StrictFloat, StrictInt, StrictStr, load_json, parse
 
 __all__ = [
@@ -134,8 +136,14 @@ class Plan:
             )
         check_patch(self.max_patch, (10**6, 10**6), "max_patch")
         check_patch(self.patch_size, self.max_patch, "plan patch_size")
-        if self.batch_size < 1:
-            raise ConfigError(f"plan batch_size {self.batch_size} must be >= 1")
+        check_batch(self.batch_size, "plan batch_size")
+        try:
+            reorient_plan(self.orientation, self.orientation)
+        except ConfigError:
+            raise ConfigError(
+                f"plan orientation {self.orientation!r} must be axis codes: 3 letters with one "
+                "of R/L, A/P and S/I each, e.g. 'RAS'"
+            ) from None
         if any(a not in (0, 1) for a in self.mirror_axes):
             raise ConfigError(f"plan mirror_axes {self.mirror_axes} must be slice axes 0 or 1")
         if self.modality == "CT" and (self.ct_window is None or self.ct_zscore is None):

@@ -23,6 +23,7 @@ from medseg.demo.data_steps import (
     multi_otsu_thresholds,
     prepare_data,
 )
+from medseg.errors import ConfigError
 
 __all__ = [
     "DEMO_MODEL_DIR",
@@ -61,6 +62,16 @@ def run_demo(
     from medseg.demo.model_steps import evaluate_demo_model, export_demo_bundle, train_demo_model
 
     check_parent_exists(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; expected a folder for the demo's outputs")
+    needed = ("config.json",) if train else ("config.json", "model.pt")
+    missing = [name for name in needed if not (model_dir / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"--model {model_dir} ({model_dir.resolve()}) has no {', '.join(missing)}: no "
+            "trained demo model there; run medseg demo from the repository root, or pass "
+            "--model <repository>/models/mni152-tissue"
+        )
     out_dir.mkdir(exist_ok=True)
     steps: list[DemoStep] = []
 

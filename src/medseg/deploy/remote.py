@@ -33,19 +33,41 @@ def parse_server_url(url: str) -> tuple[str, str]:
     Raises:
         ConfigError: another scheme, or no port.
     """
+    from urllib.parse import urlsplit
+
     scheme, sep, address = url.partition("://")
     if not sep:
         scheme, address = "http", url
     address = address.rstrip("/")
     if scheme not in _SCHEMES:
         raise ConfigError(f"--server {url}: scheme {scheme}:// is not one of http://, grpc://")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(
-            f"--server {url}: expected http://HOST:PORT or grpc://HOST:PORT "
-            "(e.g. http://127.0.0.1:8000)"
-        )
+    expected = "expected http://HOST:PORT or grpc://HOST:PORT (e.g. http://127.0.0.1:8000)"
+    try:
+        parts = urlsplit(f"{scheme}://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ConfigError(f"--server {url}: {exc}; {expected}") from None
+    if not host or port is None or parts.path or parts.query or parts.fragment:
+        raise ConfigError(f"--server {url}: {expected}")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--server {url}: port {port} is not in 1..65535; {expected}")
     return scheme, address
+
+
+def _quiet_gevent_interrupts() -> None:
+    """Ctrl-C during an HTTP request: let it propagate without gevent's printout.
+
+    The HTTP client runs on gevent, whose hub prints a ``KeyboardInterrupt`` raised in its loop
+    (with a timestamp line) before passing it on; the CLI then says "interrupted" once. The
+    hub's own ``NOT_ERROR`` setting (on this thread's hub instance) stops the printout only.
+    """
+    try:
+        import gevent
+    except ImportError:
+        return
+    hub = gevent.get_hub()
+    if not issubclass(KeyboardInterrupt, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
 class RemoteSegmenter:
@@ -75,6 +97,7 @@ class RemoteSegmenter:
             self._client: Any = client_module.InferenceServerClient(
                 address, connection_timeout=timeout_s, network_timeout=timeout_s
             )
+            _quiet_gevent_interrupts()
         else:
             self._client = client_module.InferenceServerClient(address)
 
@@ -93,6 +116,11 @@ class RemoteSegmenter:
                     "serve the repository with medseg serve or name the model with --model"
                 )
             return ServerError(f"server {self.url}, model {self.model}: {message}")
+        if type(exc).__name__ == "HTTPParseError":  # e.g. the gRPC port given to http://
+            return ServerError(
+                f"server {self.url} does not answer in HTTP ({exc}); is that the gRPC port? "
+                "pass grpc://HOST:PORT for it, or the HTTP port (medseg serve's --port)"
+            )
         return ServerError(
             f"server {self.url} is unreachable or went away during the request "
             f"({type(exc).__name__}: {exc}); is it running (medseg serve)?"
@@ -106,7 +134,8 @@ class RemoteSegmenter:
         except (InferenceServerException, OSError, ConnectionError) as exc:
             raise self._fail(exc) from None
         except Exception as exc:  # gevent / grpc transport errors have no common base
-            if type(exc).__module__.split(".")[0] in ("gevent", "geventhttpclient", "grpc"):
+            module = type(exc).__module__.split(".")[0]
+            if module in ("gevent", "geventhttpclient", "grpc", "_parser"):
                 raise self._fail(exc) from None
             raise
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shlex
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, Manifest, file_sha256
-from medseg.errors import ConfigError, DatasetError
+from medseg.errors import ConfigError, DatasetError, ServerError
 
 __all__ = [
     "BUNDLE_DIR",
@@ -37,6 +37,7 @@ __all__ = [
     "INPUT_NIFTI",
     "INPUT_VOLUME",
     "OUTPUT_LABELS",
+    "RequestCancelled",
     "SegmentService",
     "SegmentSettings",
     "check_segment_model",
@@ -60,6 +61,10 @@ def _param(params: Mapping[str, str], key: str, where: str) -> str:
             f"{where}: parameter {key} is missing; re-export with medseg export-triton"
         )
     return params[key]
+
+
+class RequestCancelled(ServerError):
+    """The client cancelled the request (or its deadline passed) while it was computed."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,7 @@ class SegmentService:
         volume: np.ndarray | None = None,
         affine: np.ndarray | None = None,
         nifti: np.ndarray | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         """Labels for one request.
 
@@ -232,6 +238,8 @@ class SegmentService:
                 does with an array.
             nifti: ``(N,)`` uint8, the bytes of a ``.nii`` or ``.nii.gz`` file (instead of
                 ``volume``).
+            cancelled: asked after every batch of slices or windows (Triton's
+                ``request.is_cancelled``): once it says ``True`` the request is abandoned.
 
         Returns:
             ``(X, Y, Z)`` uint8 labels on the input's grid.
@@ -240,6 +248,7 @@ class SegmentService:
             DatasetError: none or both of ``volume`` and ``nifti``, a bad shape, channel count,
                 dtype or affine, a non-finite voxel, a corrupt NIfTI payload, a volume above
                 the cap.
+            RequestCancelled: ``cancelled()`` turned true (the client went away or timed out).
         """
         if (volume is None) == (nifti is None):
             raise DatasetError(
@@ -269,7 +278,16 @@ class SegmentService:
                         f"{INPUT_AFFINE}: expected a finite (4, 4) matrix, got shape "
                         f"{tuple(affine.shape)}"
                     )
-        result = self.segmenter.segment(image, source=source, affine=affine)
+        progress = None
+        if cancelled is not None:
+
+            def progress(done: int, total: int) -> None:
+                if cancelled():
+                    raise RequestCancelled(
+                        f"request cancelled by the client after {done} of {total} slices"
+                    )
+
+        result = self.segmenter.segment(image, source=source, affine=affine, progress=progress)
         return np.ascontiguousarray(result.labels, dtype=np.uint8)
 
     def _decode_nifti(self, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,13 @@ from types import TracebackType
 
 from medseg.errors import ConfigError, MissingDependencyError, ServerError
 
-__all__ = ["ServerOptions", "TritonInstall", "TritonServer", "find_tritonserver"]
+__all__ = [
+    "ServerOptions",
+    "TritonInstall",
+    "TritonServer",
+    "check_serve_options",
+    "find_tritonserver",
+]
 
 _INSTALL_HINT = (
     "install the serve extra: pip install 'medseg-edge[serve]' and "
@@ -72,10 +79,51 @@ class ServerOptions:
             raise ConfigError(f"--grpc-port {self.grpc} is the HTTP port; choose another")
         if not self.host:
             raise ConfigError("--host must not be empty; 127.0.0.1 is loopback only")
+        _check_host(self.host)
 
     @property
     def grpc(self) -> int:
         return self.http_port + 1 if self.grpc_port is None else self.grpc_port
+
+
+def _check_host(host: str) -> None:
+    """Refuse an address tritonserver could not bind: a malformed IP, an unknown name."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", host) or ":" in host:
+        raise ConfigError(
+            f"--host {host} is not a valid IP address; expected e.g. 127.0.0.1 (loopback), "
+            "0.0.0.0 (every interface) or ::1"
+        )
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(
+            f"--host {host} does not resolve ({exc}); expected an IP address such as "
+            "127.0.0.1 or a host name of this machine"
+        ) from None
+
+
+def check_serve_options(ready_timeout: float, log: Path | None) -> None:
+    """Refuse a ``--ready-timeout`` that is not a positive number of seconds and a ``--log``
+    that is a folder or lies in a missing one (before anything starts)."""
+    import math
+
+    if not (math.isfinite(ready_timeout) and ready_timeout > 0):
+        raise ConfigError(
+            f"--ready-timeout {ready_timeout} must be a positive number of seconds (e.g. 120)"
+        )
+    if log is not None:
+        if log.is_dir():
+            raise ConfigError(f"--log {log} is a folder; expected a file path for the log")
+        if not log.parent.is_dir():
+            raise ConfigError(f"--log {log}: its folder {log.parent} does not exist")
 
 
 @dataclass(frozen=True)

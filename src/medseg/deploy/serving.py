@@ -87,7 +87,7 @@ def plan_serving(
     work: Path,
     install: TritonInstall,
     *,
-    precision: str = "fp32",
+    precision: str | None = None,
     max_voxels: int | None = None,
 ) -> ServePlan:
     """Check ``path`` (bundle or repository) and choose the models to load.
@@ -96,7 +96,9 @@ def plan_serving(
         path: a bundle (``medseg.json`` inside) or a model repository (``medseg export-triton``).
         work: a scratch folder; a bundle is exported into ``work/repository``.
         install: the server binary (its backends decide what can be loaded).
-        precision, max_voxels: the segment model's, when a bundle is exported.
+        precision, max_voxels: the segment model's, when a bundle is exported (fp32 and the
+            default cap when ``None``); a repository's models are already set, so giving
+            either with a repository is an error.
 
     Raises:
         ConfigError: not a bundle or repository, nothing this server can load, a segment model
@@ -118,11 +120,22 @@ def plan_serving(
         export_triton(
             path,
             repository,
-            segment_precision=precision,
-            max_voxels=max_voxels or DEFAULT_MAX_VOXELS,
+            segment_precision=precision or "fp32",
+            max_voxels=DEFAULT_MAX_VOXELS if max_voxels is None else max_voxels,
         )
         exported_from = path
     else:
+        given = [
+            option
+            for option, value in (("--precision", precision), ("--max-voxels", max_voxels))
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} set the segmenter exported from a bundle; {path} is a "
+                "model repository whose models are already set (pass the bundle, or re-run "
+                "medseg export-triton with them)"
+            )
         repository = path
     configs = sorted(repository.glob("*/config.pbtxt"))
     if not configs:

@@ -34,6 +34,7 @@ from medseg.deploy.segment_service import (  # noqa: E402
     INPUT_NIFTI,
     INPUT_VOLUME,
     OUTPUT_LABELS,
+    RequestCancelled,
     SegmentService,
 )
 from medseg.errors import MedsegError  # noqa: E402
@@ -60,8 +61,9 @@ def _output(name: str, array: np.ndarray) -> Any:
     return tensor
 
 
-def _error(message: str, invalid_input: bool) -> Any:
-    code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid_input else "INTERNAL", None)
+def _error(message: str, invalid_input: bool, kind: str | None = None) -> Any:
+    kind = kind or ("INVALID_ARG" if invalid_input else "INTERNAL")
+    code = getattr(pb_utils.TritonError, kind, None)
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
@@ -92,13 +94,23 @@ class TritonPythonModel:
         """One response per request: ``labels`` (X, Y, Z) uint8, or an error naming why."""
         responses = []
         for request in requests:
+            # Triton >= 23.10: true once a gRPC client cancelled the call or its deadline
+            # (client_timeout) passed; checked between batches, so an abandoned volume stops
+            # within one batch instead of holding the model instance until it is done.
+            is_cancelled = getattr(request, "is_cancelled", None)
             try:
+                if is_cancelled is not None and is_cancelled():
+                    raise RequestCancelled("request cancelled by the client before it started")
                 labels = self.service.segment_request(
                     volume=_input(request, INPUT_VOLUME),
                     affine=_input(request, INPUT_AFFINE),
                     nifti=_input(request, INPUT_NIFTI),
+                    cancelled=is_cancelled,
                 )
                 responses.append(pb_utils.InferenceResponse([_output(OUTPUT_LABELS, labels)]))
+            except RequestCancelled as exc:
+                pb_utils.Logger.log_info(f"{exc}; abandoned")
+                responses.append(_error(str(exc), invalid_input=False, kind="CANCELLED"))
             except MedsegError as exc:
                 responses.append(_error(str(exc), invalid_input=True))
             except Exception as exc:  # a bug must fail this request, not the server

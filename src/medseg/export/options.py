@@ -18,6 +18,7 @@ from medseg.data.preprocessing import Recipe
 from medseg.deps import EXTRA_OF
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, MissingDependencyError
 from medseg.export.accuracy import CPU_BACKENDS, Accuracy, installed_cpu_backends
+from medseg.limits import check_batch, check_number
 
 __all__ = [
     "CALIBRATION_NAME",
@@ -98,8 +99,17 @@ class ExportOptions:
             raise ConfigError(f"--calib-method {self.calib_method!r} must be 'max' or 'entropy'")
         if self.max_dice_drop is not None and not self.int8:
             raise ConfigError("--max-dice-drop is the INT8 accuracy budget: use it with --int8")
-        if self.max_dice_drop is not None and self.max_dice_drop < 0:
-            raise ConfigError(f"--max-dice-drop {self.max_dice_drop} must be >= 0 points")
+        check_number(self.max_dice_drop, "--max-dice-drop", low=0.0, high=100.0, unit=" points")
+        if not self.int8:
+            for option, unused in (
+                ("--calib-data", self.calib_data is not None),
+                ("--calib-slices", self.calib_slices != 64),
+                ("--calib-method", self.calib_method != "max"),
+            ):
+                if unused:
+                    raise ConfigError(
+                        f"{option} sets the INT8 calibration: use it with --int8 (or drop it)"
+                    )
         if self.dynamic_hw and (self.height is not None or self.width is not None):
             raise ConfigError("--dynamic-hw and --height/--width are exclusive: choose one")
         if (self.height is None) != (self.width is None):
@@ -107,10 +117,11 @@ class ExportOptions:
         for name, value in (("height", self.height), ("width", self.width)):
             if value is not None and (value <= 0 or value % 16):
                 raise ConfigError(f"--{name} {value} must be a positive multiple of 16")
-        if self.calib_slices < 1:
+        if self.calib_slices < 1 or self.calib_slices > 100_000:
             raise ConfigError(
                 f"--calib-slices {self.calib_slices} must be >= 1 (slices drawn from --calib-data)"
             )
+        check_batch(self.batch[-1], "--batch MAX")
         try:
             DimRange(*self.batch)  # validates min <= opt <= max
         except ConfigError:

@@ -153,6 +153,25 @@ def _torch_load(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_finite(path: Path, weights: Any) -> None:
+    """Refuse a checkpoint with NaN or infinite weights (a diverged training)."""
+    import torch
+
+    bad = [
+        str(name)
+        for name, tensor in dict(weights).items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DatasetError(
+            f"{path}: NaN or infinite values in network_weights ({', '.join(bad[:3])}{more}); "
+            "the training diverged: import another checkpoint"
+        )
+
+
 def _require_torch() -> None:
     try:
         import dynamic_network_architectures  # noqa: F401
@@ -266,6 +285,13 @@ def read_nnunet_result(
             f"{folder / 'dataset.json'}: region-based labels ({', '.join(regions)}) are not "
             "supported; one integer per label is"
         )
+    from medseg.data.dataset_json import _parse_spec
+
+    _, problems = _parse_spec(folder, dataset_json)
+    if problems:
+        raise DatasetError(f"{folder / 'dataset.json'}: {'; '.join(problems)}")
+    for fold, data in loaded.items():
+        _check_finite(folder / f"fold_{fold}" / checkpoint, data["network_weights"])
     mirror = first.get("inference_allowed_mirroring_axes")
     result = NnunetResult(
         folder=folder,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from medseg.config_io import to_json_dict
 from medseg.errors import ConfigError
+from medseg.limits import check_batch, check_number
 from medseg.schema import FORBID_EXTRA, parse
 
 __all__ = ["TrainConfig"]
@@ -83,10 +84,16 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.geometry not in ("plan", "whole-slice"):
             raise ConfigError(f"geometry {self.geometry!r} must be 'plan' or 'whole-slice'")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        check_batch(self.batch_size, "--batch-size")
+        check_number(self.lr, "--lr", low=0.0, high=10.0, low_open=True)
+        check_number(self.weight_decay, "--weight-decay", low=0.0, high=1.0)
+        check_number(
+            self.val_fraction, "--val-fraction", low=0.0, high=1.0, low_open=True, high_open=True
+        )
+        check_number(self.rotate_deg, "rotate_deg", low=0.0, high=180.0)
+        check_number(self.scale, "scale", low=0.0, high=1.0, high_open=True)
+        if isinstance(self.epochs, int) and self.epochs > 100_000:
+            raise ConfigError(f"--epochs {self.epochs} must be an integer in 1..100000")
         if self.schedule not in ("cosine", "poly"):
             raise ConfigError(f"schedule {self.schedule!r} must be 'cosine' or 'poly'")
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):

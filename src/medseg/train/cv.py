@@ -10,7 +10,7 @@ reported, not invented.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError
+from medseg.schema import StrictFloat, StrictInt, StrictStr, load_json, parse
 
 __all__ = ["CVSummary", "FoldResult", "summarise_runs"]
 
@@ -83,6 +84,50 @@ class CVSummary:
         }
 
 
+@dataclass(frozen=True)
+class CaseScore:
+    """One class of one validation case in ``validation.json``: Dice in [0, 1], HD95 in mm."""
+
+    dice: StrictFloat
+    hd95: StrictFloat | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.dice) and 0.0 <= self.dice <= 1.0):
+            raise ConfigError(f"dice {self.dice} must be a finite number in 0..1")
+        if self.hd95 is not None and (math.isnan(self.hd95) or self.hd95 < 0):
+            raise ConfigError(f"hd95 {self.hd95} must be a non-negative number of mm or null")
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    """The keys of ``validation.json`` that cv-summary reads (others are kept, not read)."""
+
+    fold: StrictInt | None
+    folds: StrictInt | None
+    cases: dict[StrictStr, dict[StrictStr, CaseScore]]
+    fingerprint: StrictStr | None = None
+    plan_fingerprint: StrictStr | None = None
+    dataset: StrictStr | None = None
+
+    def __post_init__(self) -> None:
+        if self.fold is None:
+            return
+        if self.folds is None or self.folds < 2:
+            raise ConfigError(f"folds {self.folds} must be an integer >= 2 with a fold")
+        if not 0 <= self.fold < self.folds:
+            raise ConfigError(
+                f"fold {self.fold} must be in 0..{self.folds - 1} (folds {self.folds})"
+            )
+        if not self.cases:
+            raise ConfigError("cases is empty; a fold validates at least one case")
+        classes = [tuple(scores) for scores in self.cases.values()]
+        if any(c != classes[0] for c in classes):
+            raise ConfigError("cases: every case must list the same classes")
+
+
+_RECORD_KEYS = ("fold", "folds", "cases", "fingerprint", "plan_fingerprint", "dataset")
+
+
 def _read(run: Path) -> dict[str, Any]:
     path = Path(run) / "validation.json"
     if not path.is_file():
@@ -90,12 +135,14 @@ def _read(run: Path) -> dict[str, Any]:
             f"{run} holds no validation.json; pass run directories of finished planned runs "
             "(medseg train DATASET --out RUN --fold K)"
         )
-    try:
-        data = json.loads(path.read_text())
-        _ = data["fold"], data["folds"], data["cases"], data["fingerprint"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a medseg validation record: {exc}") from exc
-    if data["fold"] is None:
+    data = load_json(path, "validation record")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a medseg validation record (not a JSON object)")
+    missing = [k for k in ("fold", "folds", "cases", "fingerprint") if k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a medseg validation record: no {', '.join(missing)}")
+    record = parse(ValidationRecord, {k: data[k] for k in _RECORD_KEYS if k in data}, str(path))
+    if record.fold is None:
         raise ConfigError(
             f"{run} was validated by slices of a single case, not by a case-level fold; "
             "cv-summary needs runs trained with --fold K --folds N on several cases"
@@ -132,10 +179,18 @@ def summarise_runs(runs: Sequence[Path]) -> CVSummary:
                     "a cross-validation summary needs runs of one dataset, plan and fold count"
                 )
     seen: dict[int, Path] = {}
+    case_fold: dict[str, Path] = {}
     for run, rec in records:
         if rec["fold"] in seen:
             raise ConfigError(f"fold {rec['fold']} is given twice: {seen[rec['fold']]} and {run}")
         seen[int(rec["fold"])] = run
+        for case in rec["cases"]:
+            if case in case_fold:
+                raise ConfigError(
+                    f"case {case} is validated in two folds ({case_fold[case]} and {run}); "
+                    "the folds of one cross-validation split the cases"
+                )
+            case_fold[case] = run
     classes = tuple(next(iter(first["cases"].values())).keys()) if first["cases"] else ()
     results = []
     for run, rec in sorted(records, key=lambda x: int(x[1]["fold"])):

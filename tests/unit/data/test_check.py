@@ -124,9 +124,12 @@ def test_stray_and_orphan_files(dataset, dataset_error) -> None:
     (dataset.root / "labelsTr" / "readme.md").write_text("x")
     dataset_error(
         lambda: check_dataset(dataset.root),
-        "has 4 problems",
-        "2 stray files in imagesTr (expected <case>_<XXXX>.nii.gz): "
-        "imagesTr/case_000_0.nii.gz, imagesTr/notes.txt",
+        "has 5 problems",
+        # an image of the dataset's type without its channel suffix is named as such (its
+        # case would be dropped); other files are stray
+        "1 image file in imagesTr without the channel suffix (expected <case>_0000.nii.gz): "
+        "imagesTr/case_000_0.nii.gz",
+        "1 stray file in imagesTr (expected <case>_<XXXX>.nii.gz): imagesTr/notes.txt",
         "1 image file with a channel not in channel_names (0000..0001): "
         "imagesTr/case_000_0002.nii.gz",
         "1 label file without images in imagesTr: labelsTr/case_777.nii.gz",

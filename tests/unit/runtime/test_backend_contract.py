@@ -236,3 +236,49 @@ def test_bad_batches_are_refused_with_the_allowed_range(  # type: ignore[no-unty
     error = ChannelMismatchError if problem == "channel" else ConfigError
     with pytest.raises(error, match=problem.replace("(", r"\(").replace(")", r"\)")):
         backend.infer(np.zeros(shape, dtype=dtype))
+
+
+# -- every backend compares the model with the manifest when it loads (issue 22, item 18) ------
+def _mismatched(manifest: Manifest, what: str) -> Manifest:
+    import dataclasses
+
+    if what == "channels":
+        return dataclasses.replace(manifest, input=dataclasses.replace(manifest.input, channels=2))
+    if what == "classes":  # cut to 2 classes: the model outputs 3
+        kept = dict(list(manifest.classes.items())[:2])
+        return dataclasses.replace(manifest, classes=kept, postprocess=None)
+    return dataclasses.replace(manifest, input=dataclasses.replace(manifest.input, name="no_such_input"))
+
+
+def _backend_for(name: str, bundle: Path, manifest: Manifest, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    if name == "torch":
+        pytest.importorskip("torch")
+        from medseg.bench.torch_reference import TorchBackend
+
+        toy_runs = request.getfixturevalue("toy_runs")
+        return TorchBackend(toy_runs["attention-fusion"], manifest, threads=1)
+    return create_backend(
+        bundle, manifest, name, "fp32", threads=1 if name in CPU_BACKEND_NAMES else None
+    )
+
+
+@pytest.mark.parametrize("what", ["channels", "classes", "input name"])
+@pytest.mark.parametrize("name", [*BACKEND_PARAMS, pytest.param("torch", id="torch")])
+def test_a_manifest_the_model_does_not_match_is_refused_at_load(
+    name: str, what: str, request: pytest.FixtureRequest
+) -> None:
+    from medseg.errors import ModelMismatchError
+
+    if name in BUNDLE_FIXTURE:
+        request.getfixturevalue(BUNDLE_FIXTURE[name])
+    if name == "openvino" and (reason := _openvino_skip_reason()):
+        pytest.skip(reason)
+    bundle = _bundle_for(name, request)
+    manifest = _mismatched(Manifest.load(bundle), what)
+    if name == "torch" and what == "input name":
+        pytest.skip("a PyTorch module has no input names")
+    backend = _backend_for(name, bundle, manifest, request)
+    expected = {"channels": "input.channels", "classes": "classes", "input name": "input.name"}
+    with pytest.raises(ModelMismatchError, match=expected[what]):
+        backend.load()
+    assert not backend.is_loaded

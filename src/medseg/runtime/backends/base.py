@@ -21,7 +21,7 @@ import numpy as np
 from medseg.bundle.manifest import InputSpec
 from medseg.errors import ChannelMismatchError, ConfigError, ModelMismatchError
 
-__all__ = ["Backend", "InferTiming", "check_model_io"]
+__all__ = ["Backend", "InferTiming", "ModelIO", "check_model_io"]
 
 #: A dimension as a model file declares it: a size, or a symbolic / dynamic one.
 Dim = int | str | None
@@ -87,6 +87,41 @@ def check_model_io(
 
 
 @dataclass(frozen=True)
+class ModelIO:
+    """The inputs and outputs a loaded model declares, as each backend reads them.
+
+    Attributes:
+        where: the model file (or a description of the session given), for messages.
+        inputs: input name -> declared shape (``int`` sizes; ``str``/``None`` for symbolic
+            or dynamic dimensions).
+        outputs: output name -> declared shape.
+    """
+
+    where: str
+    inputs: dict[str, tuple[Dim, ...]]
+    outputs: dict[str, tuple[Dim, ...]]
+
+
+def check_model(io: ModelIO, spec: InputSpec, output_name: str, num_classes: int) -> None:
+    """Compare a loaded model with the manifest: input and output names, then shapes.
+
+    Raises:
+        ModelMismatchError: a name the model lacks, or a shape :func:`check_model_io` refuses.
+    """
+    if spec.name not in io.inputs:
+        raise ModelMismatchError(
+            f"{io.where} has inputs {sorted(io.inputs)}, not medseg.json input.name "
+            f"{spec.name!r}; re-export the bundle"
+        )
+    if output_name not in io.outputs:
+        raise ModelMismatchError(
+            f"{io.where} has outputs {sorted(io.outputs)}, not medseg.json output "
+            f"{output_name!r}; re-export the bundle"
+        )
+    check_model_io(io.where, spec, num_classes, io.inputs[spec.name], io.outputs[output_name])
+
+
+@dataclass(frozen=True)
 class InferTiming:
     """Timing of one :meth:`Backend.infer` call.
 
@@ -133,9 +168,21 @@ class Backend(ABC):
         return self._loaded
 
     def load(self) -> Backend:
-        """Create the session / engine context and buffers (idempotent). Returns ``self``."""
+        """Create the session / engine context and buffers (idempotent). Returns ``self``.
+
+        Every backend compares the loaded model with the manifest here (input name and
+        channels, output name and class count, fixed spatial sizes), whatever runs it.
+
+        Raises:
+            ModelMismatchError: the model file disagrees with ``medseg.json``.
+        """
         if not self._loaded:
             self._load_impl()
+            try:
+                check_model(self._model_io(), self.input_spec, self.output_name, self.num_classes)
+            except BaseException:
+                self._close_impl()
+                raise
             self._loaded = True
         return self
 
@@ -194,6 +241,10 @@ class Backend(ABC):
     @abstractmethod
     def _load_impl(self) -> None:
         """Create the session or execution context and any buffers."""
+
+    @abstractmethod
+    def _model_io(self) -> ModelIO:
+        """The loaded model's declared inputs and outputs (called right after ``_load_impl``)."""
 
     @abstractmethod
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:

@@ -16,9 +16,9 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
-from medseg.errors import ConfigError, ModelMismatchError
+from medseg.errors import ConfigError
 from medseg.options import available_cpus, check_threads
-from medseg.runtime.backends.base import Backend, check_model_io
+from medseg.runtime.backends.base import Backend, ModelIO
 
 __all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
 
@@ -174,23 +174,12 @@ class OnnxRuntimeBackend(Backend):
 
     def _load_impl(self) -> None:
         self.session = self.loader()
-        where = str(getattr(self.loader, "path", "the ONNX Runtime session given"))
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        if self.output_name not in outputs:
-            raise ModelMismatchError(
-                f"{where} has outputs {list(outputs)}, not the manifest's {self.output_name!r}"
-            )
-        if self.input_spec.name not in inputs:
-            raise ModelMismatchError(
-                f"{where} has inputs {list(inputs)}, not the manifest's {self.input_spec.name!r}"
-            )
-        check_model_io(
-            where,
-            self.input_spec,
-            self.num_classes,
-            tuple(inputs[self.input_spec.name].shape),
-            tuple(outputs[self.output_name].shape),
+
+    def _model_io(self) -> ModelIO:
+        return ModelIO(
+            str(getattr(self.loader, "path", "the ONNX Runtime session given")),
+            {i.name: tuple(i.shape) for i in self.session.get_inputs()},
+            {o.name: tuple(o.shape) for o in self.session.get_outputs()},
         )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:

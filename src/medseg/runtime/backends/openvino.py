@@ -24,7 +24,7 @@ import numpy as np
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend
+from medseg.runtime.backends.base import Backend, ModelIO
 
 __all__ = ["PRECISION_HINTS", "CompiledModelFromOnnx", "OpenVinoBackend"]
 
@@ -82,6 +82,15 @@ class CompiledModelFromOnnx:
 
     def __call__(self) -> Any:
         ov = require("openvino", "running ONNX models with OpenVINO")
+        from openvino.frontend import FrontEndManager
+
+        # Checked with the ONNX frontend alone: given a file no frontend recognises, OpenVINO
+        # tries each (TensorFlow's prints parser errors straight to stderr) before failing.
+        if not FrontEndManager().load_by_framework("onnx").supported(str(self.path)):
+            raise ConfigError(
+                f"{self.path}: not an ONNX model OpenVINO's ONNX reader accepts (corrupt, "
+                "truncated or another format); re-export the bundle"
+            )
         core = ov.Core()
         config = self.config()
         cache = self._usable_cache()
@@ -113,8 +122,11 @@ class CompiledModelFromOnnx:
             else:
                 compiled = core.compile_model(str(self.path), "CPU", config)
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable models
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{self.path}: OpenVINO cannot compile it ({first})") from exc
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            # OpenVINO's first lines are "Exception from src/...cpp:NNN:": keep the reason
+            reasons = [line for line in lines if not line.startswith(("Exception from", "Check "))]
+            first = (reasons or lines or [type(exc).__name__])[0][:200]
+            raise ConfigError(f"{self.path}: OpenVINO cannot compile it ({first})") from None
         return compiled
 
     def _usable_cache(self) -> Path | None:
@@ -171,13 +183,25 @@ class OpenVinoBackend(Backend):
 
     def _load_impl(self) -> None:
         self.compiled = self.loader()
-        names = {name for output in self.compiled.outputs for name in output.get_names()}
-        if self.output_name not in names:
-            raise ConfigError(
-                f"{self.loader.path} has outputs {sorted(names)}, not the manifest's "
-                f"{self.output_name!r}"
-            )
         self.request = self.compiled.create_infer_request()
+
+    def _model_io(self) -> ModelIO:
+        def ports(items: Any) -> dict[str, tuple[int | None, ...]]:
+            shapes: dict[str, tuple[int | None, ...]] = {}
+            for port in items:
+                shape = port.get_partial_shape()
+                dims = (
+                    tuple(int(d.get_length()) if d.is_static else None for d in shape)
+                    if shape.rank.is_static
+                    else ()
+                )
+                for name in port.get_names():
+                    shapes[name] = dims
+            return shapes
+
+        return ModelIO(
+            str(self.loader.path), ports(self.compiled.inputs), ports(self.compiled.outputs)
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter_ns()

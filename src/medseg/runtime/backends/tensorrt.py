@@ -20,7 +20,7 @@ import numpy as np
 
 from medseg.bundle.manifest import InputSpec
 from medseg.errors import BackendError
-from medseg.runtime.backends.base import Backend, check_model_io
+from medseg.runtime.backends.base import Backend, ModelIO
 
 if TYPE_CHECKING:
     from medseg.runtime.engines import EngineSidecar
@@ -174,13 +174,7 @@ class TensorRTBackend(Backend):
                     f"engine tensor {tensor!r} is {self.engine.get_tensor_dtype(tensor)}, not "
                     "float32 (bundles keep FP32 I/O): rebuild the engine from this bundle"
                 )
-        check_model_io(
-            str(self.engine_path),
-            self.input_spec,
-            self.num_classes,
-            tuple(int(d) for d in self.engine.get_tensor_shape(self.input_spec.name)),
-            tuple(int(d) for d in self.engine.get_tensor_shape(self.output_name)),
-        )
+        # the base's load() compares these names and shapes with the manifest (_model_io)
         spec = self.input_spec
         in_shape = (spec.batch.max, spec.channels, spec.height.opt, spec.width.opt)
         out_shape = (spec.batch.max, self.num_classes, spec.height.opt, spec.width.opt)
@@ -195,6 +189,24 @@ class TensorRTBackend(Backend):
         self._buffers.append(self._h_in)
         self._h_out = cuda.PinnedHostBuffer(out_shape, np.float32)
         self._buffers.append(self._h_out)
+
+    def _model_io(self) -> ModelIO:
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        trt = self._module()
+        shapes = {n: tuple(int(d) for d in self.engine.get_tensor_shape(n)) for n in names}
+        return ModelIO(
+            str(self.engine_path),
+            {
+                n: s
+                for n, s in shapes.items()
+                if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+            },
+            {
+                n: s
+                for n, s in shapes.items()
+                if self.engine.get_tensor_mode(n) != trt.TensorIOMode.INPUT
+            },
+        )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         from medseg.runtime import cuda

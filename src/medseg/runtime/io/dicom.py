@@ -155,6 +155,14 @@ def _check_image(ds: Any, path: Path) -> None:
             "export the series as single-frame files (one file per slice)",
         )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        size = path.stat().st_size
+        if len(ds) == 0 or ("Rows" not in ds and "SOPClassUID" not in ds and size < 2048):
+            raise _fail(
+                path,
+                f"truncated: only {size} bytes, ending inside the header (no image attributes "
+                "after the file meta information)",
+                "copy the series again from the scanner or PACS",
+            )
         if "Rows" in ds and "Columns" in ds and _ends_early(ds, path):
             raise _fail(
                 path,
@@ -232,12 +240,43 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
             f"pixel data of shape {pixels.shape}, not one (Rows, Columns) frame",
             "pass single-frame grayscale files",
         )
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _rescale(ds, path)
     values = pixels.astype(np.float32)
     if slope != 1.0 or intercept != 0.0:
         values = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
     return np.ascontiguousarray(values.T)  # (Rows, Columns) -> (X = column, Y = row)
+
+
+def _rescale(ds: Any, path: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 when absent).
+
+    A slope of 0 maps every pixel to the intercept (a blank image); it and non-numbers are
+    refused rather than replaced.
+    """
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = ds.get(keyword)
+        if raw is None or raw == "":
+            values.append(default)
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value):
+            raise _fail(
+                path,
+                f"{keyword} {_short(str(raw), 40)!r} is not a finite number",
+                f"{keyword} must be a finite number",
+            )
+        if keyword == "RescaleSlope" and value == 0.0:
+            raise _fail(
+                path,
+                "RescaleSlope 0 maps every pixel to one value (a blank image)",
+                "RescaleSlope must be non-zero (1 when the pixels are stored unscaled)",
+            )
+        values.append(value)
+    return values[0], values[1]
 
 
 def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray | None:
@@ -254,6 +293,12 @@ def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray | None:
             path,
             f"invalid {keyword} {_short(str(value), 80)!s}",
             f"{keyword} must hold {count} finite numbers",
+        )
+    if keyword == "PixelSpacing" and not np.all(out > 0):
+        raise _fail(
+            path,
+            f"PixelSpacing {out.tolist()} mm is not positive",
+            "PixelSpacing must hold two positive sizes in mm (row, column spacing)",
         )
     return out
 

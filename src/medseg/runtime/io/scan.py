@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import check_parent_exists
-from medseg.data.nifti import is_nifti_path, load_nifti, save_nifti
+from medseg.data.nifti import constant_volume_problem, is_nifti_path, load_nifti, save_nifti
 from medseg.errors import ConfigError, DatasetError
 from medseg.options import check_not_an_input
 
@@ -80,6 +80,8 @@ def load_scan(inputs: Sequence[str | Path]) -> Scan:
     from medseg.runtime.io.dicom import read_dicom_series
 
     series = read_dicom_series(paths[0])
+    _refuse_constant(series.data, paths[0])
+    _refuse_spacing(series.spacing, paths[0])
     return Scan(
         image=series.data[None].astype(np.float32, copy=False),
         affine=series.affine,
@@ -93,6 +95,25 @@ def load_scan(inputs: Sequence[str | Path]) -> Scan:
     )
 
 
+def _refuse_constant(data: np.ndarray, path: Path) -> None:
+    problem = constant_volume_problem(data)
+    if problem is not None:
+        raise DatasetError(f"{path}: {problem}")
+
+
+def _refuse_spacing(spacing: tuple[float, float, float], path: Path) -> None:
+    """A voxel size above :data:`MAX_SPACING_MM` is refused here, naming the file (the
+    resampler would refuse it later without knowing which file it came from)."""
+    from medseg.data.preprocessing import MAX_SPACING_MM
+
+    if not all(np.isfinite(s) and 0.0 < s <= MAX_SPACING_MM for s in spacing):
+        shown = tuple(round(float(s), 4) for s in spacing)
+        raise DatasetError(
+            f"{path}: voxel spacing {shown} mm; accepted: finite sizes above 0 and at most "
+            f"{MAX_SPACING_MM:g} mm per axis (a header in cm or m? check the export)"
+        )
+
+
 def _load_nifti_channels(paths: list[Path]) -> Scan:
     first = load_nifti(paths[0])
     channels = [first.data]
@@ -104,6 +125,9 @@ def _load_nifti_channels(paths: list[Path]) -> Scan:
                 "the channels of one scan must share their grid"
             )
         channels.append(other.data)
+    for path, channel in zip(paths, channels, strict=True):
+        _refuse_constant(channel, path)
+    _refuse_spacing(first.spacing, paths[0])
     image = np.stack([np.asarray(c, dtype=np.float32) for c in channels])
     source = str(paths[0]) if len(paths) == 1 else ", ".join(map(str, paths))
     return Scan(
