@@ -23,6 +23,7 @@ from medseg.demo.data_steps import (
     multi_otsu_thresholds,
     prepare_data,
 )
+from medseg.outputs import write_marker
 
 __all__ = [
     "DEMO_MODEL_DIR",
@@ -62,6 +63,7 @@ def run_demo(
 
     check_parent_exists(out_dir)
     out_dir.mkdir(exist_ok=True)
+    write_marker(out_dir, "demo", "medseg demo")
     steps: list[DemoStep] = []
 
     def done(step: DemoStep) -> None:
