@@ -70,7 +70,10 @@ def build(
     with handle_errors(debug):
         guard_outputs(  # engines go into the bundle; the timing cache is read and updated
             [
-                Output("BUNDLE", bundle / "engines", "engines", "update"),
+                # a BUNDLE that is no folder: build_engines says "not a bundle"
+                Output(
+                    "BUNDLE", bundle / "engines" if bundle.is_dir() else None, "engines", "update"
+                ),
                 Output("--timing-cache", timing_cache, "cache", "update"),
             ],
             [Input("BUNDLE", p) for p in (bundle / "medseg.json", *sorted(bundle.glob("*.onnx")))],

@@ -313,3 +313,40 @@ def test_update_mode_writes_only_into_its_own_kind(tmp_path: Path) -> None:
         guard([Output("--report", report, "bench-report", "update")])
     (report / MARKER_NAME).write_text(json.dumps({"kind": "bench-report"}))
     assert guard([Output("--report", report, "bench-report", "update")]) == []
+
+
+def test_a_rerun_replaces_an_interrupted_run_and_resume_says_why(tmp_path: Path) -> None:
+    """Issue 22 item 26: a run stopped before its first checkpoint blocks nothing."""
+    from medseg.train.loop import check_run_dir
+
+    dataset = tmp_path / "ds"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"arch": "unet"}}))
+    (run / "plans.json").write_text("{}")
+    check_run_dir(run, dataset, resume=False, force=False)  # no --force needed
+    with pytest.raises(ConfigError, match="interrupted before its first checkpoint; run again"):
+        check_run_dir(run, dataset, resume=True, force=False)
+
+
+def test_scratch_tempdir_keeps_library_temporary_files_inside_the_output(tmp_path: Path) -> None:
+    """Issue 22 item 25: modelopt's mkstemp files go with the bundle's temporary folder."""
+    import os
+    import tempfile
+
+    from medseg.atomic import atomic_dir
+
+    system_tmp = tempfile.gettempdir()
+    out = tmp_path / "bundle"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, scratch=True) as tmp:
+        fd, name = tempfile.mkstemp(suffix=".onnx")  # as modelopt's INT8 step does
+        os.close(fd)
+        assert Path(name).parent == tmp / ".scratch"
+        assert os.environ["TMPDIR"] == str(tmp / ".scratch")
+        raise KeyboardInterrupt
+    assert not Path(name).exists() and list(tmp_path.iterdir()) == []
+    assert tempfile.gettempdir() == system_tmp
+    with atomic_dir(out, scratch=True) as tmp:
+        (tmp / "model.onnx").write_bytes(b"onnx")
+        os.close(tempfile.mkstemp()[0])  # left behind by a library: goes with the scratch
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
