@@ -26,6 +26,7 @@ __all__ = [
     "check_output_dir",
     "check_parent_exists",
     "reraise_interrupt",
+    "scratch_tempdir",
     "sigterm_as_interrupt",
 ]
 
@@ -99,17 +100,48 @@ def check_output_dir(path: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def scratch_tempdir(folder: Path) -> Iterator[Path]:
+    """Within the block, Python's temporary files go to ``folder/.scratch`` (then removed).
+
+    Libraries that make temporary files with :func:`tempfile.mkstemp` and remove them only on
+    success (modelopt's INT8 quantisation writes ``/tmp/tmpXXXXXXXX.onnx``) leave them behind
+    on Ctrl-C or SIGTERM; pointed into an output's temporary folder, they go with it.
+    ``tempfile.tempdir`` and ``TMPDIR`` (for child processes) are restored on exit.
+    """
+    scratch = Path(folder) / ".scratch"
+    scratch.mkdir(exist_ok=True)
+    previous, previous_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(scratch)
+    os.environ["TMPDIR"] = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = previous
+        if previous_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous_env
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, scratch: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path``, on error it is removed.
 
-    An existing ``path`` stays untouched until the new folder is complete.
+    An existing ``path`` stays untouched until the new folder is complete. With ``scratch``,
+    Python's temporary files of the block go inside it (:func:`scratch_tempdir`), so an
+    interrupt leaves none behind in ``/tmp``.
     """
     path = Path(path)
     check_parent_exists(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     try:
-        yield tmp
+        if scratch:
+            with scratch_tempdir(tmp):
+                yield tmp
+        else:
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

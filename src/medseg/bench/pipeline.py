@@ -19,6 +19,7 @@ from medseg.bench.report import write_report
 from medseg.bench.results import BenchResults, GateResult, VariantResult
 from medseg.bench.runner import BenchOptions, run_bench
 from medseg.errors import ConfigError
+from medseg.outputs import write_marker
 
 __all__ = ["BenchRun", "bench_pipeline", "check_bench_outputs"]
 
@@ -156,6 +157,7 @@ def bench_pipeline(
         warnings = gate_warnings(results, spec, base)
         if report is not None:  # the folder appears only once the run has worked
             report.mkdir(exist_ok=True)
+            write_marker(report, "bench-report", "medseg bench")
             for png in Path(overlays).glob("*.png"):
                 shutil.copyfile(png, report / png.name)
             write_report(results, report)

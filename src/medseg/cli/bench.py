@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, err_console, guard_outputs, handle_errors
 from medseg.errors import ConfigError, GateFailedError
+from medseg.outputs import Input, Output
 
 __all__ = ["bench", "split_list"]
 
@@ -99,6 +100,19 @@ def bench(
         medseg bench bundle --data ds --max-dice-drop int8=1.0 --max-p95-ms tensorrt.int8=5
     """
     with handle_errors(debug):
+        writes_baseline = baseline if update_baseline else None
+        guard_outputs(
+            [
+                Output("--report", report, "bench-report", "update"),
+                Output("--baseline", writes_baseline, "json", "update"),
+            ],
+            [
+                Input("BUNDLE", bundle),
+                Input("--data", data),
+                Input("--gate", gate),
+                Input("--baseline", None if update_baseline else baseline),
+            ],
+        )
         from medseg.bench.gates import GateSpec, parse_flag_pairs
         from medseg.bench.pipeline import bench_pipeline, check_bench_outputs
         from medseg.bench.runner import BenchOptions

@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from medseg.cli.common import DEBUG_OPTION, console, format_size, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, format_size, guard_outputs, handle_errors
 from medseg.cli.events import rendered_events
+from medseg.outputs import Input, Output
 
 __all__ = ["build"]
 
@@ -67,6 +68,16 @@ def build(
         medseg build bundles/af --runtime tensorrt-rtx --compute-capability 86,89,120
     """
     with handle_errors(debug):
+        guard_outputs(  # engines go into the bundle; the timing cache is read and updated
+            [
+                # a BUNDLE that is no folder: build_engines says "not a bundle"
+                Output(
+                    "BUNDLE", bundle / "engines" if bundle.is_dir() else None, "engines", "update"
+                ),
+                Output("--timing-cache", timing_cache, "cache", "update"),
+            ],
+            [Input("BUNDLE", p) for p in (bundle / "medseg.json", *sorted(bundle.glob("*.onnx")))],
+        )
         from medseg.build import BuildOptions, build_engines, parse_size
         from medseg.runtime.engines_rtx import parse_capabilities
 

@@ -13,12 +13,14 @@ from rich.markup import escape
 
 from medseg.atomic import Terminated, sigterm_as_interrupt
 from medseg.errors import MedsegError
+from medseg.outputs import Input, Output, guard
 
 __all__ = [
     "DEBUG_OPTION",
     "console",
     "err_console",
     "format_size",
+    "guard_outputs",
     "handle_errors",
     "report_written",
 ]
@@ -55,6 +57,17 @@ def handle_errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+def guard_outputs(
+    outputs: list[Output | None], inputs: list[Input | None], force: bool = False
+) -> None:
+    """Run the output guard (:func:`medseg.outputs.guard`) and print what will be replaced.
+
+    Every command calls this first, with all of its outputs and inputs.
+    """
+    for note in guard(outputs, inputs, force=force):
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def format_size(num_bytes: int) -> str:

@@ -9,7 +9,14 @@ from pathlib import Path
 import typer
 
 from medseg.atomic import atomic_file
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors, report_written
+from medseg.cli.common import (
+    DEBUG_OPTION,
+    console,
+    guard_outputs,
+    handle_errors,
+    report_written,
+)
+from medseg.outputs import Input, Output
 
 __all__ = ["app"]
 
@@ -27,6 +34,7 @@ def check(
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the summary as JSON to this file."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Validate a dataset folder and print its summary.
@@ -41,6 +49,7 @@ def check(
         medseg data check /tmp/mni --json /tmp/mni-summary.json
     """
     with handle_errors(debug):
+        guard_outputs([Output("--json", json_out, "json")], [Input("DATASET", dataset)], force)
         from medseg.cli.tables import dataset_report
         from medseg.data.check import check_dataset
 
@@ -76,6 +85,9 @@ def mni152(
         medseg data mni152 /tmp/mni --force --preview /tmp/mni.png
     """
     with handle_errors(debug):
+        guard_outputs(
+            [Output("OUT_DIR", out_dir, "dataset"), Output("--preview", preview, "png")], [], force
+        )
         from medseg.data.mni152 import write_mni152
 
         started = time.perf_counter()
@@ -108,6 +120,7 @@ def mni152_cohort(
         medseg data mni152-cohort /tmp/cohort --cases 40 --seed 3 --force
     """
     with handle_errors(debug):
+        guard_outputs([Output("OUT_DIR", out_dir, "dataset")], [], force)
         from medseg.data.mni152_cohort import write_mni152_cohort
 
         started = time.perf_counter()
@@ -127,6 +140,7 @@ def preview_cmd(
     dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net raw layout)."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
     case: str | None = typer.Option(None, "--case", help="Case id (default: the first one)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out PNG."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Save a PNG of one case's labels over its first channel (three orthogonal planes).
@@ -136,6 +150,7 @@ def preview_cmd(
         medseg data preview /data/Dataset001_Brain --case BRAIN_007 --out brain7.png
     """
     with handle_errors(debug):
+        guard_outputs([Output("--out", out, "png")], [Input("DATASET", dataset)], force)
         _preview(dataset, case, out)
 
 

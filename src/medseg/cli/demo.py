@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
 from medseg.errors import ConfigError
+from medseg.outputs import Input, Output
 
 __all__ = ["demo"]
 
@@ -39,6 +40,7 @@ def demo(
         medseg demo --train --epochs 10
     """
     with handle_errors(debug):
+        guard_outputs([Output("--out", out, "demo", "update")], [Input("--model", model)])
         from medseg.demo import DemoStep, run_demo
 
         def log(step: DemoStep) -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, format_size, handle_errors, report_written
+from medseg.cli.common import (
+    DEBUG_OPTION,
+    console,
+    format_size,
+    guard_outputs,
+    handle_errors,
+    report_written,
+)
+from medseg.outputs import Input, Output
 
 __all__ = ["export_triton"]
 
@@ -50,6 +58,7 @@ def export_triton(
         medseg export-triton bundle --out model_repository --max-queue-delay-us 500
     """
     with handle_errors(debug):
+        guard_outputs([Output("--out", out, "triton-repository")], [Input("BUNDLE", bundle)], force)
         from medseg.deploy import export_triton as write_repository
         from medseg.deploy.triton_readme import serve_commands
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
 from medseg.cli.events import rendered_events
 from medseg.errors import ConfigError
+from medseg.outputs import Input, Output
 
 __all__ = ["export", "parse_batch"]
 
@@ -76,6 +77,15 @@ def export(
         medseg-export runs/af --out b/af --fp16 --int8 --calib-data /data/Ds001 --check-tensorrt
     """
     with handle_errors(debug):
+        guard_outputs(
+            [Output("--out", out, "bundle")],
+            [
+                Input("CHECKPOINT", checkpoint),
+                Input("--calib-data", calib_data),
+                Input("--data", data),
+            ],
+            force,
+        )
         if (checkpoint / "nnunet.json").is_file():  # a run of `medseg import nnunet`
             _refuse_unused(
                 checkpoint,

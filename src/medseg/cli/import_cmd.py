@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors, report_written
+from medseg.cli.common import (
+    DEBUG_OPTION,
+    console,
+    guard_outputs,
+    handle_errors,
+    report_written,
+)
+from medseg.outputs import Input, Output
 
 __all__ = ["app", "nnunet"]
 
@@ -45,6 +52,7 @@ def nnunet(
             --checkpoint checkpoint_best.pth
     """
     with handle_errors(debug):
+        guard_outputs([Output("--out", out, "run")], [Input("RESULT_FOLDER", result_folder)], force)
         from medseg.importers.nnunet import import_nnunet, parse_folds
 
         started = time.perf_counter()

@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.cli.common import DEBUG_OPTION, console, err_console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, err_console, guard_outputs, handle_errors
 from medseg.errors import ConfigError
+from medseg.outputs import Input, Output
 
 __all__ = ["infer"]
 
@@ -84,6 +85,11 @@ def infer(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
+        guard_outputs(
+            _outputs(out, inputs, probabilities, dicom_seg),
+            _inputs(bundle, inputs, reference),
+            force,
+        )
         from medseg.data.nnunet_recipe import NnunetRecipe
         from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
@@ -201,6 +207,37 @@ def infer(
         for path in written:
             console.print(f"[green]✓[/] wrote [bold]{path}[/]", highlight=False)
         console.print(f"done in {time.perf_counter() - started:.1f} s", highlight=False)
+
+
+def _outputs(
+    out: Path, inputs: list[Path], probabilities: bool, dicom_seg: Path | None
+) -> list[Output | None]:
+    """The files infer writes, as :func:`medseg.runtime.plan_outputs` names them."""
+    name = out.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else out.stem
+    dicom = len(inputs) == 1 and not inputs[0].name.lower().endswith((".nii", ".nii.gz"))
+    seg = (
+        dicom_seg
+        if dicom_seg is not None
+        else (out.with_name(f"{stem}.seg.dcm") if dicom else None)
+    )
+    return [
+        Output("--out", out, "nifti"),
+        Output(
+            "--probabilities",
+            out.with_name(f"{stem}_probabilities.nii.gz") if probabilities else None,
+            "nifti",
+        ),
+        Output("--dicom-seg", seg, "dicom"),
+    ]
+
+
+def _inputs(bundle: Path, inputs: list[Path], reference: Path | None) -> list[Input | None]:
+    return [
+        Input("BUNDLE", bundle),
+        *(Input("INPUTS", p) for p in inputs),
+        Input("--reference", reference),
+    ]
 
 
 def _load_reference(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -10,9 +10,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from medseg.atomic import atomic_file
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors, report_written
+from medseg.cli.common import (
+    DEBUG_OPTION,
+    console,
+    guard_outputs,
+    handle_errors,
+    report_written,
+)
 from medseg.cli.train import parse_size
 from medseg.errors import ConfigError
+from medseg.outputs import Input, Output
 
 if TYPE_CHECKING:
     from medseg.data.plan import Plan
@@ -100,6 +107,7 @@ def plan(
         medseg plan /data/Dataset001 --out plans.json --max-patch 320
     """
     with handle_errors(debug):
+        guard_outputs([Output("--out", out, "json")], [Input("DATASET", dataset)], force)
         from medseg.data.plan import plan_dataset, save_plan
 
         cap = parse_size(max_patch)
@@ -121,6 +129,7 @@ def plan(
 def cv_summary(
     runs: list[Path] = typer.Argument(..., help="Run directories, one per fold."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Per-fold and mean Dice / HD95 per class of cross-validation runs.
@@ -133,6 +142,7 @@ def cv_summary(
         medseg cv-summary runs/fold* --json cv.json
     """
     with handle_errors(debug):
+        guard_outputs([Output("--json", json_out, "json")], [Input("RUNS", r) for r in runs], force)
         from rich.table import Table
 
         from medseg.train.cv import summarise_runs

@@ -12,7 +12,8 @@ from types import FrameType
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
+from medseg.outputs import Input, Output
 
 __all__ = ["serve"]
 
@@ -62,6 +63,7 @@ def serve(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
+        guard_outputs([Output("--log", log, "log", "append")], [Input("PATH", path)])
         from medseg.deploy.server import (
             ServerOptions,
             TritonServer,

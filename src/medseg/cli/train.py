@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
 from medseg.errors import ConfigError
+from medseg.outputs import Input, Output
 
 __all__ = ["parse_size", "train"]
 
@@ -88,6 +89,11 @@ def train(
         medseg train /tmp/mni --out runs/af --epochs 60 --resume
     """
     with handle_errors(debug):
+        guard_outputs(
+            [Output("--out", out, "run", "update" if resume else "replace")],
+            [Input("DATASET", dataset), Input("--plan", plan_file)],
+            force,
+        )
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,

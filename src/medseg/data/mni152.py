@@ -21,6 +21,7 @@ import numpy as np
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.data.nifti import load_nifti, save_nifti
 from medseg.errors import DatasetError, MissingDependencyError
+from medseg.outputs import write_marker
 
 __all__ = ["MNI152_CASE_ID", "MNI152_LABELS", "mni152_source_dir", "mni152_volume", "write_mni152"]
 
@@ -105,4 +106,5 @@ def write_mni152(out_dir: Path, force: bool = False) -> Path:
         save_nifti(tmp / "imagesTr" / f"{MNI152_CASE_ID}_0000.nii.gz", t1, affine)
         save_nifti(tmp / "labelsTr" / f"{MNI152_CASE_ID}.nii.gz", label, affine)
         (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+        write_marker(tmp, "dataset", "medseg data mni152")
     return out_dir

@@ -35,6 +35,7 @@ from medseg.data.nifti import save_nifti
 from medseg.data.orientation import to_orientation
 from medseg.data.plan_fingerprint import reorient_affine
 from medseg.errors import ConfigError
+from medseg.outputs import write_marker
 
 __all__ = ["COHORT_ORIENTATIONS", "CohortCase", "write_mni152_cohort"]
 
@@ -165,6 +166,7 @@ def write_mni152_cohort(
     start = int(np.random.default_rng(seed).integers(len(COHORT_ORIENTATIONS)))
     records: list[CohortCase] = []
     with atomic_dir(out_dir) as tmp:
+        write_marker(tmp, "dataset", "medseg data mni152-cohort")
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for i in range(cases):

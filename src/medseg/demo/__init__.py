@@ -24,6 +24,7 @@ from medseg.demo.data_steps import (
     prepare_data,
 )
 from medseg.errors import ConfigError
+from medseg.outputs import write_marker
 
 __all__ = [
     "DEMO_MODEL_DIR",
@@ -73,6 +74,7 @@ def run_demo(
             "--model <repository>/models/mni152-tissue"
         )
     out_dir.mkdir(exist_ok=True)
+    write_marker(out_dir, "demo", "medseg demo")
     steps: list[DemoStep] = []
 
     def done(step: DemoStep) -> None:

@@ -44,6 +44,7 @@ from medseg.deploy.triton_plans import BundlePlan, find_plans
 from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
 from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
+from medseg.outputs import write_marker
 
 __all__ = [
     "ONNX_PLATFORM",
@@ -300,6 +301,7 @@ def export_triton(
         shutil.copyfile(Path(__file__).with_name("triton_client.py"), tmp / CLIENT_NAME)
         configs = [config for config, _, _ in entries] + ([seg_config] if segment else [])
         (tmp / README_NAME).write_text(render_readme(manifest, bundle, configs))
+        write_marker(tmp, "triton-repository", "medseg export-triton")
     written = [
         TritonModel(
             name=config.name,

@@ -192,7 +192,7 @@ def export_nnunet(
         "folds": {},
     }
     network = build_network(result).eval()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, scratch=True) as tmp:
         for name in ("plans.json", "dataset.json", "dataset_fingerprint.json", IMPORT_FILE):
             (tmp / name).write_bytes((Path(run) / name).read_bytes())
         for fold in result.folds:

@@ -155,7 +155,7 @@ def export_bundle(
             f"validation slices are {data.val.images.shape[2]}x{data.val.images.shape[3]}, outside "
             f"the requested input size {spec.height}x{spec.width}"
         )
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, scratch=True) as tmp:
         on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, parity vs PyTorch..."))
         t = time.perf_counter()
         # spread over the whole validation split, not its first (often empty) slices

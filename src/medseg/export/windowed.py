@@ -193,7 +193,7 @@ def export_windowed(
     # validation runs on CPU backends: the profile's opt batch, as the runtime's default there
     # (runtime.segmenter.default_batch_size; batch 32 held ~11 GB of window activations)
     window_batch = spec.batch.opt
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, scratch=True) as tmp:
         on_event(Event("onnx.fp32", "start", "exporting FP32 ONNX, sliding-window validation..."))
         t = time.perf_counter()
         sample = _sample_windows(cases, recipe)

@@ -28,6 +28,7 @@ from medseg.data.preprocessing import restore_size
 from medseg.data.samples import SliceSet
 from medseg.deps import require
 from medseg.errors import ConfigError
+from medseg.outputs import interrupted_run
 from medseg.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -147,11 +148,17 @@ def _check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) 
         raise ConfigError(f"run directory {run_dir} overlaps the dataset folder {dataset_dir}")
     if resume:
         if not (run_dir / LAST_NAME).is_file():
-            raise ConfigError(f"cannot resume: {run_dir} holds no {LAST_NAME} from an earlier run")
+            why = (
+                "it was interrupted before its first checkpoint; run again without --resume "
+                "to start it over"
+                if interrupted_run(run_dir)
+                else f"it holds no {LAST_NAME} from an earlier run"
+            )
+            raise ConfigError(f"cannot resume {run_dir}: {why}")
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} exists and is a file")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not force and not interrupted_run(run_dir):
         raise ConfigError(
             f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
             "to continue it"

@@ -138,11 +138,19 @@ def test_mni152_refuses_non_empty_dir_then_force_replaces(tmp_path: Path) -> Non
     out.mkdir()
     (out / "old.txt").write_text("x")
     result = runner.invoke(app, ["data", "mni152", str(out)])
-    assert result.exit_code == 2 and "--force" in result.output
+    assert result.exit_code == 2 and "--force would not replace it" in result.output
     assert (out / "old.txt").exists()
+    # --force replaces only a dataset medseg wrote (issue 22): not a folder of the user's
+    result = runner.invoke(app, ["data", "mni152", str(out), "--force"])
+    assert result.exit_code == 2 and "--force replaces only a dataset" in result.output
+    assert (out / "old.txt").exists()
+    (out / "old.txt").unlink()
+    assert runner.invoke(app, ["data", "mni152", str(out)]).exit_code == 0  # empty: new
+    (out / "old.txt").write_text("x")
     preview = tmp_path / "mni.png"
     result = runner.invoke(app, ["data", "mni152", str(out), "--force", "--preview", str(preview)])
     assert result.exit_code == 0, result.output
+    assert "replacing the dataset" in result.output
     assert not (out / "old.txt").exists() and (out / "dataset.json").is_file()
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "medseg data check" in result.output  # prints the next command

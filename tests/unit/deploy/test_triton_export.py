@@ -338,8 +338,17 @@ def test_cli_refuses_a_non_empty_out_without_force(tmp_path: Path) -> None:
     (out / "keep.txt").write_text("mine")
     result = runner.invoke(app, ["export-triton", str(DEMO_BUNDLE), "--out", str(out)])
     assert result.exit_code == 2
-    assert "not empty" in result.output and "--force" in result.output
+    assert "--force would not replace it" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # --force replaces only a repository medseg wrote (issue 22), not the user's folder
+    forced = runner.invoke(app, ["export-triton", str(DEMO_BUNDLE), "--out", str(out), "--force"])
+    assert forced.exit_code == 2 and "--force replaces only a Triton model repository" in (
+        forced.output
+    )
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert runner.invoke(app, ["export-triton", str(DEMO_BUNDLE), "--out", str(out)]).exit_code == 0
+    (out / "keep.txt").write_text("mine")
     forced = runner.invoke(app, ["export-triton", str(DEMO_BUNDLE), "--out", str(out), "--force"])
     assert forced.exit_code == 0, forced.output
     assert not (out / "keep.txt").exists() and (out / "README.md").is_file()
