@@ -158,32 +158,58 @@ def test_medseg_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path: Path
             proc.wait()
 
 
+def _request_ns(server: TritonServer, count: int) -> int:
+    """Total time (ns) the segment model spent on its requests, once ``count`` are done."""
+    import tritonclient.grpc as grpcclient
+
+    assert server.grpc_url is not None
+    client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
+    deadline = time.monotonic() + 300
+    while True:
+        stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+        inference = stats["inference_stats"]
+        done = sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+        if done >= count:
+            return sum(int(inference.get(k, {}).get("ns", 0)) for k in ("success", "fail"))
+        assert time.monotonic() < deadline, f"{count} requests not done: {inference}"
+        time.sleep(0.2)
+
+
 def test_a_request_whose_client_gave_up_is_abandoned_between_batches(
-    server: TritonServer, tmp_path: Path
+    server: TritonServer,
 ) -> None:
     """Issue 22, 27: a gRPC client whose deadline passes cancels its request; the segmenter
-    sees ``request.is_cancelled()`` after its next batch and stops, so the next request does
-    not wait for a volume nobody will read."""
+    sees ``request.is_cancelled()`` after its next batch and stops, instead of computing a
+    whole volume nobody will read (the model instance is free for the next request)."""
     from medseg.data.mni152 import mni152_volume
 
     t1, _, affine = mni152_volume()
-    volume = np.ascontiguousarray(t1[None], dtype=np.float32)  # the whole brain: seconds
+    volume = np.ascontiguousarray(t1[None, :, :, 40:150], dtype=np.float32)  # 110 slices
     assert server.grpc_url is not None
+    before = _request_ns(server, 0)
+    requests = int(_grpc_stats_count(server))
+    with RemoteSegmenter(server.grpc_url, MODEL) as patient:
+        patient.segment(volume, affine)
+    full_ns = _request_ns(server, requests + 1) - before
     with (
         RemoteSegmenter(server.grpc_url, MODEL, timeout_s=0.5) as impatient,
-        pytest.raises(ServerError, match=r"(?i)deadline|timeout|cancel"),
+        pytest.raises(ServerError, match=r"(?i)deadline"),
     ):
         impatient.segment(volume, affine)
-    log = Path(server.log_path)
-    deadline = time.monotonic() + 60
-    while "request cancelled by the client" not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no cancellation in the server log: {log}"
-        time.sleep(0.2)
-    line = next(
-        x for x in log.read_text(errors="replace").splitlines() if "cancelled by the client" in x
-    )
-    done, total = (int(v) for v in line.split("after ")[1].split(" slices")[0].split(" of "))
-    assert done < total, line  # stopped part-way, not after the whole volume
-    block = np.ascontiguousarray(volume[:, :, :, 88:91])
+    cancelled_ns = _request_ns(server, requests + 2) - before - full_ns
+    # stopped within a batch or two of the 0.5 s deadline, not after the whole volume
+    assert cancelled_ns < full_ns / 3, (cancelled_ns / 1e9, full_ns / 1e9)
     with RemoteSegmenter(server.grpc_url, MODEL) as patient:
+        block = np.ascontiguousarray(volume[:, :, :, :3])
         assert patient.segment(block, affine).shape == block.shape[1:]
+
+
+def _grpc_stats_count(server: TritonServer) -> int:
+    import tritonclient.grpc as grpcclient
+
+    assert server.grpc_url is not None
+    client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
+    inference = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0][
+        "inference_stats"
+    ]
+    return sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
