@@ -158,58 +158,27 @@ def test_medseg_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path: Path
             proc.wait()
 
 
-def _request_ns(server: TritonServer, count: int) -> int:
-    """Total time (ns) the segment model spent on its requests, once ``count`` are done."""
-    import tritonclient.grpc as grpcclient
-
-    assert server.grpc_url is not None
-    client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
-    deadline = time.monotonic() + 300
-    while True:
-        stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
-        inference = stats["inference_stats"]
-        done = sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
-        if done >= count:
-            return sum(int(inference.get(k, {}).get("ns", 0)) for k in ("success", "fail"))
-        assert time.monotonic() < deadline, f"{count} requests not done: {inference}"
-        time.sleep(0.2)
-
-
-def test_a_request_whose_client_gave_up_is_abandoned_between_batches(
-    server: TritonServer,
-) -> None:
+def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> None:
     """Issue 22, 27: a gRPC client whose deadline passes cancels its request; the segmenter
-    sees ``request.is_cancelled()`` after its next batch and stops, instead of computing a
-    whole volume nobody will read (the model instance is free for the next request)."""
+    checks ``request.is_cancelled()`` before it starts and after every batch and stops, so the
+    next request does not wait for a volume nobody will read (one model instance here)."""
     from medseg.data.mni152 import mni152_volume
 
     t1, _, affine = mni152_volume()
-    volume = np.ascontiguousarray(t1[None, :, :, 40:150], dtype=np.float32)  # 110 slices
+    volume = np.ascontiguousarray(t1[None, :, :, 50:130], dtype=np.float32)  # 80 slices
+    block = np.ascontiguousarray(volume[:, :, :, :2])
     assert server.grpc_url is not None
-    before = _request_ns(server, 0)
-    requests = int(_grpc_stats_count(server))
     with RemoteSegmenter(server.grpc_url, MODEL) as patient:
+        started = time.perf_counter()
         patient.segment(volume, affine)
-    full_ns = _request_ns(server, requests + 1) - before
-    with (
-        RemoteSegmenter(server.grpc_url, MODEL, timeout_s=0.5) as impatient,
-        pytest.raises(ServerError, match=r"(?i)deadline"),
-    ):
-        impatient.segment(volume, affine)
-    cancelled_ns = _request_ns(server, requests + 2) - before - full_ns
-    # stopped within a batch or two of the 0.5 s deadline, not after the whole volume
-    assert cancelled_ns < full_ns / 3, (cancelled_ns / 1e9, full_ns / 1e9)
-    with RemoteSegmenter(server.grpc_url, MODEL) as patient:
-        block = np.ascontiguousarray(volume[:, :, :, :3])
+        full_s = time.perf_counter() - started
+        with (
+            RemoteSegmenter(server.grpc_url, MODEL, timeout_s=0.5) as impatient,
+            pytest.raises(ServerError, match=r"(?i)deadline"),
+        ):
+            impatient.segment(volume, affine)
+        started = time.perf_counter()
         assert patient.segment(block, affine).shape == block.shape[1:]
-
-
-def _grpc_stats_count(server: TritonServer) -> int:
-    import tritonclient.grpc as grpcclient
-
-    assert server.grpc_url is not None
-    client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
-    inference = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0][
-        "inference_stats"
-    ]
-    return sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+        next_s = time.perf_counter() - started
+    # without cancellation the block waits for the abandoned volume (about full_s)
+    assert next_s < full_s / 3, (next_s, full_s)
