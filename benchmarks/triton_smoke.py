@@ -237,15 +237,20 @@ def abandoned_request_cancelled(
         except ServerError:
             gave_up = True
     _check(gave_up, "a client with a 0.5 s deadline on the whole brain gets an error", results)
+    # Counted with its time once the model returns it; a request whose deadline passed
+    # before it reached the model is never counted. Running to the end, it would be counted
+    # within about the whole brain's time.
+    full = float(results.get("brain_grpc_s", 30.0))
     t0 = time.perf_counter()
-    while _model_requests(grpc_url, model)[0] <= count and time.perf_counter() - t0 < 120:
+    while _model_requests(grpc_url, model)[0] <= count and time.perf_counter() - t0 < 2 * full:
         time.sleep(0.2)
-    seconds = (_model_requests(grpc_url, model)[1] - spent) / 1e9
+    done, ns = _model_requests(grpc_url, model)
+    seconds = (ns - spent) / 1e9 if done > count else 0.0
     results["cancelled_request_s"] = round(seconds, 2)
-    full = float(results.get("brain_grpc_s", 0.0))
     _check(
-        0 < seconds < max(full / 3, 1.0),
-        f"the abandoned request stopped after {seconds:.2f} s (the whole brain: {full:.1f} s)",
+        seconds < max(full / 3, 1.0),
+        f"the abandoned request stopped after {seconds:.2f} s in the model (the whole brain: "
+        f"{full:.1f} s with medseg infer --server)",
         results,
     )
 
