@@ -32,7 +32,9 @@ class Case:
 CASES: list[Case] = []
 
 
-def _add(prefix: str, base: tuple[str, ...], variants: dict[str, tuple[str, ...]], slow: bool = False) -> None:  # fmt: skip
+def _add(
+    prefix: str, base: tuple[str, ...], variants: dict[str, tuple[str, ...]], slow: bool = False
+) -> None:
     for name, extra in variants.items():
         CASES.append(Case(f"{prefix}-{name}", (*base, *extra), slow))
 
@@ -82,9 +84,16 @@ _add(
 )
 _add("train", _TRAIN, {"plan-missing": ("--plan", "{OUT}/none.json")})
 for _ds in (
-    "DS_file_ending", "DS_num_training", "DS_no_labels", "DS_no_cases", "DS_no_suffix",
-    "DS_orphan_label", "DS_garbage_json", "DS_v1_labels", "DS_dup_labels",
-):  # fmt: skip
+    "DS_file_ending",
+    "DS_num_training",
+    "DS_no_labels",
+    "DS_no_cases",
+    "DS_no_suffix",
+    "DS_orphan_label",
+    "DS_garbage_json",
+    "DS_v1_labels",
+    "DS_dup_labels",
+):
     CASES.append(Case(f"train-{_ds}", ("train", "{" + _ds + "}", "--out", "{OUT}/run")))
 for _ds in ("DS_crc", "DS_constant", "DS_label_9"):
     CASES.append(Case(f"train-{_ds}", ("train", "{" + _ds + "}", "--out", "{OUT}/run"), True))
@@ -133,9 +142,21 @@ _add("build", _BUILD, _values("--precision", ["fp8", "int4", ""]))
 _add("build", _BUILD, _values("--workspace", ["1000TB", "0", "abc", "-1", "1T", "9999GiB"]))
 _add("build", _BUILD, _values("--opt-level", ["9", "-1", "abc"]))
 _add("build", _BUILD, _values("--runtime", ["nope", ""]))
-_add("build", _BUILD, _values("--compute-capability", ["9.9", "abc", "0"], "--runtime", "tensorrt-rtx"))  # fmt: skip
+_add(
+    "build",
+    _BUILD,
+    _values("--compute-capability", ["9.9", "abc", "0"], "--runtime", "tensorrt-rtx"),
+)
 _add("build", _BUILD, _values("--dla-core", ["-1", "abc"]))
-for _b in ("B_garbage_json", "B_no_manifest", "B_dup_classes", "B_schema99", "B_unknown_key", "B_height_str", "FILE"):  # fmt: skip
+for _b in (
+    "B_garbage_json",
+    "B_no_manifest",
+    "B_dup_classes",
+    "B_schema99",
+    "B_unknown_key",
+    "B_height_str",
+    "FILE",
+):
     CASES.append(Case(f"build-{_b}", ("build", "{" + _b + "}")))
 CASES.append(Case("build-missing", ("build", "{OUT}/none")))
 
@@ -181,21 +202,53 @@ CASES += [
     Case("infer-out-folder", ("infer", "{B}", "{S}", "--out", "{OUT}")),
     Case("infer-out-existing", ("infer", "{B}", "{S}", "--out", "{FILE}")),
     Case("infer-missing-input", ("infer", "{B}", "{OUT}/none.nii.gz", "--out", "{OUT}/m.nii.gz")),
-    Case("infer-two-shapes", ("infer", "{B}", "{S}", "{complex_ok_shape.nii.gz}", "--out", "{OUT}/m.nii.gz")),  # fmt: skip
-    Case("infer-nifti-and-dicom", ("infer", "{B}", "{S}", "{dcm_slope0}", "--out", "{OUT}/m.nii.gz")),  # fmt: skip
+    Case(
+        "infer-two-shapes",
+        ("infer", "{B}", "{S}", "{complex_ok_shape.nii.gz}", "--out", "{OUT}/m.nii.gz"),
+    ),
+    Case(
+        "infer-nifti-and-dicom", ("infer", "{B}", "{S}", "{dcm_slope0}", "--out", "{OUT}/m.nii.gz")
+    ),
     Case("infer-bundle-missing", ("infer", "{OUT}/none", "{S}", "--out", "{OUT}/m.nii.gz")),
 ]
 for _scan in (
-    "crc.nii.gz", "huge.nii", "short.nii", "short.nii.gz", "empty_dim.nii.gz", "zero.nii.gz",
-    "constant.nii.gz", "four_d.nii.gz", "spacing100.nii.gz", "text.nii.gz", "empty.nii.gz",
-    "truncated.nii.gz", "scan.png", "dcm_slope0", "dcm_pixel_spacing0", "dcm_empty",
-    "dcm_cut200", "dcm_text", "FILE",
-):  # fmt: skip
+    "crc.nii.gz",
+    "huge.nii",
+    "short.nii",
+    "short.nii.gz",
+    "empty_dim.nii.gz",
+    "zero.nii.gz",
+    "constant.nii.gz",
+    "four_d.nii.gz",
+    "spacing100.nii.gz",
+    "text.nii.gz",
+    "empty.nii.gz",
+    "truncated.nii.gz",
+    "scan.png",
+    "dcm_slope0",
+    "dcm_pixel_spacing0",
+    "dcm_empty",
+    "dcm_cut200",
+    "dcm_text",
+    "FILE",
+):
     CASES.append(
         Case(f"infer-scan-{_scan}", ("infer", "{B}", "{" + _scan + "}", "--out", "{OUT}/m.nii.gz"))
     )
-for _b in ("B_garbage_json", "B_no_manifest", "B_dup_classes", "B_schema99", "B_unknown_key", "B_height_str", "B_no_onnx", "B_tampered", "FILE"):  # fmt: skip
-    CASES.append(Case(f"infer-bundle-{_b}", ("infer", "{" + _b + "}", "{S}", "--out", "{OUT}/m.nii.gz")))  # fmt: skip
+for _b in (
+    "B_garbage_json",
+    "B_no_manifest",
+    "B_dup_classes",
+    "B_schema99",
+    "B_unknown_key",
+    "B_height_str",
+    "B_no_onnx",
+    "B_tampered",
+    "FILE",
+):
+    CASES.append(
+        Case(f"infer-bundle-{_b}", ("infer", "{" + _b + "}", "{S}", "--out", "{OUT}/m.nii.gz"))
+    )
 for _b in ("B_channels2", "B_classes2", "B_input_name"):
     for _backend in ("onnxruntime", "openvino"):
         CASES.append(
@@ -248,24 +301,42 @@ _add("export-triton", _TRITON, _values("--max-queue-delay-us", ["-1", "abc"]))
 _add("export-triton", _TRITON, _values("--segment-precision", ["fp8", ""]))
 _add("export-triton", _TRITON, _values("--max-voxels", ["0", "-1", "abc"]))
 for _b in ("B_garbage_json", "B_no_manifest", "B_dup_classes", "B_no_onnx", "FILE", "DS"):
-    CASES.append(Case(f"export-triton-{_b}", ("export-triton", "{" + _b + "}", "--out", "{OUT}/repo")))  # fmt: skip
+    CASES.append(
+        Case(f"export-triton-{_b}", ("export-triton", "{" + _b + "}", "--out", "{OUT}/repo"))
+    )
 
 # -- plan -------------------------------------------------------------------------------------
 _PLAN = ("plan", "{DS}", "--out", "{OUT}/plans.json")
 _add("plan", _PLAN, _values("--max-patch", ["0", "abc", "17", "-32"]))
 for _ds in (
-    "DS_file_ending", "DS_num_training", "DS_no_labels", "DS_no_cases", "DS_no_suffix",
-    "DS_orphan_label", "DS_garbage_json", "DS_v1_labels", "DS_dup_labels", "DS_crc",
-    "DS_constant", "DS_label_9", "FILE",
-):  # fmt: skip
+    "DS_file_ending",
+    "DS_num_training",
+    "DS_no_labels",
+    "DS_no_cases",
+    "DS_no_suffix",
+    "DS_orphan_label",
+    "DS_garbage_json",
+    "DS_v1_labels",
+    "DS_dup_labels",
+    "DS_crc",
+    "DS_constant",
+    "DS_label_9",
+    "FILE",
+):
     CASES.append(Case(f"plan-{_ds}", ("plan", "{" + _ds + "}", "--out", "{OUT}/plans.json")))
 CASES.append(Case("plan-missing", ("plan", "{OUT}/none", "--out", "{OUT}/plans.json")))
 
 # -- cv-summary -------------------------------------------------------------------------------
 for _cv in (
-    "cv_fold_one", "cv_fold_7_of_3", "cv_dice_7_5", "cv_dice_nan", "cv_folds_1",
-    "cv_not_object", "cv_no_cases", "cv_garbage",
-):  # fmt: skip
+    "cv_fold_one",
+    "cv_fold_7_of_3",
+    "cv_dice_7_5",
+    "cv_dice_nan",
+    "cv_folds_1",
+    "cv_not_object",
+    "cv_no_cases",
+    "cv_garbage",
+):
     CASES.append(Case(f"cv-summary-{_cv}", ("cv-summary", "{" + _cv + "}")))
 CASES += [
     Case("cv-summary-case-twice", ("cv-summary", "{cv_case_twice_a}", "{cv_case_twice_b}")),
@@ -294,10 +365,20 @@ CASES += [
 
 # -- data check / mni152 / mni152-cohort / preview --------------------------------------------
 for _ds in (
-    "DS_file_ending", "DS_num_training", "DS_no_labels", "DS_no_cases", "DS_no_suffix",
-    "DS_orphan_label", "DS_garbage_json", "DS_v1_labels", "DS_dup_labels", "DS_crc",
-    "DS_constant", "DS_label_9", "FILE",
-):  # fmt: skip
+    "DS_file_ending",
+    "DS_num_training",
+    "DS_no_labels",
+    "DS_no_cases",
+    "DS_no_suffix",
+    "DS_orphan_label",
+    "DS_garbage_json",
+    "DS_v1_labels",
+    "DS_dup_labels",
+    "DS_crc",
+    "DS_constant",
+    "DS_label_9",
+    "FILE",
+):
     CASES.append(Case(f"data-check-{_ds}", ("data", "check", "{" + _ds + "}")))
 CASES += [
     Case("data-check-missing", ("data", "check", "{OUT}/none")),
@@ -310,17 +391,34 @@ _add("data-cohort", _COHORT, _values("--cases", ["0", "501", "-1", "abc"]))
 _add("data-cohort", _COHORT, _values("--seed", ["-1", "4294967296", "abc"]))
 _PREVIEW = ("data", "preview", "{DS}", "--out", "{OUT}/p.png")
 _add("data-preview", _PREVIEW, _values("--case", ["nope", ""]))
-for _ds in ("DS_garbage_json", "DS_no_labels", "DS_no_cases", "DS_crc", "FILE"):
-    CASES.append(Case(f"data-preview-{_ds}", ("data", "preview", "{" + _ds + "}", "--out", "{OUT}/p.png")))  # fmt: skip
+for _ds in ("DS_garbage_json", "DS_no_labels", "DS_no_cases", "FILE"):
+    CASES.append(
+        Case(f"data-preview-{_ds}", ("data", "preview", "{" + _ds + "}", "--out", "{OUT}/p.png"))
+    )
+CASES.append(
+    Case(
+        "data-preview-DS_crc",
+        ("data", "preview", "{DS_crc}", "--case", "toy_001", "--out", "{OUT}/p.png"),
+    )
+)
 
 # -- import nnunet ----------------------------------------------------------------------------
 for _r in ("R_not_torch", "R_no_checkpoint", "R_no_labels", "R_empty", "FILE", "DS"):
     CASES.append(Case(f"import-{_r}", ("import", "nnunet", "{" + _r + "}", "--out", "{OUT}/r")))
 CASES += [
     Case("import-missing", ("import", "nnunet", "{OUT}/none", "--out", "{OUT}/r")),
-    Case("import-folds-abc", ("import", "nnunet", "{R_not_torch}", "--out", "{OUT}/r", "--folds", "abc")),  # fmt: skip
-    Case("import-configuration", ("import", "nnunet", "{R_no_checkpoint}", "--out", "{OUT}/r", "--configuration", "3d_foo")),  # fmt: skip
-    Case("import-checkpoint-name", ("import", "nnunet", "{R_not_torch}", "--out", "{OUT}/r", "--checkpoint", "nope.pth")),  # fmt: skip
+    Case(
+        "import-folds-abc",
+        ("import", "nnunet", "{R_not_torch}", "--out", "{OUT}/r", "--folds", "abc"),
+    ),
+    Case(
+        "import-configuration",
+        ("import", "nnunet", "{R_no_checkpoint}", "--out", "{OUT}/r", "--configuration", "3d_foo"),
+    ),
+    Case(
+        "import-checkpoint-name",
+        ("import", "nnunet", "{R_not_torch}", "--out", "{OUT}/r", "--checkpoint", "nope.pth"),
+    ),
 ]
 
 _ids = [c.id for c in CASES]

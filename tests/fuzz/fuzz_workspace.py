@@ -49,7 +49,7 @@ def _bundle_variants(root: Path) -> dict[str, Path]:
     variant("B_channels2", lambda m: m["input"].update({"channels": 2}))
     variant(
         "B_classes2",
-        lambda m: (m.update({"classes": {"background": 0, "CSF": 1}, "postprocess": None})),
+        lambda m: m.update({"classes": {"background": 0, "CSF": 1}, "postprocess": None}),
     )
     variant("B_input_name", lambda m: m["input"].update({"name": "no_such_input"}))
     variant("B_schema99", lambda m: m.update({"schema_version": 99}))
@@ -162,12 +162,16 @@ def _datasets(root: Path, ds: Path) -> dict[str, Path]:
     variant("DS_garbage_json", lambda f: (f / "dataset.json").write_text("{"))
     variant(
         "DS_no_cases",
-        lambda f: [p.unlink() for p in (*f.glob("imagesTr/*"), *f.glob("labelsTr/*"))]
-        and _edit_json(f / "dataset.json", lambda d: d.update(numTraining=0)),
+        lambda f: (
+            [p.unlink() for p in (*f.glob("imagesTr/*"), *f.glob("labelsTr/*"))]
+            and _edit_json(f / "dataset.json", lambda d: d.update(numTraining=0))
+        ),
     )
     variant(
         "DS_no_suffix",
-        lambda f: (f / "imagesTr" / "toy_000_0000.nii.gz").rename(f / "imagesTr" / "toy_000.nii.gz"),
+        lambda f: (f / "imagesTr" / "toy_000_0000.nii.gz").rename(
+            f / "imagesTr" / "toy_000.nii.gz"
+        ),
     )
     variant(
         "DS_orphan_label",

@@ -182,3 +182,22 @@ def test_the_limits_module_message() -> None:
         check_number(math.nan, "--x", low=0, high=1, low_open=True, high_open=True)
     with pytest.raises(ConfigError, match=r"^--b 0 must be an integer in 1\.\.1024$"):
         check_batch(0, "--b")
+
+
+@pytest.mark.slow  # imports torch and the nnU-Net importer
+def test_nan_weights_in_an_nnunet_checkpoint_are_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from medseg.importers.nnunet import _check_finite
+
+    weights = {"conv.weight": torch.ones(2, 2), "conv.bias": torch.tensor([1.0, math.nan])}
+    where = tmp_path / "fold_0" / "checkpoint_final.pth"
+    _refused(lambda: _check_finite(where, weights), str(where), "conv.bias", "NaN")
+    _check_finite(where, {"conv.weight": torch.ones(2, 2), "steps": torch.tensor([3])})
+
+
+def test_an_nnunet_dataset_json_without_labels_is_named() -> None:
+    from medseg.data.dataset_json import _parse_spec
+
+    raw = {"channel_names": {"0": "CT"}, "numTraining": 2, "file_ending": ".nii.gz"}
+    _, problems = _parse_spec(Path("R"), raw)
+    assert problems and "labels" in problems[0]

@@ -91,8 +91,18 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
             f"{path} is not a readable checkpoint: not a PyTorch file holding only tensors and "
             "plain data (the model.pt that medseg train writes)"
         ) from exc
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (
+        RuntimeError,
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        IndexError,
+        ValueError,
+        KeyError,
+    ) as exc:  # a text or random file fails deep in the unpickler (e.g. "pop from empty list")
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, (IndexError, ValueError, KeyError)):
+            reason = f"not a PyTorch file ({type(exc).__name__} in the unpickler)"
         raise ConfigError(
             f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
         ) from exc

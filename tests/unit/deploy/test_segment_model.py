@@ -191,7 +191,8 @@ def test_cli_infer_server_refuses_local_only_options_and_bad_urls(tmp_path: Path
     scan = tmp_path / "scan.nii.gz"
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), scan)
+    data = np.random.default_rng(0).random((8, 8, 2)).astype(np.float32)  # a blank scan is refused
+    nib.save(nib.Nifti1Image(data, np.eye(4)), scan)
     base = ["infer", str(DEMO_BUNDLE), str(scan), "--out", str(tmp_path / "m.nii.gz")]
     result = runner.invoke(app, [*base, "--server", "http://127.0.0.1:1", "--precision", "int8"])
     assert result.exit_code == 2 and "--precision applies to local inference" in result.output

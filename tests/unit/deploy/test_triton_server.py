@@ -158,32 +158,27 @@ def test_medseg_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path: Path
             proc.wait()
 
 
-def test_a_request_whose_client_gave_up_is_abandoned_between_batches(
-    server: TritonServer, tmp_path: Path
-) -> None:
+def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> None:
     """Issue 22, 27: a gRPC client whose deadline passes cancels its request; the segmenter
-    sees ``request.is_cancelled()`` after its next batch and stops, so the next request does
-    not wait for a volume nobody will read."""
+    checks ``request.is_cancelled()`` before it starts and after every batch and stops, so the
+    next request does not wait for a volume nobody will read (one model instance here)."""
     from medseg.data.mni152 import mni152_volume
 
     t1, _, affine = mni152_volume()
-    volume = np.ascontiguousarray(t1[None], dtype=np.float32)  # the whole brain: seconds
+    volume = np.ascontiguousarray(t1[None, :, :, 50:130], dtype=np.float32)  # 80 slices
+    block = np.ascontiguousarray(volume[:, :, :, :2])
     assert server.grpc_url is not None
-    with (
-        RemoteSegmenter(server.grpc_url, MODEL, timeout_s=0.5) as impatient,
-        pytest.raises(ServerError, match=r"(?i)deadline|timeout|cancel"),
-    ):
-        impatient.segment(volume, affine)
-    log = Path(server.log_path)
-    deadline = time.monotonic() + 60
-    while "request cancelled by the client" not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no cancellation in the server log: {log}"
-        time.sleep(0.2)
-    line = next(
-        x for x in log.read_text(errors="replace").splitlines() if "cancelled by the client" in x
-    )
-    done, total = (int(v) for v in line.split("after ")[1].split(" slices")[0].split(" of "))
-    assert done < total, line  # stopped part-way, not after the whole volume
-    block = np.ascontiguousarray(volume[:, :, :, 88:91])
     with RemoteSegmenter(server.grpc_url, MODEL) as patient:
+        started = time.perf_counter()
+        patient.segment(volume, affine)
+        full_s = time.perf_counter() - started
+        with (
+            RemoteSegmenter(server.grpc_url, MODEL, timeout_s=0.5) as impatient,
+            pytest.raises(ServerError, match=r"(?i)deadline"),
+        ):
+            impatient.segment(volume, affine)
+        started = time.perf_counter()
         assert patient.segment(block, affine).shape == block.shape[1:]
+        next_s = time.perf_counter() - started
+    # without cancellation the block waits for the abandoned volume (about full_s)
+    assert next_s < full_s / 3, (next_s, full_s)

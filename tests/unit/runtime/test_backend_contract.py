@@ -247,7 +247,9 @@ def _mismatched(manifest: Manifest, what: str) -> Manifest:
     if what == "classes":  # cut to 2 classes: the model outputs 3
         kept = dict(list(manifest.classes.items())[:2])
         return dataclasses.replace(manifest, classes=kept, postprocess=None)
-    return dataclasses.replace(manifest, input=dataclasses.replace(manifest.input, name="no_such_input"))
+    return dataclasses.replace(
+        manifest, input=dataclasses.replace(manifest.input, name="no_such_input")
+    )
 
 
 def _backend_for(name: str, bundle: Path, manifest: Manifest, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]

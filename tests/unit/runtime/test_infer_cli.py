@@ -162,7 +162,8 @@ def test_nan_voxels_wrong_channels_and_2d_images(
 
 
 def test_slice_size_outside_the_profile(tiny_bundle: Path, tmp_path: Path) -> None:
-    big = save_nifti(tmp_path / "big.nii.gz", np.ones((80, 48, 4), np.float32), np.eye(4))
+    data = np.random.default_rng(0).random((80, 48, 4)).astype(np.float32)  # not constant
+    big = save_nifti(tmp_path / "big.nii.gz", data, np.eye(4))
     out = tmp_path / "m.nii.gz"
     code, output = _infer(tiny_bundle, big, "--out", out, "--backend", "onnxruntime")
     _assert_refused(code, output, "big.nii.gz", "80x48", "height 32")

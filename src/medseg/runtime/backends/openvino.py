@@ -186,8 +186,8 @@ class OpenVinoBackend(Backend):
         self.request = self.compiled.create_infer_request()
 
     def _model_io(self) -> ModelIO:
-        def ports(items: Any) -> dict[str, tuple[int | None, ...]]:
-            shapes: dict[str, tuple[int | None, ...]] = {}
+        def ports(items: Any) -> dict[str, tuple[int | str | None, ...]]:
+            shapes: dict[str, tuple[int | str | None, ...]] = {}
             for port in items:
                 shape = port.get_partial_shape()
                 dims = (
