@@ -278,6 +278,16 @@ def _check_existing(o: Output, force: bool) -> str | None:
     if not path.exists() and not path.is_symlink():
         return None
     what = "folder" if kind.folder else "file"
+    if not path.exists():
+        raise ConfigError(
+            f"{o.option} {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "remove the link or choose another path"
+        )
+    if not kind.folder and not path.is_dir() and not path.is_file() and o.mode != "append":
+        raise ConfigError(
+            f"{o.option} {path} is not a regular file (a device, pipe or socket); expected a "
+            f"{kind.name} path"
+        )
     if kind.folder and not path.is_dir():
         raise ConfigError(f"{o.option} {path} exists and is not a folder; expected a {kind.name}")
     if not kind.folder and path.is_dir():

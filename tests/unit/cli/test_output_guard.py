@@ -350,3 +350,12 @@ def test_scratch_tempdir_keeps_library_temporary_files_inside_the_output(tmp_pat
         (tmp / "model.onnx").write_bytes(b"onnx")
         os.close(tempfile.mkstemp()[0])  # left behind by a library: goes with the scratch
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+
+
+def test_devices_and_broken_links_are_not_replaced(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        guard([Output("--json", Path("/dev/null"), "json")], force=True)
+    broken = tmp_path / "link.json"
+    broken.symlink_to(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match=r"link to .*missing\.json, which does not exist"):
+        guard([Output("--json", broken, "json")], force=True)
