@@ -48,6 +48,7 @@ from medseg.deploy.remote import RemoteSegmenter  # noqa: E402
 from medseg.deploy.server import ServerOptions, TritonServer, find_tritonserver  # noqa: E402
 from medseg.deploy.serving import plan_serving  # noqa: E402
 from medseg.errors import ConfigError, DatasetError, MedsegError, ServerError  # noqa: E402
+from medseg.outputs import write_marker  # noqa: E402
 from medseg.runtime import Segmenter, load_scan  # noqa: E402
 
 
@@ -300,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     work = Path(tempfile.mkdtemp(prefix="medseg-triton-smoke-"))
     args.out.mkdir(parents=True, exist_ok=True)
+    write_marker(args.out, "bench-report", "benchmarks/triton_smoke.py")
     server: TritonServer | None = None
 
     def on_signal(signum: int, frame: Any) -> None:

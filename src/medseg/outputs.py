@@ -154,6 +154,26 @@ def _marked(kind: str, *legacy: str) -> Callable[[Path], bool]:
     return recognise
 
 
+def _is_embedded_dataset(folder: Path) -> bool:
+    """A dataset of ``medseg data mni152`` / ``mni152-cohort`` written before the marker."""
+    try:
+        name = json.loads((folder / "dataset.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return name in ("MNI152-tissue", "MNI152-cohort")
+
+
+def _holds_only_outputs(folder: Path) -> bool:
+    """Every entry of ``folder`` is a folder medseg wrote (``make bench-gate`` fills
+    ``demo-output/`` with a dataset and a bench report before ``make demo`` runs there)."""
+    entries = list(folder.iterdir())
+    return bool(entries) and all(
+        entry.is_dir()
+        and any(k.recognise(entry) for name, k in KINDS.items() if k.folder and name != "demo")
+        for entry in entries
+    )
+
+
 #: Every kind of output a command writes.
 KINDS: dict[str, Kind] = {
     "bundle": Kind("bundle", True, lambda p: (p / "medseg.json").is_file(), "medseg.json"),
@@ -164,7 +184,12 @@ KINDS: dict[str, Kind] = {
         "medseg.json in the folder above",
     ),
     "run": Kind("run", True, _is_run, "config.json of medseg train or nnunet.json"),
-    "dataset": Kind("dataset", True, _marked("dataset"), MARKER_NAME),
+    "dataset": Kind(
+        "dataset",
+        True,
+        lambda p: _marked("dataset")(p) or _is_embedded_dataset(p),
+        MARKER_NAME,
+    ),
     "triton-repository": Kind(
         "Triton model repository",
         True,
@@ -174,7 +199,12 @@ KINDS: dict[str, Kind] = {
     "bench-report": Kind(
         "bench report", True, _marked("bench-report", "results.json", "report.md"), MARKER_NAME
     ),
-    "demo": Kind("demo folder", True, _marked("demo", "demo_summary.json"), MARKER_NAME),
+    "demo": Kind(
+        "demo folder",
+        True,
+        lambda p: _marked("demo", "demo_summary.json")(p) or _holds_only_outputs(p),
+        f"{MARKER_NAME}, or only folders medseg wrote",
+    ),
     "json": Kind("JSON file", False, _is_json, "JSON content"),
     "png": Kind("PNG image", False, lambda p: _sniff(p, 8) == b"\x89PNG\r\n\x1a\n", "PNG"),
     "nifti": Kind("NIfTI file", False, _is_nifti, "a NIfTI header"),
@@ -278,6 +308,16 @@ def _check_existing(o: Output, force: bool) -> str | None:
     if not path.exists() and not path.is_symlink():
         return None
     what = "folder" if kind.folder else "file"
+    if not path.exists():
+        raise ConfigError(
+            f"{o.option} {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "remove the link or choose another path"
+        )
+    if not kind.folder and not path.is_dir() and not path.is_file() and o.mode != "append":
+        raise ConfigError(
+            f"{o.option} {path} is not a regular file (a device, pipe or socket); expected a "
+            f"{kind.name} path"
+        )
     if kind.folder and not path.is_dir():
         raise ConfigError(f"{o.option} {path} exists and is not a folder; expected a {kind.name}")
     if not kind.folder and path.is_dir():

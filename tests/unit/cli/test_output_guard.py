@@ -350,3 +350,25 @@ def test_scratch_tempdir_keeps_library_temporary_files_inside_the_output(tmp_pat
         (tmp / "model.onnx").write_bytes(b"onnx")
         os.close(tempfile.mkstemp()[0])  # left behind by a library: goes with the scratch
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+
+
+def test_devices_and_broken_links_are_not_replaced(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        guard([Output("--json", Path("/dev/null"), "json")], force=True)
+    broken = tmp_path / "link.json"
+    broken.symlink_to(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match=r"link to .*missing\.json, which does not exist"):
+        guard([Output("--json", broken, "json")], force=True)
+
+
+def test_demo_runs_in_a_folder_of_medseg_outputs_only(tmp_path: Path) -> None:
+    """``make bench-gate`` leaves a dataset and a report in demo-output/ before ``make demo``."""
+    demo = tmp_path / "demo-output"
+    (demo / "ci-mni152").mkdir(parents=True)
+    (demo / "ci-mni152" / MARKER_NAME).write_text(json.dumps({"kind": "dataset"}))
+    (demo / "ci-bench").mkdir()
+    (demo / "ci-bench" / MARKER_NAME).write_text(json.dumps({"kind": "bench-report"}))
+    assert guard([Output("--out", demo, "demo", "update")]) == []
+    (demo / "thesis.docx").write_text("mine")
+    with pytest.raises(ConfigError, match="not a demo folder written by medseg"):
+        guard([Output("--out", demo, "demo", "update")])
