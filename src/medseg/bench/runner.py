@@ -38,6 +38,7 @@ from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegErr
 from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
+from medseg.runtime.pipelines import pipeline_for
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -286,12 +287,8 @@ def run_bench(
                 f"--batch {b} is outside the bundle's batch range {manifest.input.batch} "
                 "(min:opt:max)"
             )
-    recipe = manifest.medseg_recipe("medseg bench")
-    if options.tta and (recipe.size_policy != "window" or not recipe.mirror_axes):
-        raise ConfigError(
-            "--tta needs a sliding-window bundle whose recipe records mirror_axes; this one "
-            f"uses size_policy {recipe.size_policy!r}"
-        )
+    manifest.medseg_recipe("medseg bench")  # nnU-Net bundles: not yet
+    pipeline_for(manifest).resolve_tta(manifest, options.tta)  # --tta it cannot run
     data = NnUNetDataset.open(dataset)
     # the integrity check of `medseg data check` and `medseg train`, before any heavy work:
     # a label value not in dataset.json, a label grid that differs from its image...

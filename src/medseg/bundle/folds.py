@@ -18,7 +18,6 @@ from medseg.bundle.manifest import (
     file_sha256,
     fold_dir,
 )
-from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.errors import ConfigError
 
 __all__ = ["SINGLE_MODEL", "bundle_onnx_paths", "check_schema3"]
@@ -68,7 +67,7 @@ def bundle_onnx_paths(
 def check_schema3(manifest: Manifest) -> None:
     """Manifest rules of nnU-Net recipes, 3D inputs and fold ensembles (schema 3)."""
     recipe = manifest.preprocessing
-    uses = isinstance(recipe, NnunetRecipe) or manifest.folds is not None
+    uses = recipe.pipeline_kind == "nnunet" or manifest.folds is not None
     if (
         uses or manifest.input.depth is not None
     ) and manifest.schema_version < NNUNET_SCHEMA_VERSION:
@@ -95,8 +94,9 @@ def check_schema3(manifest: Manifest) -> None:
         with_folds = sorted(p for p, e in manifest.precisions.items() if e.folds is not None)
         if with_folds:
             raise ConfigError(f"precisions {with_folds} list folds but the manifest has none")
-    if not isinstance(recipe, NnunetRecipe):
+    if recipe.pipeline_kind != "nnunet":
         return
+    recipe = manifest.nnunet_recipe("check_schema3")
     if manifest.input.patch != recipe.patch_size:
         raise ConfigError(
             f"input patch {manifest.input.patch} must be the nnU-Net patch_size "

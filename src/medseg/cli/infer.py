@@ -83,7 +83,6 @@ def infer(
         medseg infer bundle scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
     """
     with handle_errors(debug):
-        from medseg.data.nnunet_recipe import NnunetRecipe
         from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
@@ -131,9 +130,7 @@ def infer(
                     highlight=False,
                     soft_wrap=True,
                 )
-            recipe = segmenter.manifest.preprocessing
-            windowed = isinstance(recipe, NnunetRecipe) or recipe.size_policy == "window"
-            what = "windows" if windowed else "slices"
+            what = segmenter.pipeline.unit
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
                 f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size} "

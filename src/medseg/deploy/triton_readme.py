@@ -35,6 +35,40 @@ def serve_commands(repository: str, model: str) -> list[str]:
     ]
 
 
+def _pad_step(recipe: Recipe) -> str:
+    return (
+        f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
+        "(crop the logits back)"
+    )
+
+
+def _window_step(recipe: Recipe) -> str:
+    assert recipe.patch_size is not None  # guaranteed by Recipe.__post_init__
+    ph, pw = recipe.patch_size
+    spacing = (
+        "at the scan's own spacing"
+        if recipe.target_spacing is None
+        else "resampled in-plane (cubic) to "
+        + " x ".join(f"{v:g}" for v in recipe.target_spacing)
+        + " mm before normalisation"
+    )
+    return (
+        f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
+        "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
+        "(linear); `triton_client.py` does all of it"
+    )
+
+
+def _resize_step(recipe: Recipe) -> str:
+    assert recipe.target_size is not None  # guaranteed by Recipe.__post_init__
+    h, w = recipe.target_size
+    return f"resize each slice bilinearly to {h}x{w} (resize the logits back)"
+
+
+#: size_policy -> the contract's "Size" step.
+_SIZE_STEPS = {"pad": _pad_step, "window": _window_step, "resize": _resize_step}
+
+
 def _recipe_steps(recipe: Recipe) -> list[str]:
     if recipe.modality == "CT":
         assert recipe.ct_window is not None  # guaranteed by Recipe.__post_init__
@@ -52,30 +86,7 @@ def _recipe_steps(recipe: Recipe) -> list[str]:
         )
     else:
         norm = "none: cast to float32"
-    if recipe.size_policy == "pad":
-        size = (
-            f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
-            "(crop the logits back)"
-        )
-    elif recipe.size_policy == "window":
-        assert recipe.patch_size is not None
-        ph, pw = recipe.patch_size
-        spacing = (
-            "at the scan's own spacing"
-            if recipe.target_spacing is None
-            else "resampled in-plane (cubic) to "
-            + " x ".join(f"{v:g}" for v in recipe.target_spacing)
-            + " mm before normalisation"
-        )
-        size = (
-            f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
-            "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
-            "(linear); `triton_client.py` does all of it"
-        )
-    else:
-        assert recipe.target_size is not None
-        h, w = recipe.target_size
-        size = f"resize each slice bilinearly to {h}x{w} (resize the logits back)"
+    size = _SIZE_STEPS[recipe.size_policy](recipe)
     return [
         f"Intensity normalisation: {norm}.",
         f"Cut 2D slices along volume axis {recipe.slice_axis} ({'XYZ'[recipe.slice_axis]}) of "

@@ -20,7 +20,8 @@ from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.errors import ConfigError
 from medseg.runtime import Segmenter, load_scan
-from medseg.runtime.nnunet_pipeline import NnunetSegmenter, NnunetTiming, fold_backends
+from medseg.runtime.pipelines import NnunetPipeline, NnunetTiming
+from medseg.runtime.pipelines.nnunet import fold_backends
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -122,16 +123,16 @@ def test_fold_ensemble_bundle_matches_nnunet_predictor(
     ref_seg, ref_prob = _oracle(config, recipe, path)  # (z, y, x), (K, z, y, x)
     manifest = Manifest.load(bundle)
     with Segmenter.from_bundle(bundle, "onnxruntime", threads=1) as segmenter:
-        assert isinstance(segmenter, NnunetSegmenter) and segmenter.tta  # nnU-Net mirrors
+        assert isinstance(segmenter.pipeline, NnunetPipeline) and segmenter.tta  # mirrors
         result = segmenter.segment(
             scan.image, probabilities=True, affine=scan.affine, spacing=scan.spacing
         )
-    assert segmenter.accumulate == "float16"  # nnU-Net's accumulator is the default
-    wide = NnunetSegmenter(
+    assert segmenter.pipeline.accumulate == "float16"  # type: ignore[attr-defined]
+    wide = Segmenter(
         fold_backends(bundle, manifest, "onnxruntime", "fp32", threads=1),
         manifest,
         batch_size=1,
-        accumulate="float32",
+        pipeline=NnunetPipeline(accumulate="float32"),
     )
     with wide:
         single = wide.segment(scan.image, probabilities=True, affine=scan.affine)
