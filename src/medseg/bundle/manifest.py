@@ -356,8 +356,9 @@ class Manifest:
         """The medseg :class:`Recipe`; ConfigError naming ``what`` for an nnU-Net bundle."""
         if self.preprocessing.pipeline_kind == "nnunet":
             raise ConfigError(
-                f"{what} does not support nnU-Net bundles yet (preprocessing kind 'nnunet'); "
-                "medseg infer runs them (ONNX Runtime or OpenVINO)"
+                f"{what} runs medseg recipes only (whole slices or sliding windows); this is "
+                "an nnU-Net bundle (preprocessing kind 'nnunet'), which medseg infer, bench, "
+                "build and serve run"
             )
         return cast(Recipe, self.preprocessing)
 

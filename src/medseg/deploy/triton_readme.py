@@ -122,6 +122,28 @@ medseg infer BUNDLE scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
 """
 
 
+def _segmenter_only_readme(
+    manifest: Manifest, bundle: Path, rows: list[str], segment_section_name: str | None
+) -> str:
+    """The README of a repository holding only the end-to-end segmenter (fold ensembles)."""
+    name = str(manifest.model.get("name", "medseg model"))
+    folds = ", ".join(manifest.folds or ())
+    section = _segment_section(segment_section_name) if segment_section_name else ""
+    return f"""# Triton model repository: {name}
+
+Written by `medseg export-triton` (medseg-edge {__version__}) from the bundle
+`{Path(bundle).resolve()}`: an nnU-Net fold ensemble (folds {folds}). Triton serves it through
+the end-to-end segmenter only: nnU-Net's preprocessing, the sliding window over every fold, the
+mean of the folds' logits and the resampling back run inside it, as in `medseg infer`. Raw
+per-fold logits models are not exported (every client would have to reproduce all of that).
+
+| model | platform | precision | max batch | runs on |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{section}"""
+
+
 def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfigText]) -> str:
     """The repository's README: contract, models, commands."""
     spec = manifest.input
@@ -140,11 +162,13 @@ def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfi
         platform = c.platform or f"{c.backend} backend"
         rows.append(f"| `{c.name}` | {platform} | {precision} | {c.max_batch_size} | {where} |")
     classes = ", ".join(f"{v} = {k}" for k, v in manifest.classes.items())
+    raw = [c for c in configs if not c.backend]
+    if not raw:  # a fold ensemble (nnU-Net bundle): the segmenter only
+        return _segmenter_only_readme(manifest, bundle, rows, segment_section_name=segmenter)
     steps = "\n".join(
         f"{i}. {s}"
         for i, s in enumerate(_recipe_steps(manifest.medseg_recipe("Triton deployment")), 1)
     )
-    raw = [c for c in configs if not c.backend]
     commands = "\n".join(serve_commands('"$PWD"', raw[0].name)) if raw else ""
     segment_section = _segment_section(segmenter) if segmenter else ""
     min_batch = (

@@ -182,8 +182,10 @@ class TensorRTBackend(Backend):
             tuple(int(d) for d in self.engine.get_tensor_shape(self.output_name)),
         )
         spec = self.input_spec
-        in_shape = (spec.batch.max, spec.channels, spec.height.opt, spec.width.opt)
-        out_shape = (spec.batch.max, self.num_classes, spec.height.opt, spec.width.opt)
+        spatial: tuple[int, ...] = (spec.height.opt, spec.width.opt)  # (D, H, W) in 3D
+        spatial = spatial if spec.depth is None else (spec.depth.opt, *spatial)
+        in_shape = (spec.batch.max, spec.channels, *spatial)
+        out_shape = (spec.batch.max, self.num_classes, *spatial)
         self._stream = cuda.Stream()
         self._start, self._end = cuda.CudaEvent(), cuda.CudaEvent()
         self._buffers = [self._start, self._end]
@@ -200,7 +202,7 @@ class TensorRTBackend(Backend):
         from medseg.runtime import cuda
 
         shape = tuple(int(v) for v in batch.shape)
-        out_shape = (shape[0], self.num_classes, shape[2], shape[3])
+        out_shape = (shape[0], self.num_classes, *shape[2:])
         self._reserve(batch.nbytes, int(np.prod(out_shape)) * 4)
         if shape != self._shape:
             # a captured graph holds the context's state at capture time: after a shape change
