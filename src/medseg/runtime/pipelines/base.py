@@ -9,7 +9,7 @@ The segmenter keeps the steps around it: input checks, reorientation, post-proce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -29,6 +29,7 @@ __all__ = [
     "ProgressCallback",
     "SegmentTiming",
     "Segmentation",
+    "check_batch_range",
     "infer_padded",
     "softmax",
 ]
@@ -215,8 +216,3 @@ def check_batch_range(manifest: Manifest, size: int) -> int:
             f"batch size {size} is outside the model's batch range {batch} (min:opt:max)"
         )
     return size
-
-
-def single_model(backends: Mapping[str, Backend]) -> Backend:
-    """The one backend of a bundle without folds."""
-    return next(iter(backends.values()))
