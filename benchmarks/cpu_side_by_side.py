@@ -77,7 +77,7 @@ def main() -> None:
     variants = [v for v in VARIANTS if v[1] != "bf16" or cpu_features().bf16]
     opened = {v: _backend(args.bundle, manifest, *v, args.threads).load() for v in variants}
     probe = Segmenter(opened[("onnxruntime", "fp32")], manifest, "fp32", args.batch)
-    slices, _ = probe.preprocess(image[None])
+    slices = probe.preprocess(image[None])
     middle = len(slices) // 2
     sizes = [int(b) for b in str(args.batch).split(",")]
     times: dict[tuple[str, str, int], list[float]] = {}

@@ -84,6 +84,11 @@ def evaluation_cases(
             ]
             return whole, f"validation split recorded in the bundle: {len(whole)} whole case(s)"
         ids = validation.get("slice_ids")
+        if not ids and manifest.preprocessing.pipeline_kind == "nnunet":
+            raise ConfigError(
+                "this nnU-Net bundle records no validation cases; bench it on labelled cases "
+                "it was not trained on: --split test (imagesTs/labelsTs) or --split all"
+            )
         if not ids:
             raise ConfigError(
                 "this bundle records no validation slice ids (exported by an older medseg); "
@@ -149,12 +154,14 @@ class VariantEvaluation:
         labels: case id -> evaluated predicted labels ``(n_voxels,)`` uint8 (for agreement).
         volume_seconds: end-to-end seconds per case: read, segment, write the mask.
         prepost_shares: per case, pre- plus post-processing time over backend time.
+        fold_seconds: fold ensembles: ``{fold: backend seconds per case}``; else empty.
     """
 
     accuracy: AccuracyResult
     labels: dict[str, np.ndarray]
     volume_seconds: list[float]
     prepost_shares: list[float] = field(default_factory=list)
+    fold_seconds: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _blocks(indices: Sequence[int]) -> list[list[int]]:
@@ -186,12 +193,13 @@ def evaluate_variant(
     """
     manifest = segmenter.manifest
     classes = {n: v for n, v in manifest.classes.items() if v != 0}
-    axis = manifest.medseg_recipe("medseg bench").slice_axis
+    axis = manifest.preprocessing.report_axis  # slices of overlays and HD95 blocks
     dice = DiceAccumulator(classes, empty="nan")  # pooled counts; an absent class is null
     hd95: dict[str, list[float]] = {n: [] for n in classes}
     labels: dict[str, np.ndarray] = {}
     seconds: list[float] = []
     shares: list[float] = []
+    per_fold: dict[str, list[float]] = {}
     worst: dict[str, Any] | None = None
     worst_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
@@ -204,6 +212,8 @@ def evaluate_variant(
             save_nifti(Path(tmp) / "mask.nii.gz", result.labels, scan.affine, dtype=np.uint8)
             seconds.append(time.perf_counter() - start)
             shares.append(result.timing.overhead_share)
+            for fold, fold_s in getattr(result.timing, "fold_inference_s", {}).items():
+                per_fold.setdefault(fold, []).append(fold_s)
             ref_image = load_nifti(case.label)
             ref = _label_map(ref_image.data, case.label)
             if ref.shape != result.labels.shape:
@@ -240,7 +250,7 @@ def evaluate_variant(
         save_prediction_png(*worst_arrays, overlay_path, manifest.classes, title=title)
         worst["png"] = overlay_path.name
     accuracy = _accuracy(dice, hd95, labels, reference, worst)
-    return VariantEvaluation(accuracy, labels, seconds, shares)
+    return VariantEvaluation(accuracy, labels, seconds, shares, per_fold)
 
 
 def _case_hd95(

@@ -86,7 +86,8 @@ def timing_slices(segmenter: Segmenter, case: EvalCase, count: int) -> np.ndarra
     """``count`` real network-size slices from the middle of the evaluated slices."""
     from medseg.runtime import load_scan
 
-    slices, _ = segmenter.preprocess(load_scan(case.images).image)
+    scan = load_scan(case.images)
+    slices = segmenter.preprocess(scan.image, scan.source, scan.affine, scan.spacing)
     index = list(case.slices) if case.slices is not None else list(range(len(slices)))
     mid = len(index) // 2
     chosen = index[max(mid - count // 2, 0) : max(mid - count // 2, 0) + count]

@@ -131,6 +131,8 @@ class VariantResult(JsonRecord):
         prepost_pct: median per volume of the pre- plus post-processing time (normalising,
             resampling, windowing, blending, argmax, connected components) as a percentage of
             the backend time of that volume; ``None`` when not measured.
+        fold_s: fold ensembles (nnU-Net bundles): ``{fold: median backend seconds per
+            volume}``, the cost of each fold; ``None`` for one-model bundles.
     """
 
     __pydantic_config__ = FORBID_EXTRA
@@ -150,6 +152,7 @@ class VariantResult(JsonRecord):
     peak_host_mb: StrictFloat | None = None
     gpu_mem_mb: StrictFloat | None = None
     prepost_pct: StrictFloat | None = None
+    fold_s: dict[str, StrictFloat] | None = None
 
     def __post_init__(self) -> None:
         for name, value, accepted in (

@@ -38,6 +38,7 @@ from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegErr
 from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
+from medseg.runtime.pipelines import pipeline_for
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -187,10 +188,40 @@ def auto_includes_torch(options: BenchOptions) -> bool:
     return _torch_device(options) == "cuda"
 
 
+def _tta(options: BenchOptions) -> bool | None:
+    """``--tta`` or the recipe kind's default (nnU-Net bundles mirror as nnU-Net does)."""
+    return True if options.tta else None
+
+
+def _make_fold_backends(
+    name: str, bundle: Path, manifest: Manifest, precision: str, options: BenchOptions
+) -> tuple[dict[str, Backend] | None, str, int | None]:
+    """:func:`_make_backend` of a fold ensemble: one backend per fold, the files' sizes summed."""
+    from medseg.runtime.pipelines.nnunet import fold_backends
+
+    if name == "torch":
+        return None, "no PyTorch reference row for fold ensembles (nnU-Net bundles)", None
+    threads = None if name in ("tensorrt", "tensorrt-rtx") else options.threads
+    try:
+        backends = fold_backends(bundle, manifest, name, precision, threads=threads)
+    except EngineBuildError as exc:  # a fold without an engine for this device
+        return None, str(exc), None
+    except ConfigError as exc:
+        if precision != "bf16":
+            raise
+        return None, str(exc), None
+    engines = [getattr(b, "engine_path", None) for b in backends.values()]
+    if all(isinstance(p, Path) and p.is_file() for p in engines):
+        return backends, "", sum(p.stat().st_size for p in engines)  # type: ignore[union-attr]
+    return backends, "", manifest.precisions[file_precision(precision)].size_bytes
+
+
 def _make_backend(
     name: str, bundle: Path, manifest: Manifest, precision: str, options: BenchOptions
-) -> tuple[Backend | None, str, int | None]:
-    """(backend or None, skip reason, file size in bytes) for one variant."""
+) -> tuple[Backend | dict[str, Backend] | None, str, int | None]:
+    """(backend, or one per fold, or None; skip reason; file size in bytes) for one variant."""
+    if pipeline_for(manifest).ensemble:
+        return _make_fold_backends(name, bundle, manifest, precision, options)
     if name == "torch":
         from medseg.bench.torch_reference import TorchBackend, find_checkpoint
 
@@ -286,12 +317,7 @@ def run_bench(
                 f"--batch {b} is outside the bundle's batch range {manifest.input.batch} "
                 "(min:opt:max)"
             )
-    recipe = manifest.medseg_recipe("medseg bench")
-    if options.tta and (recipe.size_policy != "window" or not recipe.mirror_axes):
-        raise ConfigError(
-            "--tta needs a sliding-window bundle whose recipe records mirror_axes; this one "
-            f"uses size_policy {recipe.size_policy!r}"
-        )
+    pipeline_for(manifest).resolve_tta(manifest, _tta(options))  # --tta it cannot run
     data = NnUNetDataset.open(dataset)
     # the integrity check of `medseg data check` and `medseg train`, before any heavy work:
     # a label value not in dataset.json, a label grid that differs from its image...
@@ -361,9 +387,12 @@ def run_bench(
 def _row_line(row: VariantResult) -> str:
     if row.status != "ok" or row.accuracy is None or row.latency is None:
         return f"{row.label}: {row.status} ({row.reason})"
+    folds = ""
+    if row.fold_s:
+        folds = "; per fold " + ", ".join(f"{f} {s:.2f} s" for f, s in row.fold_s.items())
     return (
         f"{row.label}: Dice {row.accuracy.dice_mean:.4f}, p50 {row.latency.p50_ms:.1f} ms, "
-        f"p95 {row.latency.p95_ms:.1f} ms per batch"
+        f"p95 {row.latency.p95_ms:.1f} ms per batch{folds}"
     )
 
 
@@ -395,16 +424,18 @@ def _run_variant(
         manifest,
         precision,
         batch_size=accuracy_batch,
-        tta=options.tta,
+        tta=_tta(options),
         postprocess=options.postprocess,
     )
+    backend = segmenter.backend  # the one model, or the first fold: the timed loop's
     name = f"{backend_name} {precision}"
     try:
         with segmenter, PeakRss() as memory:
             spec = manifest.input  # one untimed call: first-call allocations stay out of volume_s
-            backend.infer(
-                np.zeros((accuracy_batch, spec.channels, spec.height.opt, spec.width.opt), "f4")
-            )
+            spatial: tuple[int, ...] = (spec.height.opt, spec.width.opt)
+            spatial = spatial if spec.depth is None else (spec.depth.opt, *spatial)
+            for runner in segmenter.runners():
+                runner.infer(np.zeros((accuracy_batch, spec.channels, *spatial), "f4"))
             overlay = None
             if overlay_dir is not None and options.overlays:
                 overlay = overlay_dir / f"worst_{backend_name}_{precision}.png"
@@ -425,6 +456,7 @@ def _run_variant(
     except (EngineBuildError, BackendError) as exc:  # failed on this device: a row, not a crash
         return skipped("error", str(exc)), None
     volume_s = float(np.median(evaluation.volume_seconds))
+    fold_s = {f: float(np.median(s)) for f, s in evaluation.fold_seconds.items()} or None
     prepost = 100.0 * float(np.median(evaluation.prepost_shares))
     threads = getattr(backend, "threads", None)
     rows = [
@@ -444,6 +476,7 @@ def _run_variant(
             threads=threads if isinstance(threads, int) else None,
             peak_host_mb=memory.peak_mb,
             gpu_mem_mb=gpu_bytes / 1e6 if isinstance(gpu_bytes, int) else None,
+            fold_s=fold_s if batch == accuracy_batch else None,
         )
         for batch, (stats, repeat_p50) in timed.items()
     ]

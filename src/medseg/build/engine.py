@@ -1,18 +1,21 @@
 """Compile a bundle's ONNX files into TensorRT or TensorRT-RTX engines.
 
-One engine per precision: parse the ONNX file into a strongly typed network (precision is in
-the file: FP16 casts from AutoCast, INT8 Q/DQ nodes; no builder precision flags, no
-calibrator), report what the parser made of it, add one optimisation profile from the
-manifest's shape ranges, build, and write ``engines/<key>/<precision>.plan`` and its sidecar
-atomically. One builder for both runtimes: what differs (module, where it may build, builder
-options, device fields) is a small adapter in :mod:`medseg.build.runtimes`; parsing, profile
-and report are :mod:`medseg.build.network`. Standard TensorRT is written to the 10.x (JetPack
-6) and 11.x Python API and builds on the target GPU; TensorRT-RTX builds anywhere, no GPU.
+One engine per precision (a fold ensemble: per fold and precision, in
+``fold_<k>/engines/<key>/``, each fold built as a one-model bundle): parse the ONNX file into a
+strongly typed network (precision is in the file: FP16 casts from AutoCast, INT8 Q/DQ nodes; no
+builder precision flags, no calibrator), report what the parser made of it, add one optimisation
+profile from the manifest's shape ranges, build, and write ``engines/<key>/<precision>.plan``
+and its sidecar atomically. One builder for both runtimes: what differs (module, where it may
+build, builder options, device fields) is a small adapter in :mod:`medseg.build.runtimes`;
+parsing, profile and report are :mod:`medseg.build.network`. Standard TensorRT is written to the
+10.x (JetPack 6) and 11.x Python API and builds on the target GPU; TensorRT-RTX builds anywhere,
+no GPU.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,8 @@ from medseg.atomic import atomic_file, check_parent_exists
 from medseg.build.network import add_profile, check_io, network_report, parse_onnx, profile_record
 from medseg.build.options import BuildOptions, parse_size
 from medseg.build.runtimes import RtxAdapter, RuntimeAdapter, TensorRTAdapter
-from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.bundle.folds import SINGLE_MODEL, fold_bundles
+from medseg.bundle.manifest import Manifest, file_sha256, fold_dir
 from medseg.errors import ConfigError, EngineBuildError
 from medseg.events import Event, EventSink, ignore
 from medseg.runtime.engines import (
@@ -49,7 +53,8 @@ __all__ = [
 @dataclass(frozen=True)
 class BuiltEngine:
     """One engine written by :func:`build_engine`: plan and sidecar paths, size, build time,
-    and the network report of its ONNX file (also in the sidecar)."""
+    the network report of its ONNX file (also in the sidecar), and its fold (``None``: the
+    bundle's one model)."""
 
     precision: str
     path: Path
@@ -57,6 +62,7 @@ class BuiltEngine:
     size_bytes: int
     build_seconds: float
     sidecar: EngineSidecar
+    fold: str | None = None
 
     @property
     def network(self) -> NetworkReport | None:
@@ -83,7 +89,12 @@ def build_engines(
     bundle = Path(bundle)
     manifest = Manifest.load(bundle)
     precisions = options.resolve(manifest, bundle)
-    sources = {p: manifest.onnx_path(bundle, p, verify=True) for p in precisions}
+    parts = fold_bundles(manifest, bundle)  # one model, or each fold as a one-model bundle
+    sources = {
+        (fold, p): part.onnx_path(folder, p, verify=True)
+        for fold, (folder, part) in parts.items()
+        for p in precisions
+    }
     if options.timing_cache is not None:
         check_parent_exists(options.timing_cache)
     adapter = open_runtime(options)
@@ -92,19 +103,24 @@ def build_engines(
         Event("build", "info", f"{adapter.describe()}: engines go to engines/{key}/", {"key": key})
     )
     built = []
-    for precision in precisions:
-        step = f"build.{precision}"
-        on_event(Event(step, "start", f"building {precision} from {sources[precision].name}..."))
+    for precision, (fold, (folder, part)) in itertools.product(precisions, parts.items()):
+        single = fold == SINGLE_MODEL
+        step = f"build.{precision}" if single else f"build.{fold_dir(fold)}.{precision}"
+        source = sources[(fold, precision)]
+        what = str(source.relative_to(bundle))
+        on_event(Event(step, "start", f"building {precision} from {what}..."))
         result = build_engine(
-            sources[precision],
-            manifest,
+            source,
+            part,
             precision,
             options,
-            engine_path(bundle, key, precision),
+            engine_path(folder, key, precision),
             adapter=adapter,
+            fold=None if single else fold,
         )
         if result.network is not None:
-            summary = f"network {precision}: {result.network.summary()}"
+            name = precision if single else f"fold {fold} {precision}"
+            summary = f"network {name}: {result.network.summary()}"
             on_event(Event(step, "info", summary, {"network": result.network.to_dict()}))
             for warning in result.network.warnings:
                 on_event(Event(step, "warning", warning))
@@ -112,7 +128,8 @@ def build_engines(
             Event(
                 step,
                 "done",
-                f"{precision}: {result.path} ({result.build_seconds:.1f} s)",
+                f"{precision if single else f'fold {fold} {precision}'}: {result.path} "
+                f"({result.build_seconds:.1f} s)",
                 {"file": str(result.path), "seconds": result.build_seconds},
             )
         )
@@ -205,10 +222,13 @@ def build_engine(
     options: BuildOptions,
     out_path: Path,
     adapter: RuntimeAdapter | None = None,
+    fold: str | None = None,
 ) -> BuiltEngine:
     """Compile one ONNX file into ``out_path`` (a ``.plan``) and write its sidecar beside it.
 
     ``adapter``: an opened runtime (:func:`open_runtime`); None opens ``options.runtime``.
+    ``manifest``: for a fold of an ensemble, its one-model view
+    (:func:`~medseg.bundle.folds.fold_manifest`); ``fold`` names it in the result.
     """
     adapter = adapter or open_runtime(options)
     started = time.perf_counter()
@@ -243,4 +263,5 @@ def build_engine(
         **adapter.sidecar_fields(),
     )
     side = sidecar.save(sidecar_path(out_path))
-    return BuiltEngine(precision, out_path, side, out_path.stat().st_size, seconds, sidecar)
+    size = out_path.stat().st_size
+    return BuiltEngine(precision, out_path, side, size, seconds, sidecar, fold)

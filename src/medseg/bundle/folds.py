@@ -8,6 +8,7 @@ ensemble, every file checked against the sha256 the manifest records.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from medseg.bundle.manifest import (
@@ -18,10 +19,9 @@ from medseg.bundle.manifest import (
     file_sha256,
     fold_dir,
 )
-from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.errors import ConfigError
 
-__all__ = ["SINGLE_MODEL", "bundle_onnx_paths", "check_schema3"]
+__all__ = ["SINGLE_MODEL", "bundle_onnx_paths", "check_schema3", "fold_bundles", "fold_manifest"]
 
 #: The key of the one model of a bundle without folds.
 SINGLE_MODEL = "model"
@@ -65,10 +65,44 @@ def bundle_onnx_paths(
     }
 
 
+def fold_manifest(manifest: Manifest, fold: str) -> Manifest:
+    """One fold of an ensemble as a one-model manifest whose folder is ``bundle/fold_<k>``.
+
+    Its precision entries name the fold's files (``model.onnx``, ``model.fp16.onnx``, ...)
+    with their own sha256 and size, so everything written for one-model bundles (engine
+    build into ``fold_<k>/engines/<key>/``, the engine checks, the backends) runs a fold
+    unchanged: pass ``bundle / fold_dir(fold)`` as its bundle folder.
+
+    Raises:
+        ConfigError: the manifest has no such fold.
+    """
+    if manifest.folds is None or fold not in manifest.folds:
+        raise ConfigError(f"fold {fold!r} is not in this bundle; its folds: {manifest.folds}")
+    precisions = {}
+    for precision, entry in manifest.precisions.items():
+        item = (entry.folds or {})[fold]
+        precisions[precision] = dataclasses.replace(
+            entry,
+            file=ONNX_FILES[precision],
+            sha256=item.sha256,
+            size_bytes=item.size_bytes,
+            folds=None,
+        )
+    return dataclasses.replace(manifest, precisions=precisions, folds=None)
+
+
+def fold_bundles(manifest: Manifest, bundle: Path) -> dict[str, tuple[Path, Manifest]]:
+    """``{fold: (bundle/fold_<k>, its one-model manifest)}``; ``{"model": (bundle, manifest)}``
+    for a bundle without folds."""
+    if manifest.folds is None:
+        return {SINGLE_MODEL: (Path(bundle), manifest)}
+    return {f: (Path(bundle) / fold_dir(f), fold_manifest(manifest, f)) for f in manifest.folds}
+
+
 def check_schema3(manifest: Manifest) -> None:
     """Manifest rules of nnU-Net recipes, 3D inputs and fold ensembles (schema 3)."""
     recipe = manifest.preprocessing
-    uses = isinstance(recipe, NnunetRecipe) or manifest.folds is not None
+    uses = recipe.pipeline_kind == "nnunet" or manifest.folds is not None
     if (
         uses or manifest.input.depth is not None
     ) and manifest.schema_version < NNUNET_SCHEMA_VERSION:
@@ -95,8 +129,9 @@ def check_schema3(manifest: Manifest) -> None:
         with_folds = sorted(p for p, e in manifest.precisions.items() if e.folds is not None)
         if with_folds:
             raise ConfigError(f"precisions {with_folds} list folds but the manifest has none")
-    if not isinstance(recipe, NnunetRecipe):
+    if recipe.pipeline_kind != "nnunet":
         return
+    recipe = manifest.nnunet_recipe("check_schema3")
     if manifest.input.patch != recipe.patch_size:
         raise ConfigError(
             f"input patch {manifest.input.patch} must be the nnU-Net patch_size "

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.data.orientation import reorient_plan
@@ -96,7 +96,7 @@ def ensemble_sha256(digests: dict[str, str]) -> str:
 
 def _preprocessing(data: Any, fields: dict[str, Any]) -> Recipe | NnunetRecipe:
     """The ``preprocessing`` section: by its ``kind``, ``"medseg"`` (default) or ``"nnunet"``."""
-    if isinstance(data, Recipe | NnunetRecipe):
+    if getattr(data, "pipeline_kind", None) is not None:  # a recipe object already
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"preprocessing must be an object, got {type(data).__name__}")
@@ -340,11 +340,11 @@ class Manifest:
 
         check_schema3(self)
         recipe = self.preprocessing
-        if isinstance(recipe, NnunetRecipe):
+        if recipe.pipeline_kind == "nnunet":
             return
         if self.input.depth is not None:
             raise ConfigError("input.depth (a 3D input) needs nnU-Net preprocessing")
-        if recipe.size_policy == "window":
+        if recipe.pipeline_kind == "window":
             assert recipe.patch_size is not None  # guaranteed by Recipe
             ph, pw = recipe.patch_size
             h, w = self.input.height, self.input.width
@@ -360,12 +360,23 @@ class Manifest:
 
     def medseg_recipe(self, what: str) -> Recipe:
         """The medseg :class:`Recipe`; ConfigError naming ``what`` for an nnU-Net bundle."""
-        if isinstance(self.preprocessing, NnunetRecipe):
+        if self.preprocessing.pipeline_kind == "nnunet":
             raise ConfigError(
-                f"{what} does not support nnU-Net bundles yet (preprocessing kind 'nnunet'); "
-                "medseg infer runs them (ONNX Runtime or OpenVINO)"
+                f"{what} runs medseg recipes only (whole slices or sliding windows); this is "
+                "an nnU-Net bundle (preprocessing kind 'nnunet'), which medseg infer, bench, "
+                "build and serve run"
             )
-        return self.preprocessing
+        return cast(Recipe, self.preprocessing)
+
+    def nnunet_recipe(self, what: str) -> NnunetRecipe:
+        """The :class:`NnunetRecipe`; ConfigError naming ``what`` for any other bundle."""
+        if self.preprocessing.pipeline_kind != "nnunet":
+            raise ConfigError(
+                f"{what} needs an nnU-Net bundle (preprocessing kind 'nnunet', written by "
+                "medseg import nnunet + medseg export); this bundle has a medseg "
+                f"{self.preprocessing.pipeline_kind!r} recipe"
+            )
+        return cast(NnunetRecipe, self.preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, the exact content of ``medseg.json``."""

@@ -98,7 +98,9 @@ def build(
         label = "TensorRT-RTX" if runtime == "tensorrt-rtx" else "TensorRT"
         with rendered_events(console, f"building {label} engines...") as on_event:
             built = build_engines(bundle, options, on_event)
+        folds = any(engine.fold is not None for engine in built)
         table = Table(
+            *(["fold"] if folds else []),
             "precision",
             "engine",
             "size",
@@ -110,6 +112,7 @@ def build(
         for engine in built:
             net = engine.network
             table.add_row(
+                *([str(engine.fold)] if folds else []),
                 engine.precision,
                 str(engine.path),
                 format_size(engine.size_bytes),

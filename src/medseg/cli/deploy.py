@@ -85,7 +85,17 @@ def export_triton(
             )
         report_written(f"Triton model repository ({len(models)} models)", out, started)
         console.print("next: serve it, then segment a scan through it:", highlight=False)
-        for command in serve_commands(shlex.quote(str(out.resolve())), models[0].name):
+        where = shlex.quote(str(out.resolve()))
+        commands = (
+            serve_commands(where, models[0].name)
+            if models[0].platform != "python"
+            else [  # a fold ensemble: the segmenter only
+                f"medseg serve {where}",
+                f"medseg infer {shlex.quote(str(bundle))} scan.nii.gz --out mask.nii.gz "
+                "--server http://127.0.0.1:8000",
+            ]
+        )
+        for command in commands:
             console.print(f"  {command}", highlight=False, soft_wrap=True)
         console.print(
             f"  medseg serve {shlex.quote(str(out))}   (the segmenter, on a local tritonserver)",

@@ -90,7 +90,6 @@ def infer(
             _inputs(bundle, inputs, reference),
             force,
         )
-        from medseg.data.nnunet_recipe import NnunetRecipe
         from medseg.options import check_not_an_input, check_threads
         from medseg.runtime import Segmenter, load_scan, plan_outputs, write_outputs
 
@@ -144,9 +143,7 @@ def infer(
                     highlight=False,
                     soft_wrap=True,
                 )
-            recipe = segmenter.manifest.preprocessing
-            windowed = isinstance(recipe, NnunetRecipe) or recipe.size_policy == "window"
-            what = "windows" if windowed else "slices"
+            what = segmenter.pipeline.unit
             console.print(
                 f"{scan.source}: {'x'.join(map(str, scan.image.shape[1:]))} voxels, "
                 f"{segmenter.backend.describe()}, {precision}, batch {segmenter.batch_size} "

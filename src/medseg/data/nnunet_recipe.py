@@ -266,6 +266,18 @@ class NnunetRecipe:
         return len(self.labels)
 
     @property
+    def pipeline_kind(self) -> str:
+        """The runtime pipeline that runs this recipe: ``"nnunet"``
+        (:mod:`medseg.runtime.pipelines.nnunet`)."""
+        return "nnunet"
+
+    @property
+    def report_axis(self) -> int:
+        """The volume axis reports slice along (overlays, HD95 blocks): Z of the reader's
+        ``(X, Y, Z)`` voxel order, whatever axis nnU-Net runs its 2D slices along."""
+        return 2
+
+    @property
     def overlap(self) -> float:
         """Sliding-window overlap ``1 - tile_step_size`` (:mod:`medseg.runtime.sliding_window`)."""
         return 1.0 - self.tile_step_size

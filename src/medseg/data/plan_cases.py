@@ -104,7 +104,7 @@ def centred_start(size: int, patch: int, centre: float) -> int:
 
 def _check_window_recipe(recipe: Recipe) -> tuple[float, float]:
     target = getattr(recipe, "target_spacing", None)
-    if getattr(recipe, "size_policy", None) != "window" or target is None:
+    if getattr(recipe, "pipeline_kind", None) != "window" or target is None:
         raise ConfigError(
             f"planned cases need a 'window' recipe with target_spacing, got size_policy "
             f"{recipe.size_policy!r}"

@@ -160,6 +160,18 @@ class Recipe:
         if not (np.isfinite(self.overlap) and 0.0 <= self.overlap < 1.0):
             raise ConfigError(f"overlap {self.overlap} must be in [0, 1)")
 
+    @property
+    def pipeline_kind(self) -> str:
+        """The runtime pipeline that runs this recipe (:mod:`medseg.runtime.pipelines`):
+        ``"window"`` for a sliding-window recipe, ``"slices"`` for whole slices padded or
+        resized to network size."""
+        return "window" if self.size_policy == "window" else "slices"
+
+    @property
+    def report_axis(self) -> int:
+        """The volume axis reports slice along (overlays, HD95 blocks): the slice axis."""
+        return self.slice_axis
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
         return to_json_dict(self)

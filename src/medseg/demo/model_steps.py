@@ -142,7 +142,7 @@ def export_demo_bundle(
 
     t = time.perf_counter()
     recipe = json.loads((model_dir / "config.json").read_text()).get("recipe") or {}
-    if Recipe.from_dict(recipe).size_policy == "window":
+    if Recipe.from_dict(recipe).pipeline_kind == "window":
         options = ExportOptions(fp16=True, int8=True, calib_data=dataset_dir)
         manifest = export_bundle(model_dir, bundle, options, lambda line: None, force=True)
     else:

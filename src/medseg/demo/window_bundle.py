@@ -61,7 +61,7 @@ def window_meta(
             over one case (a multi-case whole-slice run has no per-case split to carry over).
     """
     recipe = Recipe.from_dict(meta["recipe"])
-    if recipe.size_policy == "window":
+    if recipe.pipeline_kind == "window":
         raise ConfigError("the run already has a sliding-window recipe: export it directly")
     split = meta.get("split") or {}
     val_ids = list(split.get("val_slices") or [])

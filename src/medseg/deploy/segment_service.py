@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.bundle.folds import bundle_onnx_paths
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, Manifest, file_sha256
 from medseg.errors import ConfigError, DatasetError, ServerError
 
@@ -163,7 +164,7 @@ def check_segment_model(model_dir: Path, settings: SegmentSettings) -> Path:
         )
     manifest = Manifest.load(bundle)
     try:
-        manifest.onnx_path(bundle, settings.precision, verify=True)
+        bundle_onnx_paths(manifest, bundle, settings.precision, verify=True)
     except ConfigError as exc:
         raise ConfigError(f"{exc}; rebuild the repository: {rebuild}") from None
     return bundle

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.atomic import atomic_dir, check_output_dir
+from medseg.bundle.folds import bundle_onnx_paths
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, DimRange, Manifest, file_sha256
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
 from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, SegmentSettings
@@ -45,6 +46,7 @@ from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
 from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
 from medseg.outputs import write_marker
+from medseg.runtime.pipelines import pipeline_for
 
 __all__ = [
     "ONNX_PLATFORM",
@@ -213,6 +215,19 @@ def _write_model(root: Path, config: ModelConfigText, source: Path, bundle: Path
     (root / config.name / "config.pbtxt").write_text(config.render())
 
 
+def _check_ensemble_options(bundle: Path, max_batch: int | None, segment: bool) -> None:
+    """Options of the raw-logits models given for a fold ensemble (nnU-Net bundle)."""
+    why = (
+        f"bundle {bundle} is an nnU-Net fold ensemble: Triton serves it through the end-to-end "
+        "segmenter only (raw per-fold logits would leave nnU-Net's preprocessing, window "
+        "blending and fold averaging to every client)"
+    )
+    if not segment:
+        raise ConfigError(f"{why}; it cannot be exported without the segmenter")
+    if max_batch is not None:
+        raise ConfigError(f"--max-batch sets the raw-logits models; {why}: drop --max-batch")
+
+
 def export_triton(
     bundle: Path,
     out: Path,
@@ -255,9 +270,15 @@ def export_triton(
     check_output_dir(out, force)
     if max_queue_delay_us < 0:
         raise ConfigError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
-    onnx_batch = _check_batch(max_batch, manifest.input.batch, f"bundle {bundle}")
-    onnx_files = {p: manifest.onnx_path(bundle, p, verify=True) for p in manifest.precisions}
-    plans = find_plans(bundle, manifest)
+    if pipeline_for(manifest).ensemble:  # a fold ensemble: only the segmenter serves it
+        _check_ensemble_options(bundle, max_batch, segment)
+        for precision in manifest.precisions:
+            bundle_onnx_paths(manifest, bundle, precision, verify=True)
+        onnx_batch, onnx_files, plans = manifest.input.batch.max, {}, []
+    else:
+        onnx_batch = _check_batch(max_batch, manifest.input.batch, f"bundle {bundle}")
+        onnx_files = {p: manifest.onnx_path(bundle, p, verify=True) for p in manifest.precisions}
+        plans = find_plans(bundle, manifest)
     plan_batches = [_check_batch(max_batch, p.batch, f"engine {p.path}") for p in plans]
     name = manifest.model.get("name") or manifest.model.get("arch") or "medseg"
     common = _Common(

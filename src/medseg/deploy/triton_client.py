@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     recipe = manifest.medseg_recipe("the Triton client")
-    if recipe.size_policy == "window":
+    if recipe.pipeline_kind == "window":
         labels = segment_windowed_remote(volume, image, manifest, client, args.model, batch_size)
         nib.save(nib.Nifti1Image(labels, image.affine), str(args.out))
         print(f"wrote {args.out} (sliding window, {labels.shape[recipe.slice_axis]} slices)")

@@ -35,6 +35,40 @@ def serve_commands(repository: str, model: str) -> list[str]:
     ]
 
 
+def _pad_step(recipe: Recipe) -> str:
+    return (
+        f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
+        "(crop the logits back)"
+    )
+
+
+def _window_step(recipe: Recipe) -> str:
+    assert recipe.patch_size is not None  # guaranteed by Recipe.__post_init__
+    ph, pw = recipe.patch_size
+    spacing = (
+        "at the scan's own spacing"
+        if recipe.target_spacing is None
+        else "resampled in-plane (cubic) to "
+        + " x ".join(f"{v:g}" for v in recipe.target_spacing)
+        + " mm before normalisation"
+    )
+    return (
+        f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
+        "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
+        "(linear); `triton_client.py` does all of it"
+    )
+
+
+def _resize_step(recipe: Recipe) -> str:
+    assert recipe.target_size is not None  # guaranteed by Recipe.__post_init__
+    h, w = recipe.target_size
+    return f"resize each slice bilinearly to {h}x{w} (resize the logits back)"
+
+
+#: size_policy -> the contract's "Size" step.
+_SIZE_STEPS = {"pad": _pad_step, "window": _window_step, "resize": _resize_step}
+
+
 def _recipe_steps(recipe: Recipe) -> list[str]:
     if recipe.modality == "CT":
         assert recipe.ct_window is not None  # guaranteed by Recipe.__post_init__
@@ -52,30 +86,7 @@ def _recipe_steps(recipe: Recipe) -> list[str]:
         )
     else:
         norm = "none: cast to float32"
-    if recipe.size_policy == "pad":
-        size = (
-            f"zero-pad each slice, centred, to the next multiple of {SIZE_MULTIPLE} in H and W "
-            "(crop the logits back)"
-        )
-    elif recipe.size_policy == "window":
-        assert recipe.patch_size is not None
-        ph, pw = recipe.patch_size
-        spacing = (
-            "at the scan's own spacing"
-            if recipe.target_spacing is None
-            else "resampled in-plane (cubic) to "
-            + " x ".join(f"{v:g}" for v in recipe.target_spacing)
-            + " mm before normalisation"
-        )
-        size = (
-            f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
-            "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
-            "(linear); `triton_client.py` does all of it"
-        )
-    else:
-        assert recipe.target_size is not None
-        h, w = recipe.target_size
-        size = f"resize each slice bilinearly to {h}x{w} (resize the logits back)"
+    size = _SIZE_STEPS[recipe.size_policy](recipe)
     return [
         f"Intensity normalisation: {norm}.",
         f"Cut 2D slices along volume axis {recipe.slice_axis} ({'XYZ'[recipe.slice_axis]}) of "
@@ -111,6 +122,28 @@ medseg infer BUNDLE scan.nii.gz --out mask.nii.gz --server http://127.0.0.1:8000
 """
 
 
+def _segmenter_only_readme(
+    manifest: Manifest, bundle: Path, rows: list[str], segment_section_name: str | None
+) -> str:
+    """The README of a repository holding only the end-to-end segmenter (fold ensembles)."""
+    name = str(manifest.model.get("name", "medseg model"))
+    folds = ", ".join(manifest.folds or ())
+    section = _segment_section(segment_section_name) if segment_section_name else ""
+    return f"""# Triton model repository: {name}
+
+Written by `medseg export-triton` (medseg-edge {__version__}) from the bundle
+`{Path(bundle).resolve()}`: an nnU-Net fold ensemble (folds {folds}). Triton serves it through
+the end-to-end segmenter only: nnU-Net's preprocessing, the sliding window over every fold, the
+mean of the folds' logits and the resampling back run inside it, as in `medseg infer`. Raw
+per-fold logits models are not exported (every client would have to reproduce all of that).
+
+| model | platform | precision | max batch | runs on |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{section}"""
+
+
 def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfigText]) -> str:
     """The repository's README: contract, models, commands."""
     spec = manifest.input
@@ -129,11 +162,13 @@ def render_readme(manifest: Manifest, bundle: Path, configs: Sequence[ModelConfi
         platform = c.platform or f"{c.backend} backend"
         rows.append(f"| `{c.name}` | {platform} | {precision} | {c.max_batch_size} | {where} |")
     classes = ", ".join(f"{v} = {k}" for k, v in manifest.classes.items())
+    raw = [c for c in configs if not c.backend]
+    if not raw:  # a fold ensemble (nnU-Net bundle): the segmenter only
+        return _segmenter_only_readme(manifest, bundle, rows, segment_section_name=segmenter)
     steps = "\n".join(
         f"{i}. {s}"
         for i, s in enumerate(_recipe_steps(manifest.medseg_recipe("Triton deployment")), 1)
     )
-    raw = [c for c in configs if not c.backend]
     commands = "\n".join(serve_commands('"$PWD"', raw[0].name)) if raw else ""
     segment_section = _segment_section(segmenter) if segmenter else ""
     min_batch = (

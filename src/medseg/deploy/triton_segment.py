@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from medseg.bundle.folds import fold_bundles
 from medseg.bundle.manifest import MANIFEST_NAME, Manifest
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
 from medseg.deploy.segment_service import (
@@ -85,8 +86,11 @@ def write_segment_model(
     copy.mkdir(parents=True)
     shutil.copyfile(Path(__file__).with_name("triton_model.py"), version / "model.py")
     shutil.copyfile(bundle / MANIFEST_NAME, copy / MANIFEST_NAME)
-    for entry in manifest.precisions.values():
-        shutil.copyfile(bundle / entry.file, copy / entry.file)
-    if (bundle / ENGINES_DIR).is_dir():
-        shutil.copytree(bundle / ENGINES_DIR, copy / ENGINES_DIR)
+    for folder, part in fold_bundles(manifest, bundle).values():  # the model, or every fold
+        into = copy / folder.relative_to(bundle)
+        into.mkdir(parents=True, exist_ok=True)
+        for entry in part.precisions.values():
+            shutil.copyfile(folder / entry.file, into / entry.file)
+        if (folder / ENGINES_DIR).is_dir():
+            shutil.copytree(folder / ENGINES_DIR, into / ENGINES_DIR)
     (root / config.name / "config.pbtxt").write_text(config.render())

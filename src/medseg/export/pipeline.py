@@ -131,7 +131,7 @@ def export_bundle(
         raise ConfigError(
             f"no dataset at {data_path} for the parity and accuracy checks; pass --data DATASET"
         )
-    if Recipe.from_dict(meta["recipe"]).size_policy == "window":  # a planned run (issue 12)
+    if Recipe.from_dict(meta["recipe"]).pipeline_kind == "window":  # a planned run (issue 12)
         from medseg.export.windowed import export_windowed
 
         return export_windowed(loaded, ckpt_path, out, options, data_path, on_event, started)

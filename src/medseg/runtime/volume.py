@@ -131,7 +131,7 @@ def segment_windowed(
         probabilities: also return ``(K, X, Y, Z)`` probabilities on the input grid.
         progress: called with ``(slices done, total slices)`` after every block.
     """
-    if recipe.size_policy != "window" or recipe.patch_size is None:
+    if recipe.pipeline_kind != "window" or recipe.patch_size is None:
         raise ConfigError("segment_windowed needs a recipe with size_policy 'window'")
     if volume.ndim != 4:
         raise ConfigError(f"segment_windowed expects (C, X, Y, Z), got shape {volume.shape}")

@@ -31,6 +31,56 @@ from medseg.data.nnunet_recipe import NnunetRecipe
 
 HIDDEN = 4
 
+LABELS = {"background": 0, "a": 1, "b": 2}
+DATASET_JSON = {"channel_names": {"0": "T1"}, "labels": LABELS, "file_ending": ".nii.gz"}
+CONFIGS = {
+    "3d_fullres": ([2.4, 2.2, 2.6], [24, 32, 32], (0, 1, 2)),
+    "2d": ([2.0, 2.2], [48, 64], (0, 1)),
+}
+
+
+def nnunet_plans(config: str) -> dict:
+    """A ``plans.json`` in nnU-Net v2's format (transposed axes, CT statistics unused)."""
+    spacing, patch, _ = CONFIGS[config]
+    kw = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    conf = {
+        "data_identifier": f"nnUNetPlans_{config}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": patch,
+        "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"],
+        "use_mask_for_norm": [True],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": kw,
+        "resampling_fn_seg_kwargs": {**kw, "is_seg": True, "order": 1},
+        "resampling_fn_probabilities_kwargs": {**kw, "order": 1},
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {},
+            "_kw_requires_import": [],
+        },
+    }
+    return {
+        "dataset_name": "Dataset001_Cohort",
+        "plans_name": "nnUNetPlans",
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [2, 0, 1],
+        "transpose_backward": [1, 2, 0],
+        "configurations": {config: conf},
+        "foreground_intensity_properties_per_channel": {
+            "0": {"mean": 1.0, "std": 1.0, "percentile_00_5": 0.0, "percentile_99_5": 2.0}
+        },
+    }
+
+
+def plans_recipe(config: str, labels: dict[str, int] | None = None) -> NnunetRecipe:
+    """The :class:`NnunetRecipe` of :func:`nnunet_plans` (``labels``: the dataset's)."""
+    dataset = dict(DATASET_JSON, labels=dict(labels or LABELS))
+    return NnunetRecipe.from_plans(nnunet_plans(config), dataset, config, CONFIGS[config][2])
+
 
 def fold_weights(recipe: NnunetRecipe, seed: int) -> dict[str, np.ndarray]:
     """Weights of one fold: ``w1 (4, C, 3..)``, ``b1``, ``w2 (K, 4, 3..)``, ``b2``."""
@@ -134,13 +184,31 @@ def nnunet_manifest(
     )
 
 
-def write_nnunet_bundle(root: Path, recipe: NnunetRecipe, folds: int = 2) -> Path:
-    """Write ``root/medseg.json`` + ``root/fold_<k>/model.onnx`` (FP32); returns ``root``."""
+def write_fp16_onnx(fp32: Path, out: Path) -> Path:
+    """An FP16 copy of a fold's file with FP32 I/O (onnxconverter-common's converter)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def write_nnunet_bundle(
+    root: Path, recipe: NnunetRecipe, folds: int = 2, fp16: bool = False
+) -> Path:
+    """Write ``root/medseg.json`` + ``root/fold_<k>/model.onnx`` (FP32; with ``fp16`` also
+    ``model.fp16.onnx``); returns ``root``."""
     files: dict[str, FoldFile] = {}
+    half: dict[str, FoldFile] = {}
     for k in range(folds):
         rel = f"{fold_dir(str(k))}/{ONNX_FILES['fp32']}"
         path = write_fold_onnx(root / rel, recipe, fold_weights(recipe, k))
         files[str(k)] = FoldFile(rel, file_sha256(path), path.stat().st_size)
+        if fp16:
+            rel16 = f"{fold_dir(str(k))}/{ONNX_FILES['fp16']}"
+            p16 = write_fp16_onnx(path, root / rel16)
+            half[str(k)] = FoldFile(rel16, file_sha256(p16), p16.stat().st_size)
     source = {
         "kind": "nnunet",
         "dataset": "Dataset001_Cohort",
@@ -150,6 +218,7 @@ def write_nnunet_bundle(root: Path, recipe: NnunetRecipe, folds: int = 2) -> Pat
         "folds": list(files),
         "checkpoint": "checkpoint_final.pth",
     }
-    manifest = nnunet_manifest(recipe, {"fp32": files}, DimRange(1, 2, 4), source)
+    fold_files = {"fp32": files, **({"fp16": half} if fp16 else {})}
+    manifest = nnunet_manifest(recipe, fold_files, DimRange(1, 2, 4), source)
     manifest.save(root)
     return root

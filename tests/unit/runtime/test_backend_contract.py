@@ -147,7 +147,7 @@ def toy_slices(tiny_bundle: Path, toy_data: Path) -> np.ndarray:
     manifest = Manifest.load(tiny_bundle)
     image = load_nifti(toy_data / "imagesTr" / "toy_003_0000.nii.gz").data
     segmenter = Segmenter.from_bundle(tiny_bundle, backend="onnxruntime", threads=1)
-    slices, _ = segmenter.preprocess(image[None])
+    slices = segmenter.preprocess(image[None])
     assert slices.shape[1:] == (1, manifest.input.height.opt, manifest.input.width.opt)
     return slices
 

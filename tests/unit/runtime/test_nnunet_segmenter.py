@@ -13,64 +13,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nnunet_bundle import fold_weights, torch_fold, write_nnunet_bundle
+from nnunet_bundle import (
+    CONFIGS,
+    DATASET_JSON,
+    fold_weights,
+    nnunet_plans,
+    plans_recipe,
+    torch_fold,
+    write_nnunet_bundle,
+)
 
 from medseg.bundle import Manifest, bundle_onnx_paths
 from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.errors import ConfigError
 from medseg.runtime import Segmenter, load_scan
-from medseg.runtime.nnunet_pipeline import NnunetSegmenter, NnunetTiming, fold_backends
+from medseg.runtime.pipelines import NnunetPipeline, NnunetTiming
+from medseg.runtime.pipelines.nnunet import fold_backends
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 nn_pred = pytest.importorskip("nnunetv2.inference.predict_from_raw_data")
 nn_plans = pytest.importorskip("nnunetv2.utilities.plans_handling.plans_handler")
 nn_sitk = pytest.importorskip("nnunetv2.imageio.simpleitk_reader_writer")
-
-LABELS = {"background": 0, "a": 1, "b": 2}
-DATASET_JSON = {"channel_names": {"0": "T1"}, "labels": LABELS, "file_ending": ".nii.gz"}
-CONFIGS = {
-    "3d_fullres": ([2.4, 2.2, 2.6], [24, 32, 32], (0, 1, 2)),
-    "2d": ([2.0, 2.2], [48, 64], (0, 1)),
-}
-
-
-def nnunet_plans(config: str) -> dict:
-    """A ``plans.json`` in nnU-Net v2's format (transposed axes, CT statistics unused)."""
-    spacing, patch, _ = CONFIGS[config]
-    kw = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
-    conf = {
-        "data_identifier": f"nnUNetPlans_{config}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": patch,
-        "spacing": spacing,
-        "normalization_schemes": ["ZScoreNormalization"],
-        "use_mask_for_norm": [True],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": kw,
-        "resampling_fn_seg_kwargs": {**kw, "is_seg": True, "order": 1},
-        "resampling_fn_probabilities_kwargs": {**kw, "order": 1},
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {},
-            "_kw_requires_import": [],
-        },
-    }
-    return {
-        "dataset_name": "Dataset001_Cohort",
-        "plans_name": "nnUNetPlans",
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [2, 0, 1],
-        "transpose_backward": [1, 2, 0],
-        "configurations": {config: conf},
-        "foreground_intensity_properties_per_channel": {
-            "0": {"mean": 1.0, "std": 1.0, "percentile_00_5": 0.0, "percentile_99_5": 2.0}
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +46,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _recipe(config: str) -> NnunetRecipe:
-    return NnunetRecipe.from_plans(nnunet_plans(config), DATASET_JSON, config, CONFIGS[config][2])
+    return plans_recipe(config)
 
 
 def _oracle(config: str, recipe: NnunetRecipe, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -122,16 +87,16 @@ def test_fold_ensemble_bundle_matches_nnunet_predictor(
     ref_seg, ref_prob = _oracle(config, recipe, path)  # (z, y, x), (K, z, y, x)
     manifest = Manifest.load(bundle)
     with Segmenter.from_bundle(bundle, "onnxruntime", threads=1) as segmenter:
-        assert isinstance(segmenter, NnunetSegmenter) and segmenter.tta  # nnU-Net mirrors
+        assert isinstance(segmenter.pipeline, NnunetPipeline) and segmenter.tta  # mirrors
         result = segmenter.segment(
             scan.image, probabilities=True, affine=scan.affine, spacing=scan.spacing
         )
-    assert segmenter.accumulate == "float16"  # nnU-Net's accumulator is the default
-    wide = NnunetSegmenter(
+    assert segmenter.pipeline.accumulate == "float16"  # type: ignore[attr-defined]
+    wide = Segmenter(
         fold_backends(bundle, manifest, "onnxruntime", "fp32", threads=1),
         manifest,
         batch_size=1,
-        accumulate="float32",
+        pipeline=NnunetPipeline(accumulate="float32"),
     )
     with wide:
         single = wide.segment(scan.image, probabilities=True, affine=scan.affine)
@@ -164,8 +129,10 @@ def test_fold_files_are_checked_and_listed(tmp_path: Path) -> None:
     paths["1"].write_bytes(paths["1"].read_bytes()[:-3])
     with pytest.raises(ConfigError, match=r"fold_1/model.onnx does not match the sha256"):
         Segmenter.from_bundle(bundle, "onnxruntime")
-    with pytest.raises(ConfigError, match="does not run nnU-Net bundles yet"):
-        fold_backends(bundle, manifest, "tensorrt", "fp32")
+    with pytest.raises(ConfigError, match="--cuda-graph is a TensorRT option"):
+        fold_backends(bundle, manifest, "onnxruntime", "fp32", cuda_graph=True)
+    with pytest.raises(ConfigError, match="unknown backend 'trt'"):
+        fold_backends(bundle, manifest, "trt", "fp32")
 
 
 def test_manifest_schema_three_round_trips_and_refuses_inconsistency(tmp_path: Path) -> None:
@@ -219,4 +186,4 @@ def test_medseg_infer_writes_the_mask_with_the_scan_affine(tmp_path: Path, cohor
     args = ["bench", str(bundle), "--data", str(cohort), "--precisions", "fp32", "--split", "all"]
     args += ["--batch", "2"]
     bench = CliRunner().invoke(app, args)
-    assert bench.exit_code == 2 and "medseg bench does not support nnU-Net bundles" in bench.output
+    assert bench.exit_code == 2 and "but the bundle's classes are" in bench.output

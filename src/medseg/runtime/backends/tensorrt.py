@@ -176,8 +176,10 @@ class TensorRTBackend(Backend):
                 )
         # the base's load() compares these names and shapes with the manifest (_model_io)
         spec = self.input_spec
-        in_shape = (spec.batch.max, spec.channels, spec.height.opt, spec.width.opt)
-        out_shape = (spec.batch.max, self.num_classes, spec.height.opt, spec.width.opt)
+        spatial: tuple[int, ...] = (spec.height.opt, spec.width.opt)  # (D, H, W) in 3D
+        spatial = spatial if spec.depth is None else (spec.depth.opt, *spatial)
+        in_shape = (spec.batch.max, spec.channels, *spatial)
+        out_shape = (spec.batch.max, self.num_classes, *spatial)
         self._stream = cuda.Stream()
         self._start, self._end = cuda.CudaEvent(), cuda.CudaEvent()
         self._buffers = [self._start, self._end]
@@ -212,7 +214,7 @@ class TensorRTBackend(Backend):
         from medseg.runtime import cuda
 
         shape = tuple(int(v) for v in batch.shape)
-        out_shape = (shape[0], self.num_classes, shape[2], shape[3])
+        out_shape = (shape[0], self.num_classes, *shape[2:])
         self._reserve(batch.nbytes, int(np.prod(out_shape)) * 4)
         if shape != self._shape:
             # a captured graph holds the context's state at capture time: after a shape change
