@@ -2,9 +2,9 @@
 
 :func:`build` makes, under one folder (once per test session; see tests/conftest.py)::
 
-    raw/Dataset901_Cohort/      4 coarse MNI152 cohort cases (``medseg data mni152-cohort``)
+    nnUNet_raw/Dataset901_Cohort/   4 coarse MNI152 cohort cases (``medseg data mni152-cohort``)
     unseen/                     2 other cohort cases (the parity cases, never trained on)
-    preprocessed/ results/      nnU-Net's folders
+    nnUNet_preprocessed/ nnUNet_results/   nnU-Net's folders (the usual sibling layout)
     oracle/<configuration>/<case>.npz   nnUNetPredictor's labels, probabilities, ... per case
     build.json                  what was built and the seconds each step took
 
@@ -46,17 +46,17 @@ _PRIMUS = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
 
 
 def result_folder(root: Path, configuration: str, trainer: str = TRAINER) -> Path:
-    """``root/results/Dataset901_Cohort/<trainer>__nnUNetPlansMedsegCI__<configuration>``."""
-    return root / "results" / DATASET / f"{trainer}__{PLANS}__{configuration}"
+    """``root/nnUNet_results/Dataset901_Cohort/<trainer>__nnUNetPlansMedsegCI__<configuration>``."""
+    return root / "nnUNet_results" / DATASET / f"{trainer}__{PLANS}__{configuration}"
 
 
 def nnunet_env(root: Path) -> dict[str, str]:
     """The environment nnU-Net's commands run with (folders, no compile, single-process DA)."""
     return {
         **os.environ,
-        "nnUNet_raw": str(root / "raw"),
-        "nnUNet_preprocessed": str(root / "preprocessed"),
-        "nnUNet_results": str(root / "results"),
+        "nnUNet_raw": str(root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(root / "nnUNet_results"),
         "nnUNet_extTrainer": str(TRAINER_DIR),
         "nnUNet_compile": "false",
         "nnUNet_def_n_proc": "1",
@@ -81,13 +81,17 @@ def build(root: Path, trainers: tuple[str, ...] = (TRAINER,)) -> dict[str, Any]:
     """Build everything under ``root`` (must not hold a finished build); returns build.json."""
     from medseg.data.mni152_cohort import write_mni152_cohort
 
-    (root / "raw").mkdir(parents=True, exist_ok=True)
+    (root / "nnUNet_raw").mkdir(parents=True, exist_ok=True)
     log = root / "nnunet.log"
     env = nnunet_env(root)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     write_mni152_cohort(
-        root / "raw" / DATASET, cases=4, seed=3, inplane_mm=(3.0, 4.0), thickness_mm=(4.0, 6.0)
+        root / "nnUNet_raw" / DATASET,
+        cases=4,
+        seed=3,
+        inplane_mm=(3.0, 4.0),
+        thickness_mm=(4.0, 6.0),
     )
     write_mni152_cohort(
         root / "unseen", cases=2, seed=11, inplane_mm=(3.0, 4.0), thickness_mm=(4.0, 6.0)
@@ -99,7 +103,7 @@ def build(root: Path, trainers: tuple[str, ...] = (TRAINER,)) -> dict[str, Any]:
          "-npfp", "1", "-np", "1", "1", "--verify_dataset_integrity"],
         env, log,
     )  # fmt: skip
-    _write_plans_variant(root / "preprocessed" / DATASET)
+    _write_plans_variant(root / "nnUNet_preprocessed" / DATASET)
     runs = [(t, c, f) for t in trainers for c in CONFIGURATIONS for f in FOLDS]
     spec = {"train": [[str(DATASET_ID), c, str(f), "-tr", t, "-p", PLANS, "-device", "cpu"]
                       for t, c, f in runs]}  # fmt: skip

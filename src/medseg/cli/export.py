@@ -77,6 +77,24 @@ def export(
     """
     with handle_errors(debug):
         if (checkpoint / "nnunet.json").is_file():  # a run of `medseg import nnunet`
+            given = {
+                "--calib-method": calib_method != "max",
+                "--max-dice-drop": max_dice_drop is not None,
+                "--guard-backend": guard_backend is not None,
+                "--batch": batch != "1:8:32",
+                "--height": height is not None,
+                "--width": width is not None,
+                "--dynamic-hw": dynamic_hw,
+                "--data": data is not None,
+                "--check-tensorrt": check_tensorrt,
+            }
+            wrong = [name for name, on in given.items() if on]
+            if wrong:
+                raise ConfigError(
+                    f"{wrong[0]} does not apply to {checkpoint}, an imported nnU-Net run (its "
+                    "patch and batch come from plans.json); accepted: --out --fp16 --int8 "
+                    "--calib-data --calib-slices --force"
+                )
             _export_nnunet(checkpoint, out, fp16, int8, calib_data, calib_slices, force)
             return
         from medseg.export import ExportOptions, export_bundle

@@ -20,7 +20,7 @@ def cohort_raw(nnunet_real: Path) -> Path:
     """The training cases (nnU-Net raw layout)."""
     import nnunet_real as builder
 
-    return nnunet_real / "raw" / builder.DATASET
+    return nnunet_real / "nnUNet_raw" / builder.DATASET
 
 
 @pytest.fixture(scope="session")

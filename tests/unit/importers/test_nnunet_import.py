@@ -67,6 +67,12 @@ def test_import_real_result_folder(
     assert prep["spacing"] == pytest.approx(config["spacing"])
     assert prep["transpose_forward"] == plans["transpose_forward"]
     assert prep["normalization"][0]["scheme"] == config["normalization_schemes"][0]
+    if configuration == "2d":  # an option of the 2D-slice export given to an nnU-Net run
+        bundle = tmp_path / "bundle"
+        res = runner.invoke(app, ["export", str(run), "--out", str(bundle), "--height", "64"])
+        assert res.exit_code == 2 and not bundle.exists(), res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        assert "--height does not apply to" in " ".join(res.output.split())
     result, _ = read_nnunet_result(folder, folds=("0", "1"))
     net = build_network(result).eval()
     # nnU-Net's own network for these plans (what nnUNetPredictor builds for this trainer)
