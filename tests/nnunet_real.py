@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -64,8 +65,16 @@ def nnunet_env(root: Path) -> dict[str, str]:
     }
 
 
-def _run(cmd: list[str], env: dict[str, str], log: Path) -> float:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path, cpu: dict[str, float], step: str) -> float:
+    """Run one nnU-Net step; its CPU seconds go to ``cpu[step]``; returns its wall seconds."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
@@ -74,6 +83,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> float:
         tail = log.read_text().splitlines()[-15:]
         head = f"{' '.join(cmd[:3])} failed (exit {proc.returncode}):"
         raise RuntimeError("\n".join([head, *tail]))
+    cpu[step] = round(_children_cpu() - c0, 1)
     return time.perf_counter() - t0
 
 
@@ -85,36 +95,42 @@ def build(root: Path, trainers: tuple[str, ...] = (TRAINER,)) -> dict[str, Any]:
     log = root / "nnunet.log"
     env = nnunet_env(root)
     seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     t0 = time.perf_counter()
-    write_mni152_cohort(
-        root / "nnUNet_raw" / DATASET,
-        cases=4,
-        seed=3,
-        inplane_mm=(3.0, 4.0),
-        thickness_mm=(4.0, 6.0),
-    )
-    write_mni152_cohort(
-        root / "unseen", cases=2, seed=11, inplane_mm=(3.0, 4.0), thickness_mm=(4.0, 6.0)
-    )
-    seconds["cohort"] = time.perf_counter() - t0
-    bindir = Path(sys.executable).parent
-    seconds["plan_and_preprocess"] = _run(
-        [str(bindir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", *CONFIGURATIONS,
-         "-npfp", "1", "-np", "1", "1", "--verify_dataset_integrity"],
-        env, log,
-    )  # fmt: skip
+    pre = root / "nnUNet_preprocessed" / DATASET
+    if not (pre / "nnUNetPlans.json").is_file():  # else: resuming a build (development)
+        for folder in (root / "nnUNet_raw" / DATASET, root / "unseen"):
+            shutil.rmtree(folder, ignore_errors=True)
+        write_mni152_cohort(
+            root / "nnUNet_raw" / DATASET, cases=4, seed=3, inplane_mm=(3.0, 4.0),
+            thickness_mm=(4.0, 6.0),
+        )  # fmt: skip
+        write_mni152_cohort(
+            root / "unseen", cases=2, seed=11, inplane_mm=(3.0, 4.0), thickness_mm=(4.0, 6.0)
+        )
+        seconds["cohort"] = time.perf_counter() - t0
+        bindir = Path(sys.executable).parent
+        seconds["plan_and_preprocess"] = _run(
+            [str(bindir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
+             *CONFIGURATIONS, "-npfp", "1", "-np", "1", "1", "--verify_dataset_integrity"],
+            env, log, cpu, "plan_and_preprocess",
+        )  # fmt: skip
     _write_plans_variant(root / "nnUNet_preprocessed" / DATASET)
+    _write_splits(root / "nnUNet_preprocessed" / DATASET)
     runs = [(t, c, f) for t in trainers for c in CONFIGURATIONS for f in FOLDS]
     spec = {"train": [[str(DATASET_ID), c, str(f), "-tr", t, "-p", PLANS, "-device", "cpu"]
                       for t, c, f in runs]}  # fmt: skip
+    shutil.rmtree(root / "nnUNet_results", ignore_errors=True)
+    shutil.rmtree(root / "oracle", ignore_errors=True)
     t0 = time.perf_counter()
     # data augmentation in the training process (0 workers: SingleThreadedAugmenter)
-    _run([sys.executable, __file__, json.dumps(spec)], {**env, "nnUNet_n_proc_DA": "0"}, log)
+    _run([sys.executable, __file__, json.dumps(spec)], {**env, "nnUNet_n_proc_DA": "0"}, log,
+         cpu, "train")  # fmt: skip
     seconds["train"] = time.perf_counter() - t0
     oracle = {"oracle": [str(result_folder(root, c, t)) for t in trainers for c in CONFIGURATIONS],
               "unseen": str(root / "unseen"), "out": str(root / "oracle")}  # fmt: skip
     t0 = time.perf_counter()
-    _run([sys.executable, __file__, json.dumps(oracle)], env, log)
+    _run([sys.executable, __file__, json.dumps(oracle)], env, log, cpu, "oracle")
     seconds["oracle"] = time.perf_counter() - t0
     record = {
         "trainers": list(trainers),
@@ -122,6 +138,7 @@ def build(root: Path, trainers: tuple[str, ...] = (TRAINER,)) -> dict[str, Any]:
         "configurations": list(CONFIGURATIONS),
         "folds": list(FOLDS),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "cpu_seconds": cpu,
     }
     (root / "build.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -140,6 +157,18 @@ def _write_plans_variant(pre: Path) -> None:
         config["batch_size"] = 2
         # data_identifier unchanged: the preprocessed arrays of nnUNetPlans are reused
     (pre / f"{PLANS}.json").write_text(json.dumps(plans, indent=2))
+
+
+def _write_splits(pre: Path) -> None:
+    """Two folds of two training and two validation cases (nnU-Net's default split makes five
+    folds, which needs at least five cases): ``splits_final.json`` as nnU-Net reads it."""
+    ids = sorted(p.name.split(".")[0] for p in (pre / "gt_segmentations").glob("*.nii.gz"))
+    half = len(ids) // 2
+    splits = [
+        {"train": ids[half:], "val": ids[:half]},
+        {"train": ids[:half], "val": ids[half:]},
+    ]
+    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
 
 
 def _allow_trainer_lookup() -> None:  # pragma: no cover - runs in the child process

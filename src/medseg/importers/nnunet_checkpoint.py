@@ -25,20 +25,20 @@ from medseg.errors import DatasetError
 
 __all__ = ["NUMPY_GLOBALS", "is_nnunet_trainer", "load_nnunet_checkpoint", "nnunet_trainer_names"]
 
-#: The globals nnU-Net's checkpoints need beyond torch's weights-only set (numpy scalars of the
-#: float and integer types nnU-Net logs), by pickled name.
+#: The globals nnU-Net's checkpoints need beyond torch's weights-only set, by pickled name:
+#: numpy float scalars (float32 in nnunetv2 2.8's ``logging`` and ``_best_ema``; float64 where
+#: a mean of Python floats is logged). Integer or other numpy types are not written by it.
 NUMPY_GLOBALS = (
     "numpy._core.multiarray.scalar",
     "numpy.dtype",
-    "numpy.dtypes.Float16DType",
     "numpy.dtypes.Float32DType",
     "numpy.dtypes.Float64DType",
-    "numpy.dtypes.Int32DType",
-    "numpy.dtypes.Int64DType",
 )
 
 
-_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch's two refusals: an unlisted GLOBAL, or a BUILD of an unlisted class (a numpy dtype class
+# is only built, never named by get_unsafe_globals_in_checkpoint)
+_GLOBAL_RE = re.compile(r"(?:Unsupported global: GLOBAL |but got <class ')([\w.]+)")
 
 
 def _numpy_objects() -> dict[str, Any]:
@@ -47,11 +47,8 @@ def _numpy_objects() -> dict[str, Any]:
     return {
         "numpy._core.multiarray.scalar": np._core.multiarray.scalar,  # type: ignore[attr-defined]
         "numpy.dtype": np.dtype,
-        "numpy.dtypes.Float16DType": np.dtypes.Float16DType,
         "numpy.dtypes.Float32DType": np.dtypes.Float32DType,
         "numpy.dtypes.Float64DType": np.dtypes.Float64DType,
-        "numpy.dtypes.Int32DType": np.dtypes.Int32DType,
-        "numpy.dtypes.Int64DType": np.dtypes.Int64DType,
     }
 
 
