@@ -154,12 +154,20 @@ def nnunet_real(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Built once per test session: under pytest-xdist the workers share the session's base
     temporary folder, and a file lock lets the first worker build while the other waits.
+    ``MEDSEG_NNUNET_REAL=DIR`` reuses (or makes, once) a build in DIR across sessions.
     """
     pytest.importorskip("nnunetv2", reason="needs the nnunet extra")
     from filelock import FileLock
 
     import nnunet_real as builder
 
+    if os.environ.get("MEDSEG_NNUNET_REAL"):
+        keep = Path(os.environ["MEDSEG_NNUNET_REAL"])
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(keep) + ".lock"):
+            if not (keep / "build.json").is_file():
+                builder.build(keep)
+        return keep
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent

@@ -259,14 +259,13 @@ def _oracle(folders: list[str], unseen: Path, out: Path) -> None:  # pragma: no 
 def _float16_weight(predictor: Any, shape: tuple[int, ...]) -> Any:  # pragma: no cover - child
     """nnU-Net's summed Gaussian weight (``n_predictions``, float16) on the network grid,
     made with the predictor's own padding, slicers and Gaussian."""
-    import numpy as np
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
     patch = tuple(predictor.configuration_manager.patch_size)
     data, revert = pad_nd_image(
-        np.zeros((1, *shape), dtype=np.float32), patch, "constant", {"value": 0}, True, None
+        torch.zeros((1, *shape)), patch, "constant", {"value": 0}, True, None
     )
     gaussian = compute_gaussian(patch, 1.0 / 8, 10, device=torch.device("cpu"))
     weight = torch.zeros(data.shape[1:], dtype=torch.half)

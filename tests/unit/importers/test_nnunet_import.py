@@ -77,14 +77,11 @@ def test_import_real_result_folder(
     net = build_network(result).eval()
     # nnU-Net's own network for these plans (what nnUNetPredictor builds for this trainer)
     pm = PlansManager(plans)
+    labels = pm.get_label_manager(json.loads((folder / "dataset.json").read_text()))
     theirs = nnUNetTrainer.build_network_architecture(
-        config["architecture"]["network_class_name"],
-        config["architecture"]["arch_kwargs"],
-        config["architecture"]["_kw_requires_import"],
-        1,
-        len(pm.get_label_manager(json.loads((folder / "dataset.json").read_text())).all_labels),
+        pm, pm.get_configuration(configuration), 1, labels.num_segmentation_heads,
         enable_deep_supervision=False,
-    ).eval()
+    ).eval()  # fmt: skip
     x = torch.randn(2, 1, *config["patch_size"], generator=torch.Generator().manual_seed(0))
     for k in (0, 1):
         ckpt = load_nnunet_checkpoint(folder / f"fold_{k}" / "checkpoint_final.pth")
