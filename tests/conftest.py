@@ -4,6 +4,8 @@ briefly trained toy runs, a tiny exported bundle, and the committed demo bundle.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: The committed demo bundle (medseg export of models/mni152-tissue, FP32/FP16/INT8).
 DEMO_BUNDLE = REPO / "models" / "mni152-tissue" / "bundle"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/nnunet_real.py
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -141,3 +144,38 @@ def demo_bundle() -> Path:
     if not (DEMO_BUNDLE / "medseg.json").is_file():
         pytest.fail(f"the committed demo bundle {DEMO_BUNDLE} is missing")
     return DEMO_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def nnunet_real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real nnU-Net result folders written by nnUNetv2_plan_and_preprocess and nnUNetv2_train
+    (tests/nnunet_real.py: 2d and 3d_fullres, folds 0 and 1, trainer nnUNetTrainer_medsegCI,
+    plans nnUNetPlansMedsegCI) and nnUNetPredictor's predictions on two unseen cases.
+
+    Built once per test session: under pytest-xdist the workers share the session's base
+    temporary folder, and a file lock lets the first worker build while the other waits.
+    ``MEDSEG_NNUNET_REAL=DIR`` reuses (or makes, once) a build in DIR across sessions.
+    """
+    pytest.importorskip("nnunetv2", reason="needs the nnunet extra")
+    from filelock import FileLock
+
+    import nnunet_real as builder
+
+    if os.environ.get("MEDSEG_NNUNET_REAL"):
+        keep = Path(os.environ["MEDSEG_NNUNET_REAL"])
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(keep) + ".lock"):
+            if not (keep / "build.json").is_file():
+                builder.build(keep)
+        return keep
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "nnunet-real"
+    with FileLock(str(shared / "nnunet-real.lock")):
+        if not (root / "build.json").is_file():
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)  # a build that died half-way
+            builder.build(root)
+    return root

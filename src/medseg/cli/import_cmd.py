@@ -60,6 +60,8 @@ def nnunet(
             result_folder, out, configuration, parse_folds(folds), checkpoint, force=force
         )
         result = run.result
+        for note in run.notes:
+            console.print(f"  info: {note}", highlight=False, markup=False)
         console.print(
             f"  {result.trainer_name} {result.configuration}, folds {', '.join(result.folds)}, "
             f"patch {tuple(result.config['patch_size'])}, mirroring axes {result.mirror_axes}, "

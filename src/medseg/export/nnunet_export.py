@@ -2,9 +2,12 @@
 
 Per fold: the network rebuilt from the run's plans with the fold's weights, exported to
 ``fold_<k>/model.onnx`` with the plan's static patch and a dynamic batch (2D ``(B, C, H, W)``
-or 3D ``(B, C, D, H, W)``), checked against PyTorch on real patches (largest |logit
-difference| <= :data:`PARITY_MAX_ABS_DIFF` and argmax agreement >= :data:`PARITY_MIN_ARGMAX`,
-else :class:`ExportError`). FP16 (``--fp16``): AutoCast with ``InstanceNormalization`` kept in
+or 3D ``(B, C, D, H, W)``), checked against PyTorch on real patches
+(:func:`medseg.export.nnunet_data.fp32_parity`: ``|d| <= atol + rtol |logit|`` as Polygraphy
+compares, argmax agreement and softmax difference; else :class:`ExportError`). Patches: from
+``--calib-data``, else from the dataset the result folder names when it is on this machine
+(:func:`medseg.export.nnunet_data.find_nnunet_dataset`), else standard-normal (said so).
+FP16 (``--fp16``): AutoCast with ``InstanceNormalization`` kept in
 FP32 besides the usual reductions (its mean/variance over a whole patch is what breaks FP16
 InstanceNorm networks); INT8 (``--int8``): modelopt Q/DQ calibrated on patches of the training
 cases. The export guard compares FP16 and INT8 to FP32 on held-out patches (argmax agreement,
@@ -28,20 +31,26 @@ import numpy as np
 
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.errors import ConfigError, DatasetError, ExportError
+from medseg.export.nnunet_data import (
+    PARITY_ATOL,
+    PARITY_MAX_SOFTMAX_DIFF,
+    PARITY_MIN_ARGMAX,
+    PARITY_RTOL,
+)
 from medseg.names import PRECISIONS
 
 __all__ = [
     "FP16_MIN_AGREEMENT",
     "NORM_OP_TYPES",
-    "PARITY_MAX_ABS_DIFF",
+    "PARITY_ATOL",
+    "PARITY_MAX_SOFTMAX_DIFF",
     "PARITY_MIN_ARGMAX",
+    "PARITY_RTOL",
     "NnunetExportOptions",
     "export_nnunet",
     "preprocessed_training_cases",
 ]
 
-PARITY_MAX_ABS_DIFF = 1e-3
-PARITY_MIN_ARGMAX = 0.999
 FP16_MIN_AGREEMENT = 0.99
 #: Normalisation op types kept in FP32 in the FP16 file.
 NORM_OP_TYPES = ("InstanceNormalization", "GroupNormalization", "LayerNormalization")
@@ -149,6 +158,12 @@ def export_nnunet(
     from medseg.calibration.fp16 import FP16_KEEP_FP32_OP_TYPES, convert_fp16
     from medseg.calibration.int8 import Int8Config, quantize_int8
     from medseg.calibration.patches import draw_patches
+    from medseg.export.nnunet_data import (
+        data_identifier,
+        find_nnunet_dataset,
+        fp32_parity,
+        nnunet_preprocessed_cases,
+    )
     from medseg.export.onnx_export import export_onnx
     from medseg.export.ort import run_onnx
     from medseg.importers.nnunet import IMPORT_FILE, build_network, read_imported_run
@@ -159,18 +174,31 @@ def export_nnunet(
     patch = [int(p) for p in result.config["patch_size"]]
     channels = result.num_input_channels
     started = time.perf_counter()
-    if options.calib_data is not None:
-        images, labels = preprocessed_training_cases(
-            options.calib_data, Path(run), result.configuration
+    found = (
+        ("raw", Path(options.calib_data))
+        if options.calib_data is not None
+        else find_nnunet_dataset(
+            record.get("source", {}), data_identifier(Path(run), result.configuration)
         )
+    )
+    if found is not None:
+        kind, where = found
+        if kind == "raw":
+            images, labels = preprocessed_training_cases(where, Path(run), result.configuration)
+            source = f"training cases of {where} (nnU-Net DefaultPreprocessor)"
+        else:
+            images, labels = nnunet_preprocessed_cases(where)
+            source = f"nnU-Net's preprocessed cases in {where}"
         calib = draw_patches(images, labels, patch, options.calib_patches, seed=0)
         check = draw_patches(images, labels, patch, options.calib_patches, seed=1)
-        source = f"training cases of {options.calib_data} (nnU-Net DefaultPreprocessor)"
     else:
         rng = np.random.default_rng(0)
         calib = rng.standard_normal((options.calib_patches, channels, *patch)).astype(np.float32)
         check = rng.standard_normal((options.calib_patches, channels, *patch)).astype(np.float32)
-        source = "standard-normal patches (no --calib-data)"
+        source = (
+            "standard-normal patches (fallback: no --calib-data, and the result folder's "
+            "dataset is not under $nnUNet_raw or $nnUNet_preprocessed)"
+        )
     log(f"patches: {len(calib)} calibration + {len(check)} check, {patch}, from {source}")
     spec = InputSpec(
         "image",
@@ -211,20 +239,23 @@ def export_nnunet(
                     ]
                 )
             got = run_onnx(fp32, check, batch_size=options.max_batch)
-            parity = _agreement(ref, got)
-            if (
-                parity["max_abs_diff"] > PARITY_MAX_ABS_DIFF
-                or parity["argmax_agreement"] < PARITY_MIN_ARGMAX
-            ):
+            parity = fp32_parity(ref, got)
+            if not parity["passed"]:
                 raise ExportError(
-                    f"fold {fold}: FP32 ONNX differs from PyTorch (max |diff| "
-                    f"{parity['max_abs_diff']:.2e}, argmax agreement "
-                    f"{parity['argmax_agreement']:.5f}); refusing the bundle"
+                    f"fold {fold}: FP32 ONNX differs from PyTorch beyond |d| <= "
+                    f"{PARITY_ATOL:g} + {PARITY_RTOL:g}*|logit| (worst ratio "
+                    f"{parity['max_tolerance_ratio']:.2f}, max |diff| "
+                    f"{parity['max_abs_diff']:.2e} at logits up to {parity['logit_range']:.1f}), "
+                    f"argmax agreement {parity['argmax_agreement']:.5f} (>= {PARITY_MIN_ARGMAX}) "
+                    f"or max |softmax diff| {parity['max_softmax_diff']:.1e} "
+                    f"(<= {PARITY_MAX_SOFTMAX_DIFF:g}); refusing the bundle"
                 )
             entries: dict[str, Any] = {"fp32": {"file": "model.onnx", "vs_pytorch": parity}}
             log(
-                f"fold {fold}: FP32 ONNX max |diff| vs PyTorch {parity['max_abs_diff']:.1e}, "
-                f"argmax {parity['argmax_agreement']:.5f} ({time.perf_counter() - t0:.1f} s)"
+                f"fold {fold}: FP32 ONNX vs PyTorch max |diff| {parity['max_abs_diff']:.1e} "
+                f"(logits up to {parity['logit_range']:.1f}; tolerance ratio "
+                f"{parity['max_tolerance_ratio']:.2f}), argmax {parity['argmax_agreement']:.5f}, "
+                f"softmax {parity['max_softmax_diff']:.1e} ({time.perf_counter() - t0:.1f} s)"
             )
             if options.fp16:
                 f16 = convert_fp16(

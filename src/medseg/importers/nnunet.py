@@ -12,8 +12,12 @@ rebuilds the planned network with nnU-Net's ``get_network_from_plans``
     RUN/plans.json  RUN/dataset.json  RUN/dataset_fingerprint.json   copies of the originals
     RUN/fold_<k>/weights.pt  the fold's state dict (tensors only: loads with weights_only=True)
 
-Supported: trainers whose network is the plans' architecture (:data:`SUPPORTED_TRAINERS`),
-networks :data:`SUPPORTED_NETWORKS`, configurations 2d / 3d_fullres / 3d_lowres, integer labels.
+Supported: any trainer whose ``network_weights`` load strictly into the network the plans
+describe (nnU-Net's own trainers and the variants people write that change only the training;
+the architecture is verified from the weights, and a trainer that overrides
+``build_network_architecture`` is refused naming the first missing or mis-shaped key), any
+plans identifier, networks :data:`SUPPORTED_NETWORKS`, configurations 2d / 3d_fullres /
+3d_lowres, integer labels.
 Refused: cascades (``3d_cascade_fullres``, any configuration with ``previous_stage``; their input
 holds the previous stage's segmentation), region-based labels, folds trained with other plans.
 """
@@ -29,13 +33,14 @@ from typing import Any
 
 from medseg.atomic import atomic_dir, check_output_dir
 from medseg.errors import ConfigError, DatasetError, MissingDependencyError
+from medseg.importers.nnunet_checkpoint import is_nnunet_trainer, load_nnunet_checkpoint
 
 __all__ = [
     "IMPORT_FILE",
     "SUPPORTED_NETWORKS",
-    "SUPPORTED_TRAINERS",
     "NnunetResult",
     "build_network",
+    "check_weights_fit",
     "import_nnunet",
     "parse_folds",
     "read_imported_run",
@@ -44,14 +49,11 @@ __all__ = [
 ]
 
 IMPORT_FILE = "nnunet.json"
-#: Trainers whose inference network is exactly the plans' architecture.
-SUPPORTED_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerNoMirroring", "nnUNetTrainer_<N>epochs")
 SUPPORTED_NETWORKS = (
     "dynamic_network_architectures.architectures.unet.PlainConvUNet",
     "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
 )
 _CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
-_TRAINER_RE = re.compile(r"^nnUNetTrainer(NoMirroring|_\d+epochs(_NoMirroring)?)?$")
 _FOLDER_RE = re.compile(r"^(?P<trainer>[^_]+(?:_[^_]+)*)__(?P<plans>.+)__(?P<configuration>.+)$")
 
 
@@ -138,21 +140,6 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _torch_load(path: Path) -> dict[str, Any]:
-    import pickle
-
-    import torch
-
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"{path}: not a loadable nnU-Net checkpoint ({first})") from None
-    if not isinstance(data, dict) or "network_weights" not in data:
-        raise DatasetError(f"{path}: not an nnU-Net checkpoint (no 'network_weights')")
-    return data
-
-
 def _check_finite(path: Path, weights: Any) -> None:
     """Refuse a checkpoint with NaN or infinite weights (a diverged training)."""
     import torch
@@ -229,17 +216,23 @@ def read_nnunet_result(
     plans = _load_json(folder / "plans.json", "plans.json")
     dataset_json = _load_json(folder / "dataset.json", "dataset.json")
     fingerprint = _load_json(folder / "dataset_fingerprint.json", "dataset_fingerprint.json")
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ConfigError(
+            f"{folder / 'dataset.json'}: no 'labels' (expected e.g. "
+            '{"background": 0, "tumour": 1}, as nnU-Net writes it)'
+        )
+    planned = list(plans.get("configurations", {}))
+    if configuration is not None and configuration not in planned:
+        raise ConfigError(
+            f"--configuration {configuration!r} is not in {folder / 'plans.json'} "
+            f"(planned: {', '.join(planned)})"
+        )
     _require_torch()
-    loaded = {f: _torch_load(folder / f"fold_{f}" / checkpoint) for f in folds}
+    loaded = {f: load_nnunet_checkpoint(folder / f"fold_{f}" / checkpoint) for f in folds}
     first = loaded[folds[0]]
     init_args = first.get("init_args") or {}
     trainer = str(first.get("trainer_name", ""))
-    if not _TRAINER_RE.match(trainer):
-        raise ConfigError(
-            f"{folder / f'fold_{folds[0]}' / checkpoint}: trainer {trainer!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_TRAINERS)})"
-        )
-    planned = list(plans.get("configurations", {}))
     configuration = configuration or str(init_args.get("configuration", ""))
     if configuration not in planned:
         raise ConfigError(
@@ -259,6 +252,12 @@ def read_nnunet_result(
                 f"{where} was trained as {args.get('configuration')!r}, not {configuration!r}"
             )
         fold_plans = args.get("plans")
+        if fold_plans is not None and fold_plans.get("plans_name") != plans.get("plans_name"):
+            raise ConfigError(
+                f"{where} was trained with plans {fold_plans.get('plans_name')!r}, not "
+                f"{folder / 'plans.json'}'s {plans.get('plans_name')!r}; folds with different "
+                "plans cannot form one ensemble"
+            )
         if fold_plans is not None and _resolved(fold_plans, configuration) != _resolved(
             plans, configuration
         ):
@@ -278,7 +277,6 @@ def read_nnunet_result(
             f"{folder / 'plans.json'}: network {network!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_NETWORKS)})"
         )
-    labels = dataset_json.get("labels", {})
     regions = [k for k, v in labels.items() if not isinstance(v, int) or isinstance(v, bool)]
     if regions or "regions_class_order" in dataset_json:
         raise ConfigError(
@@ -328,6 +326,25 @@ def build_network(result: NnunetResult) -> Any:
     )
 
 
+def check_weights_fit(network: Any, state: dict[str, Any], result: NnunetResult, fold: str) -> None:
+    """Refuse, naming the first missing, unexpected or mis-shaped key, weights that are not the
+    plans' network (e.g. a trainer that overrides ``build_network_architecture``)."""
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    where = f"{result.checkpoint_path(fold)}: the weights are not the {result.configuration} "
+    where += f"network of plans.json (trainer {result.trainer_name!r} builds another one?)"
+    for key, shape in expected.items():
+        if key not in state:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        got = tuple(getattr(state[key], "shape", ()))
+        if got != shape:
+            raise ConfigError(
+                f"{where}: key {key!r} has shape {list(got)}, the plans' network {list(shape)}"
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ConfigError(f"{where}: unexpected key {extra[0]!r}")
+
+
 def recipe_dict(result: NnunetResult) -> dict[str, Any]:
     """nnU-Net's preprocessing of the imported configuration, as the manifest records it.
 
@@ -350,6 +367,7 @@ class ImportedRun:
     run: Path
     result: NnunetResult
     parameters: int
+    notes: tuple[str, ...] = ()
 
 
 def import_nnunet(
@@ -368,14 +386,15 @@ def import_nnunet(
 
     network = build_network(result)
     for fold, state in weights.items():
-        try:
-            network.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(
-                f"{result.checkpoint_path(fold)}: weights do not fit the network of "
-                f"plans.json ({first})"
-            ) from None
+        check_weights_fit(network, state, result, fold)
+        network.load_state_dict(state, strict=True)
+    notes = []
+    if not is_nnunet_trainer(result.trainer_name):
+        notes.append(
+            f"trainer {result.trainer_name!r} is not one of nnU-Net's own: architecture verified "
+            f"from the weights (they load strictly into the {result.configuration} network of "
+            "plans.json)"
+        )
     parameters = sum(int(p.numel()) for p in network.parameters())
     name = result.folder.name
     match = _FOLDER_RE.match(name)
@@ -384,6 +403,7 @@ def import_nnunet(
         "dataset_name": result.plans.get("dataset_name"),
         "plans_name": result.plans.get("plans_name", match["plans"] if match else None),
         "trainer": result.trainer_name,
+        "trainer_is_nnunet": is_nnunet_trainer(result.trainer_name),
         "configuration": result.configuration,
         "folds": list(result.folds),
         "checkpoint": result.checkpoint,
@@ -399,7 +419,7 @@ def import_nnunet(
             (tmp / f"fold_{fold}").mkdir()
             torch.save(dict(state), tmp / f"fold_{fold}" / "weights.pt")
         (tmp / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return ImportedRun(out, result, parameters)
+    return ImportedRun(out, result, parameters, tuple(notes))
 
 
 def read_imported_run(run: Path) -> tuple[NnunetResult, dict[str, dict[str, Any]], dict[str, Any]]:
