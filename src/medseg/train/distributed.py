@@ -85,6 +85,13 @@ class Distributed:
 
         dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group (after the last barrier)."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def init_distributed(device_type: str) -> Distributed | None:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1), else ``None``.

@@ -178,7 +178,11 @@ def train(
     if main:
         best = max(history, key=lambda e: e.val_mean_dice) if history else None
         stepper.write_config(best)
-    result = stepper.run(on_epoch)
+    try:
+        result = stepper.run(on_epoch)
+    finally:
+        if dist is not None:
+            dist.close()
     return TrainResult(
         run_dir,
         result.best.epoch,

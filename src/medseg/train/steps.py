@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_file
+from medseg.errors import ConfigError
 from medseg.events import Event, EventSink
 from medseg.train.arith import resolve_arithmetic
 from medseg.train.budget import (
     WARMUP_SHARE,
     WARMUP_STEPS,
     Deadline,
+    RunSize,
     size_run,
     validation_subset_size,
 )
@@ -200,12 +202,14 @@ class Stepper:
             "eta": round(eta, 1),
             "data_share": round(share, 3),
         }
+        where = f"step {self.step} (warm-up)" if total >= 10**8 else f"step {self.step}/{total}"
+        eta_text = "" if total >= 10**8 else f"  ETA {_clock(eta)}"
         self.sink(
             Event(
                 "train.step",
                 "info",
-                f"step {self.step}/{total}  loss {loss:.4f}  {data['samples_per_s']:.1f} "
-                f"samples/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}  data {share:.0%}",
+                f"{where}  loss {loss:.4f}  {data['samples_per_s']:.1f} samples/s  "
+                f"elapsed {_clock(elapsed)}{eta_text}  data {share:.0%}",
                 data,
             )
         )
@@ -285,7 +289,11 @@ class Stepper:
             before = time.perf_counter()
             losses.append(self._one_step(provisional, None))
             times.append(time.perf_counter() - before)
-            if len(times) >= 2 and time.perf_counter() - self.started > WARMUP_SHARE * budget:
+            spent = time.perf_counter() - self.started
+            stop = (len(times) >= 2 and spent > WARMUP_SHARE * budget) or spent > budget * 0.5
+            if self.dist is not None:
+                stop = self.dist.any_flag(stop)  # every rank makes the same warm-up steps
+            if stop:
                 break
         step_s = float(np.median(times[1:] if len(times) > 1 else times))
         if self.dist is not None:
@@ -294,9 +302,13 @@ class Stepper:
         windows = self.source.validation_windows()
         self.source.limit_validation(validation_subset_size(windows, per_window, budget))
         self._validate(losses, t0, on_epoch)
-        size = size_run(
-            budget, time.perf_counter() - self.started, self.step, step_s, self.val_seconds
-        )
+        try:
+            size = size_run(
+                budget, time.perf_counter() - self.started, self.step, step_s, self.val_seconds
+            )
+        except ConfigError as exc:  # the budget is spent: end with what was trained
+            self.sink(Event("train.budget", "warning", f"{exc}; the run ends now"))
+            size = RunSize(self.step, 1, 1, step_s, self.val_seconds, budget)
         if self.dist is not None:
             size = self.dist.broadcast(size)
         self.schedule.total = size.total_steps

@@ -165,3 +165,21 @@ def test_time_budget_run_ends_in_time_with_best_checkpoint_and_log_lines(
     assert len(step_lines) >= 2 and all("samples/s" in ln for ln in step_lines if "ETA" in ln)
     validation = json.loads((run / "validation.json").read_text())
     assert 0.0 <= validation["mean_dice"] <= 1.0
+
+
+def test_plan_batch_follows_the_training_device(toy_dataset: Path) -> None:
+    from medseg.data.plan import BATCH_PIXEL_BUDGET, make_plan
+    from medseg.data.plan_device import TrainingDevice
+    from medseg.data.plan_fingerprint import compute_fingerprint
+
+    gpu_budget, why = TrainingDevice("cuda").pixel_budget(BATCH_PIXEL_BUDGET)
+    assert gpu_budget == BATCH_PIXEL_BUDGET and "GPU" in why
+    cpu_budget, why = TrainingDevice("cpu", cores=2).pixel_budget(BATCH_PIXEL_BUDGET)
+    assert cpu_budget == 184_000 and "CPU training (2 cores)" in why
+    assert cpu_budget // (224 * 256) == 3 and gpu_budget // (224 * 256) == 9  # the patch
+    assert TrainingDevice("cpu", cores=64).pixel_budget(BATCH_PIXEL_BUDGET)[0] == gpu_budget
+    fingerprint = compute_fingerprint(toy_dataset)
+    cpu = make_plan(fingerprint, device=TrainingDevice("cpu", cores=2))
+    gpu = make_plan(fingerprint)
+    assert cpu.patch_size == gpu.patch_size  # the field of view does not follow the device
+    assert any("CPU training (2 cores): 184,000 patch pixels per step" in n for n in cpu.notes)

@@ -44,7 +44,7 @@ def _train(data: Path, run: Path, nproc: int | None) -> subprocess.CompletedProc
         cmd = [sys.executable, "-m", "medseg.train", *args]
     else:  # `medseg train --nproc 2` runs this command
         cmd = torchrun_command(nproc, [*args, "--nproc", str(nproc)])
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
