@@ -18,6 +18,7 @@ from medseg.cli.common import (
     report_written,
 )
 from medseg.cli.train import parse_size
+from medseg.data.plan_device import TrainingDevice, training_device
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 
@@ -78,6 +79,22 @@ def render_plan(plan: Plan) -> Any:
     return table
 
 
+def planning_device(kind: str, processes: int = 1) -> TrainingDevice:
+    """The training device to plan for: ``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees
+    a GPU); a CPU shared by ``processes`` ranks gives each its share of the cores."""
+    if kind not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"training device {kind!r} must be auto, cpu or cuda")
+    if kind == "auto":
+        try:
+            import torch
+
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            kind = "cpu"
+    device = training_device(kind)
+    return TrainingDevice(device.kind, max(1, device.cores // max(1, processes)))
+
+
 def print_plan(plan: Plan) -> None:
     """The table and the plan's notes (one line each)."""
     console.print(render_plan(plan))
@@ -92,6 +109,11 @@ def plan(
         "256", "--max-patch", help="Cap of the patch, N or HxW (multiples of 32)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    train_device: str = typer.Option(
+        "auto",
+        "--train-device",
+        help="cpu | cuda | auto (this machine): the batch follows its compute budget per step.",
+    ),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Fingerprint a dataset and write its training plan (plans.json).
@@ -117,7 +139,7 @@ def plan(
         if out.exists() and out.is_dir():
             raise ConfigError(f"--out {out} is a directory; give a file name, e.g. plans.json")
         started = time.perf_counter()
-        result = plan_dataset(dataset, cap)
+        result = plan_dataset(dataset, cap, planning_device(train_device))
         print_plan(result)
         save_plan(result, out)
         report_written("plan", out, started)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import typer
 
 from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
+from medseg.cli.train_progress import training_events
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 
-__all__ = ["parse_size", "train"]
+__all__ = ["DEFAULT_BUDGET", "parse_size", "train"]
+
+#: The run's length when neither --epochs nor --time-budget is given: long enough for a
+#: useful model on a 2-core CPU (see docs/notes/i23.md), short enough to wait for.
+DEFAULT_BUDGET = "30m"
+
+
+def nproc_env() -> int:
+    """Processes of this run (``WORLD_SIZE`` under torchrun, else 1)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -38,7 +50,27 @@ def train(
         "attention-fusion", "--arch", help="unet | attention-unet | attention-fusion"
     ),
     variant: str = typer.Option("small", "--variant", help="Width preset: tiny | small | paper."),
-    epochs: int = typer.Option(50, "--epochs", help="Passes over the training slices."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Passes over the training slices (instead of --time-budget)."
+    ),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Wall-clock time of the whole run, e.g. 40s, 30m, 2h: steps, schedule and "
+        f"validation are sized to it (default {DEFAULT_BUDGET} when --epochs is not given).",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Data worker processes (default: cores - 1, at most 2 on CPU)."
+    ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto | fp32 | bf16 | fp16 (auto: BF16/FP16 AMP on CUDA, "
+        "BF16 on CPUs with native BF16, FP32 elsewhere).",
+    ),
+    nproc: int | None = typer.Option(
+        None, "--nproc", help="Train on N processes (GPUs) with torchrun / DDP."
+    ),
     plan_file: Path | None = typer.Option(
         None, "--plan", help="plans.json from medseg plan (default: plan the dataset now)."
     ),
@@ -81,30 +113,36 @@ def train(
     """Train a segmentation network; keep the best checkpoint by validation mean Dice.
 
     Writes model.pt (best weights + record), last.pt (for --resume), config.json,
-    metrics.jsonl and training_curve.png into the run directory.
+    metrics.jsonl and training_curve.png into the run directory. Without --epochs the run
+    lasts --time-budget (default 30m), sized from a measured warm-up.
 
     Examples:
+        medseg train /data/Dataset001 --out runs/af --time-budget 2h
+        medseg train /data/Dataset001 --out runs/af --nproc 4
         medseg train /tmp/mni --arch attention-fusion --out runs/af --epochs 40 --patch 128
         medseg train /data/Dataset001 --arch unet --variant tiny --out runs/unet --epochs 1
         medseg train /tmp/mni --out runs/af --epochs 60 --resume
     """
+    started = time.perf_counter()  # a --time-budget counts from here (planning included)
     with handle_errors(debug):
         guard_outputs(
             [Output("--out", out, "run", "update" if resume else "replace")],
             [Input("DATASET", dataset), Input("--plan", plan_file)],
             force,
         )
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        from medseg.train import EpochLog, TrainConfig
+        from medseg.train import TrainConfig
         from medseg.train import train as run_training
+        from medseg.train.budget import parse_duration
+
+        if epochs is not None and time_budget is not None:
+            raise ConfigError("--epochs and --time-budget exclude each other; give one")
+        if nproc is not None:
+            from medseg.cli.train_torchrun import run_torchrun
+
+            raise typer.Exit(run_torchrun(nproc))
+        budget = None
+        if epochs is None and not resume:
+            budget = parse_duration(time_budget or DEFAULT_BUDGET)
 
         axes: tuple[int, ...] | None = None
         if flip_axes is not None:
@@ -120,7 +158,10 @@ def train(
             arch=arch,
             variant=variant,
             geometry="whole-slice" if whole_slice else "plan",
-            epochs=epochs,
+            epochs=50 if epochs is None else epochs,
+            time_budget=budget,
+            workers=workers,
+            precision=precision,  # type: ignore[arg-type]  # validated by TrainConfig
             fold=fold,
             folds=folds,
             max_patch=cap,
@@ -140,10 +181,12 @@ def train(
         get_model_entry(arch).variant_config(variant)  # unknown arch/variant: fail before data
         from medseg.train.loop import check_run_dir
 
-        check_run_dir(out, dataset, resume, force)  # before planning reads the dataset
+        rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun: rank 0 owns --out
+        if rank == 0:
+            check_run_dir(out, dataset, resume, force)  # before planning reads the dataset
         plan = None
         if config.geometry == "plan" and not resume:
-            from medseg.cli.plan import print_plan
+            from medseg.cli.plan import planning_device, print_plan
             from medseg.data.plan import load_plan, plan_dataset
 
             if plan_file is not None:
@@ -151,31 +194,17 @@ def train(
             else:
                 if not dataset.is_dir():
                     raise ConfigError(f"dataset folder {dataset} does not exist")
-                console.print(f"planning {dataset} (no --plan given) ...", highlight=False)
-                plan = plan_dataset(dataset, cap)
-            print_plan(plan)
+                if rank == 0:
+                    console.print(f"planning {dataset} (no --plan given) ...", highlight=False)
+                plan = plan_dataset(dataset, cap, planning_device(device, nproc_env()))
+            if rank == 0:
+                print_plan(plan)
         elif plan_file is not None:
             raise ConfigError(
                 "--plan is not used with --whole-slice or --resume (the run keeps its plan)"
             )
 
-        def on_epoch(log: EpochLog) -> None:
-            dice = "  ".join(f"{k} {v:.3f}" for k, v in log.val_dice.items())
-            star = " [green]★ best[/]" if log.best else ""
-            progress.console.print(
-                f"epoch {log.epoch:3d}  loss {log.train_loss:.4f}  val Dice {dice}  "
-                f"mean {log.val_mean_dice:.3f}  ({log.seconds:.0f} s){star}",
-                highlight=False,
-            )
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
+        with training_events(console) as sink:
             result = run_training(
                 dataset,
                 out,
@@ -183,13 +212,25 @@ def train(
                 plan=plan,
                 resume=resume,
                 force=force,
-                on_epoch=on_epoch,
-                progress=progress,
+                on_event=sink,
+                clock_start=started,
             )
+        if rank != 0:
+            return
         dice = ", ".join(f"{k} {v:.3f}" for k, v in result.best_val_dice.items())
+        timing = result.timing or {}
+        best = next((e for e in result.epochs if e.epoch == result.best_epoch), None)
+        where = (
+            f"best epoch {result.best_epoch}"
+            if result.budget is None or best is None
+            else f"best at step {best.step} (validation {result.best_epoch} of "
+            f"{len(result.epochs)})"
+        )
         console.print(
-            f"[green]✓[/] best epoch {result.best_epoch}: validation Dice {dice} (mean "
-            f"{result.best_mean_dice:.3f}); run in [bold]{out}[/] ({result.seconds:.0f} s)",
+            f"[green]✓[/] {where}: validation Dice {dice} (mean {result.best_mean_dice:.3f}); "
+            f"{result.steps} steps; run in [bold]{out}[/] ({result.seconds:.0f} s: steps "
+            f"{timing.get('steps', 0):.0f} s, of which waiting for data "
+            f"{timing.get('data', 0):.0f} s; validation {timing.get('validation', 0):.0f} s)",
             highlight=False,
         )
         console.print(f"next: [bold]medseg export {out} --out BUNDLE --fp16[/]", highlight=False)

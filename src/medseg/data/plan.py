@@ -11,9 +11,10 @@ Rules (nnU-Net's 2D configuration, adapted to a fixed-patch deployment):
 * **Patch**: each side the median in-plane shape after resampling to the target spacing,
   rounded up to a multiple of 32, at least 32, at most the cap (``--max-patch``, default
   256 x 256); larger slices are covered by the sliding window.
-* **Batch size**: a memory budget of :data:`BATCH_PIXEL_BUDGET` patch pixels per step,
-  between 2 and :data:`MAX_BATCH`, and at most 5 % of the dataset's resampled pixels per
-  batch (nnU-Net's rule), but never below 2.
+* **Batch size**: a budget of patch pixels per step that follows the training device
+  (:mod:`medseg.data.plan_device`: GPU: :data:`BATCH_PIXEL_BUDGET`, memory-sized; CPU: a
+  compute budget per core), between 2 and :data:`MAX_BATCH`, and at most 5 % of the
+  dataset's resampled pixels per batch (nnU-Net's rule), but never below 2.
 * **Normalisation**: channels named ``CT`` get the dataset-wide foreground 0.5/99.5
   percentile window and the foreground mean/std after clipping (z-score, nnU-Net's CT
   scheme); every other channel gets per-volume percentile clipping and z-score.
@@ -35,6 +36,7 @@ import numpy as np
 from medseg import __version__
 from medseg.atomic import atomic_file
 from medseg.data.orientation import reorient_plan
+from medseg.data.plan_device import TrainingDevice
 from medseg.data.plan_fingerprint import TRAINING_ORIENTATION, Fingerprint, compute_fingerprint
 from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
@@ -291,15 +293,20 @@ def make_plan(
     fingerprint: Fingerprint,
     max_patch: tuple[int, int] = DEFAULT_MAX_PATCH,
     batch_pixel_budget: int = BATCH_PIXEL_BUDGET,
+    device: TrainingDevice | None = None,
 ) -> Plan:
     """Choose the plan of a fingerprinted dataset (rules in the module docstring).
 
     Args:
         fingerprint: from :func:`~medseg.data.plan_fingerprint.compute_fingerprint`.
         max_patch: cap of the patch ``(H, W)``, multiples of 32.
-        batch_pixel_budget: patch pixels per training step the memory allows.
+        batch_pixel_budget: patch pixels per training step the GPU memory allows.
+        device: the training device (``None``: a GPU; a CPU gets a smaller compute budget).
     """
     check_patch(max_patch, (10**6, 10**6), "--max-patch")
+    batch_pixel_budget, budget_note = (device or TrainingDevice("cuda")).pixel_budget(
+        batch_pixel_budget
+    )
     if batch_pixel_budget < 2 * PATCH_MULTIPLE**2:
         raise ConfigError(f"batch pixel budget {batch_pixel_budget} is too small")
     spacings, shapes = fingerprint.spacings, fingerprint.shapes
@@ -327,8 +334,7 @@ def make_plan(
         f"patch {patch[0]}x{patch[1]}: median resampled slice {resampled[0]:.0f}x"
         f"{resampled[1]:.0f} rounded up to multiples of {PATCH_MULTIPLE}, cap "
         f"{max_patch[0]}x{max_patch[1]}",
-        f"batch {batch}: {batch_pixel_budget} patch pixels per step, 2..{MAX_BATCH}, at most 5 % "
-        "of the dataset's pixels",
+        f"batch {batch}: {budget_note}; 2..{MAX_BATCH}, at most 5 % of the dataset's pixels",
     ]
     is_ct = [n.upper() == "CT" for n in fingerprint.channel_names]
     if any(is_ct) and not all(is_ct):
@@ -379,10 +385,14 @@ def make_plan(
     )
 
 
-def plan_dataset(dataset_dir: Path, max_patch: tuple[int, int] = DEFAULT_MAX_PATCH) -> Plan:
+def plan_dataset(
+    dataset_dir: Path,
+    max_patch: tuple[int, int] = DEFAULT_MAX_PATCH,
+    device: TrainingDevice | None = None,
+) -> Plan:
     """Fingerprint a dataset folder and plan it (``medseg plan``)."""
     check_patch(max_patch, (10**6, 10**6), "--max-patch")  # before reading any file
-    return make_plan(compute_fingerprint(Path(dataset_dir)), max_patch)
+    return make_plan(compute_fingerprint(Path(dataset_dir)), max_patch, device=device)
 
 
 def save_plan(plan: Plan, path: Path) -> Path:

@@ -50,7 +50,17 @@ class TrainConfig:
         flip_axes: slice axes (0 = H, 1 = W) that may be flipped; empty when anatomy forbids;
             ``None``: the plan's mirror axes (none for whole-slice training).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: FP16 mixed precision; only on CUDA (``None`` = on for CUDA, off on CPU).
+        amp: legacy switch: ``False`` forces FP32; ``True`` needs CUDA (``None``: see
+            ``precision``).
+        time_budget: wall-clock seconds for the whole run (``medseg train --time-budget``):
+            steps, schedule and validation cadence are sized from a measured warm-up
+            (:mod:`medseg.train.budget`); ``epochs`` is then not used.
+        workers: ``DataLoader`` worker processes for patch sampling and augmentation
+            (``None``: one fewer than the cores, at most 2 on CPU, 8 on CUDA; ``0``: in the
+            training process). The batches do not depend on it.
+        precision: ``"auto"`` (CUDA: BF16 or FP16 mixed precision; CPU: BF16 where the CPU has
+            native BF16, FP32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
+        channels_last: NHWC memory format (``None``: on; see :mod:`medseg.train.arith`).
     """
 
     __pydantic_config__ = FORBID_EXTRA  # read back from a run's config.json (medseg.schema)
@@ -78,6 +88,10 @@ class TrainConfig:
     flip_axes: tuple[int, ...] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool | None = None
+    time_budget: float | None = None
+    workers: int | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -123,6 +137,13 @@ class TrainConfig:
             raise ConfigError(f"device {self.device!r} must be 'auto', 'cpu' or 'cuda'")
         if not 0 <= self.scale < 1 or self.rotate_deg < 0:
             raise ConfigError(f"scale ({self.scale}) must be in [0, 1), rotate_deg >= 0")
+
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError(f"time budget {self.time_budget} s must be positive")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers {self.workers} must be >= 0")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision {self.precision!r} must be auto, fp32, bf16 or fp16")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""

@@ -11,7 +11,7 @@ torch ``DataLoader``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from medseg.data.plan_cases import crop_patch
 from medseg.errors import ConfigError, DatasetError
 
-__all__ = ["Patch", "PatchDataset", "PatchSampler", "PatchSource"]
+__all__ = ["Patch", "PatchDataset", "PatchSampler", "PatchSource", "StreamSampler"]
 
 #: Voxel positions kept per case and class for foreground-centred patches (as nnU-Net).
 LOCATIONS_PER_CLASS = 10_000
@@ -151,14 +151,18 @@ class PatchSampler:
 class PatchDataset:
     """Map-style dataset of ``(image (C, h, w) float32, label (h, w) int64)`` torch tensors.
 
-    Item ``i`` of epoch ``e`` is drawn with a generator seeded by ``(seed, e, i)``, so a run
-    is reproducible and a resumed run draws what the original would have.
+    Item ``g`` is a global sample index over the whole run: it is sample ``i = g % length`` of
+    epoch ``e = g // length + 1``, drawn with a generator seeded by ``(seed, e, i)``, and the
+    augmentation is re-seeded from the same triple. A run is therefore reproducible whatever
+    the number of ``DataLoader`` worker processes (each holds its own copy of the dataset),
+    and a resumed run draws what the original would have.
 
     Args:
         sampler: the patch sampler.
         length: patches per epoch (steps x batch size).
         seed: run seed.
-        transform: augmentation on ``{"image": (C, h, w), "label": (1, h, w)}``, or ``None``.
+        transform: augmentation on ``{"image": (C, h, w), "label": (1, h, w)}`` with a
+            ``set_random_state(seed=...)`` method (MONAI ``Compose``), or ``None``.
     """
 
     def __init__(
@@ -172,24 +176,50 @@ class PatchDataset:
         self.length = int(length)
         self.seed = int(seed)
         self.transform = transform
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the patches of ``epoch``."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
+    def __getitem__(self, g: int) -> tuple[Any, Any]:
         import torch
 
-        patch = self.sampler.sample(np.random.default_rng([self.seed, self.epoch, int(i)]))
+        epoch, i = divmod(int(g), self.length)
+        key = [self.seed, epoch + 1, i]
+        patch = self.sampler.sample(np.random.default_rng(key))
         image: Any = patch.image
         label: Any = patch.label[None].astype(np.float32)
         if self.transform is not None:
+            seed = int(np.random.default_rng([*key, 1]).integers(2**31))
+            self.transform.set_random_state(seed=seed)  # type: ignore[attr-defined]
             out = self.transform({"image": image, "label": label})
             image, label = out["image"], out["label"]
         image_t = torch.as_tensor(np.asarray(image, dtype=np.float32))
         label_t = torch.as_tensor(np.asarray(label)[0].round().astype(np.int64))
         return image_t, label_t
+
+
+class StreamSampler:
+    """Global sample indices of a run, from step ``start`` on, without end.
+
+    Step ``s`` of a global batch ``B`` holds samples ``s*B .. s*B+B-1``; rank ``r`` of ``W``
+    processes (``torchrun``) takes every ``W``-th of them, starting at ``r``, so the ranks
+    together draw exactly the global batch of a one-process run.
+    """
+
+    def __init__(self, batch: int, start_step: int = 0, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world or batch < world:
+            raise ConfigError(
+                f"batch size {batch} must be at least the number of processes {world}"
+            )
+        self.batch, self.start, self.rank, self.world = batch, start_step, rank, world
+
+    def local_batch(self) -> int:
+        """Samples per step on this rank."""
+        return len(range(self.rank, self.batch, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start
+        while True:
+            base = step * self.batch
+            yield from range(base + self.rank, base + self.batch, self.world)
+            step += 1

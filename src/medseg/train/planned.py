@@ -22,6 +22,7 @@ from medseg.atomic import atomic_file
 from medseg.data.folds import FoldSplit, default_folds, make_fold_split
 from medseg.data.plan import Plan, check_patch, check_plan_matches, plan_dataset
 from medseg.data.plan_cases import PreparedCase, load_prepared_cases
+from medseg.data.plan_device import training_device
 from medseg.data.plan_fingerprint import open_for_planning
 from medseg.data.preprocessing import Recipe
 from medseg.data.samples import dataset_fingerprint
@@ -37,6 +38,8 @@ __all__ = [
     "evaluate_cases",
     "load_planned_data",
     "torch_predictor",
+    "validation_subset",
+    "validation_windows",
 ]
 
 PLAN_NAME = "plans.json"
@@ -102,7 +105,11 @@ def _resolve(config: TrainConfig, plan: Plan) -> TrainConfig:
 
 
 def load_planned_data(
-    dataset_dir: Path, config: TrainConfig, plan: Plan | None = None, force: bool = False
+    dataset_dir: Path,
+    config: TrainConfig,
+    plan: Plan | None = None,
+    force: bool = False,
+    device: str = "cuda",
 ) -> PlannedData:
     """Plan (unless given), split and prepare a dataset for a planned run.
 
@@ -111,6 +118,7 @@ def load_planned_data(
         config: training options (``None`` fields come from the plan).
         plan: a plan read from ``--plan``; ``None`` plans the dataset now.
         force: accept a plan whose dataset fingerprint differs (channels and labels must match).
+        device: ``"cpu"`` or ``"cuda"``: the training device a plan made now is sized for.
 
     Raises:
         ConfigError: a foreign plan, a patch above the cap or not a multiple of 32, ``--fold``
@@ -137,7 +145,7 @@ def load_planned_data(
         folds, fold_split = 0, None
     fingerprint = dataset_fingerprint(dataset)
     if plan is None:
-        plan = plan_dataset(dataset.root, config.max_patch)
+        plan = plan_dataset(dataset.root, config.max_patch, training_device(device))
     else:
         check_plan_matches(
             plan, fingerprint, spec.channel_names, dict(spec.labels), str(dataset_dir), force
@@ -192,12 +200,56 @@ def load_planned_data(
     )
 
 
-def torch_predictor(model: Any, device: Any, amp: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """``(B, C, h, w)`` float32 -> ``(B, K, h, w)`` float32 logits of a torch model (eval)."""
+def _slices_of(data: PlannedData, case: PreparedCase) -> np.ndarray:
+    index = data.val_slices[case.case_id]
+    return np.arange(case.num_slices) if index is None else np.asarray(index)
+
+
+def _windows_per_slice(data: PlannedData, case: PreparedCase) -> int:
+    from medseg.runtime.sliding_window import window_starts
+
+    assert data.config.patch_size is not None
+    h, w = case.slice_labels().shape[1:]
+    overlap = getattr(data.recipe, "overlap", 0.5)
+    ph, pw = data.config.patch_size
+    return len(window_starts(h, ph, overlap)) * len(window_starts(w, pw, overlap))
+
+
+def validation_windows(data: PlannedData) -> int:
+    """Sliding-window patches one validation pass over every validation slice runs."""
+    return sum(len(_slices_of(data, c)) * _windows_per_slice(data, c) for c in data.val)
+
+
+def validation_subset(data: PlannedData, max_windows: int) -> PlannedData:
+    """The same data with a fixed, evenly spaced subset of each validation case's slices, so
+    that one pass runs at most about ``max_windows`` patches (every case keeps >= 1 slice).
+
+    The subset depends on the data only (no randomness): every validation of a run scores
+    the same slices, so the best checkpoint is chosen on comparable numbers.
+    """
+    total = validation_windows(data)
+    if total <= max_windows:
+        return data
+    share = max_windows / total
+    chosen: dict[str, np.ndarray | None] = {}
+    for case in data.val:
+        index = _slices_of(data, case)
+        keep = max(1, int(share * len(index)))
+        chosen[case.case_id] = index[np.linspace(0, len(index) - 1, keep).round().astype(int)]
+    return replace(data, val_slices=chosen)
+
+
+def torch_predictor(model: Any, device: Any, amp: bool | Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``(B, C, h, w)`` float32 -> ``(B, K, h, w)`` float32 logits of a torch model (eval).
+
+    ``amp``: ``True`` for FP16 autocast, ``False`` for FP32, or a torch dtype to autocast to.
+    """
     import torch
 
+    dtype = torch.float16 if amp is True else (amp or None)
+
     def predict(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), torch.autocast(device.type, torch.float16, enabled=amp):
+        with torch.no_grad(), torch.autocast(device.type, dtype, enabled=dtype is not None):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
             return model(x).float().cpu().numpy()
 
@@ -205,9 +257,22 @@ def torch_predictor(model: Any, device: Any, amp: bool) -> Callable[[np.ndarray]
 
 
 def evaluate_cases(
-    data: PlannedData, predict: Callable[[np.ndarray], np.ndarray], surface: bool = False
+    data: PlannedData,
+    predict: Callable[[np.ndarray], np.ndarray],
+    surface: bool = False,
+    gather: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Sliding-window predictions of the validation slices, scored per case.
+
+    Args:
+        data: the planned data (its ``val_slices`` may be a subset, see
+            :func:`validation_subset`).
+        predict: ``(B, C, h, w)`` -> ``(B, K, h, w)`` logits.
+        surface: also HD95 (whole cases only).
+        gather: joins the per-case results of every process of a distributed run
+            (``None``: one process).
+        shard: ``(rank, world)``: this process scores validation cases ``rank::world``.
 
     Returns:
         ``{"cases": {case: {class: {"dice", "hd95"}}}, "mean": {class: {"dice", "hd95"}},
@@ -220,8 +285,9 @@ def evaluate_cases(
     classes = {k: v for k, v in data.spec_labels.items() if v > 0}
     config = data.config
     assert config.patch_size is not None and config.batch_size is not None
-    per_case: dict[str, dict[str, dict[str, float | None]]] = {}
-    for case in data.val:
+    rank, world = shard
+    per_case: dict[str, Any] = {}
+    for case in data.val[rank::world]:
         index = data.val_slices[case.case_id]
         images, labels = case.slice_images(), case.slice_labels()
         if index is not None:
@@ -245,6 +311,9 @@ def evaluate_cases(
             }
             for name, m in metrics.classes.items()
         }
+    if gather is not None:
+        per_case = gather(per_case)
+    per_case = {c.case_id: per_case[c.case_id] for c in data.val}  # the split's order
     mean: dict[str, dict[str, float | None]] = {}
     for name in classes:
         dice = [c[name]["dice"] for c in per_case.values()]
@@ -254,7 +323,8 @@ def evaluate_cases(
             "hd95": float(np.nanmean(np.array(hd, dtype=np.float64))) if hd else None,
         }
     mean_dice = float(np.mean([m["dice"] for m in mean.values()]))
-    return {"cases": per_case, "mean": mean, "mean_dice": mean_dice}
+    slices = {c.case_id: len(_slices_of(data, c)) for c in data.val}
+    return {"cases": per_case, "mean": mean, "mean_dice": mean_dice, "slices": slices}
 
 
 def write_validation(run_dir: Path, data: PlannedData, result: dict[str, Any], epoch: int) -> Path:

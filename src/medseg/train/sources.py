@@ -7,21 +7,21 @@
 * :func:`whole_slice_source` (``geometry="whole-slice"``): the original path, whole slices
   padded to a multiple of 16 (kept for pad/resize recipes).
 
-Both give the loop a loader, a per-epoch hook, a validation function and the checkpoint's
-``meta`` record.
+Both give the loop an endless stream of batches from any step on (in ``DataLoader`` worker
+processes for a planned run), a validation function and the checkpoint's ``meta`` record.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from medseg import __version__
 from medseg.data.plan import Plan
-from medseg.errors import DatasetError
+from medseg.errors import ConfigError, DatasetError
 from medseg.train.config import TrainConfig
 
 __all__ = ["TrainingSource", "planned_source", "whole_slice_source"]
@@ -33,23 +33,50 @@ class TrainingSource:
 
     Attributes:
         config: the training options with every default resolved (recorded in config.json).
-        loader: iterable of ``(images (B, C, h, w), labels (B, h, w))`` torch batches.
-        set_epoch: called with the epoch number before it runs.
-        validate: ``(model, device, amp) -> {class: Dice}`` on the validation split.
+        steps_per_epoch: optimisation steps of one epoch (``--epochs`` runs).
+        batches: ``(start_step, rank, world, workers, pin)`` -> endless iterator of
+            ``(images (b, C, h, w), labels (b, h, w))`` torch batches from that step on
+            (``b``: this rank's share of the global batch).
+        validate: ``(model, device, autocast dtype or None, dist)`` ->
+            ``({class: Dice}, detail)`` on the validation split (or its subset).
+        validation_windows: patches one validation pass runs now.
+        limit_validation: cap one pass at about that many patches (a fixed subset).
         meta: the checkpoint's record (classes, recipe, plan, split, ...).
-        finish: ``(model, device, amp, best_epoch, run_dir)`` after training, or ``None``.
+        finish: ``(model, device, dtype, best_epoch, run_dir, detail or None)`` after
+            training (``detail``: the best validation's, written as it is; ``None``: score
+            every validation slice again), or ``None``.
         plan: the plan of a planned run.
     """
 
     config: TrainConfig
-    loader: Any
-    set_epoch: Callable[[int], None]
-    validate: Callable[[Any, Any, bool], dict[str, float]]
+    steps_per_epoch: int
+    batches: Callable[[int, int, int, int, bool], Iterator[tuple[Any, Any]]]
+    validate: Callable[[Any, Any, Any, Any], tuple[dict[str, float], Any]]
+    validation_windows: Callable[[], int]
+    limit_validation: Callable[[int], None]
     meta: dict[str, Any]
     num_channels: int
     num_classes: int
-    finish: Callable[[Any, Any, bool, int, Path], None] | None = None
+    finish: Callable[[Any, Any, Any, int, Path, Any], None] | None = None
     plan: Plan | None = None
+
+
+def _loader(
+    dataset: Any, batch: int, sampler: Any, workers: int, pin: bool, seed: int
+) -> Iterator[tuple[Any, Any]]:
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=(4 if pin else 2) if workers else None,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return iter(loader)
 
 
 def _environment(device: Any) -> dict[str, Any]:
@@ -69,18 +96,19 @@ def planned_source(
     dataset_dir: Path, config: TrainConfig, device: Any, plan: Plan | None, force: bool
 ) -> TrainingSource:
     """A planned run's source (see the module docstring)."""
-    import torch
 
     from medseg.train.augment import build_augmentation
-    from medseg.train.patches import PatchDataset
+    from medseg.train.patches import PatchDataset, StreamSampler
     from medseg.train.planned import (
         evaluate_cases,
         load_planned_data,
         torch_predictor,
+        validation_subset,
+        validation_windows,
         write_validation,
     )
 
-    data = load_planned_data(dataset_dir, config, plan, force=force)
+    data = load_planned_data(dataset_dir, config, plan, force=force, device=device.type)
     config = data.config
     assert config.batch_size is not None and config.patch_size is not None
     sampler = data.sampler()
@@ -88,21 +116,33 @@ def planned_source(
     dataset = PatchDataset(
         sampler, steps * config.batch_size, config.seed, build_augmentation(config, crop=False)
     )
-    loader: Any = torch.utils.data.DataLoader(
-        dataset,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
-        batch_size=config.batch_size,
-        shuffle=False,
-    )
+    batch = config.batch_size
+    state = {"val": data}
 
-    def validate(model: Any, dev: Any, amp: bool) -> dict[str, float]:
-        model.eval()
-        result = evaluate_cases(data, torch_predictor(model, dev, amp))
-        return {name: float(m["dice"]) for name, m in result["mean"].items()}
+    def batches(
+        start: int, rank: int, world: int, workers: int, pin: bool
+    ) -> Iterator[tuple[Any, Any]]:
+        stream = StreamSampler(batch, start, rank, world)
+        return _loader(dataset, stream.local_batch(), stream, workers, pin, config.seed)
 
-    def finish(model: Any, dev: Any, amp: bool, epoch: int, run_dir: Path) -> None:
+    def limit(max_windows: int) -> None:
+        state["val"] = validation_subset(data, max_windows)
+
+    def validate(model: Any, dev: Any, dtype: Any, dist: Any) -> tuple[dict[str, float], Any]:
         model.eval()
-        result = evaluate_cases(data, torch_predictor(model, dev, amp), surface=True)
-        write_validation(run_dir, data, result, epoch)
+        result = evaluate_cases(
+            state["val"],
+            torch_predictor(model, dev, dtype),
+            gather=None if dist is None else dist.gather_dict,
+            shard=(0, 1) if dist is None else (dist.rank, dist.world),
+        )
+        return {name: float(m["dice"]) for name, m in result["mean"].items()}, result
+
+    def finish(model: Any, dev: Any, dtype: Any, epoch: int, run_dir: Path, detail: Any) -> None:
+        if detail is None:
+            model.eval()
+            detail = evaluate_cases(data, torch_predictor(model, dev, dtype), surface=True)
+        write_validation(run_dir, data, detail, epoch)
 
     meta = {
         "medseg_version": __version__,
@@ -124,9 +164,11 @@ def planned_source(
     }
     return TrainingSource(
         config=config,
-        loader=loader,
-        set_epoch=dataset.set_epoch,
+        steps_per_epoch=steps,
+        batches=batches,
         validate=validate,
+        validation_windows=lambda: validation_windows(state["val"]),
+        limit_validation=limit,
         meta=meta,
         num_channels=len(data.channel_names),
         num_classes=len(data.spec_labels),
@@ -158,16 +200,27 @@ def whole_slice_source(dataset_dir: Path, config: TrainConfig, device: Any) -> T
             f"{config.batch_size}; lower --batch-size"
         )
     train_set: Any = SliceDataset(data.train.images, data.train.labels, build_augmentation(config))
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    batch = config.batch_size
+    per_epoch = len(train_set) // batch
 
-    def validate(model: Any, dev: Any, amp: bool) -> dict[str, float]:
-        return validation_dice(predict_slices(model, data.val.images, dev), data.val, classes)
+    def batches(
+        start: int, rank: int, world: int, workers: int, pin: bool
+    ) -> Iterator[tuple[Any, Any]]:
+        if world > 1:
+            raise ConfigError("distributed training needs the planned geometry (no --whole-slice)")
+        epoch = start // per_epoch
+        while True:  # epoch e shuffles with (seed, e): a resumed run sees the same order
+            yield from torch.utils.data.DataLoader(
+                train_set,
+                batch_size=batch,
+                shuffle=True,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(config.seed + 1000003 * epoch),
+            )
+            epoch += 1
+
+    def validate(model: Any, dev: Any, dtype: Any, dist: Any) -> tuple[dict[str, float], Any]:
+        return validation_dice(predict_slices(model, data.val.images, dev), data.val, classes), None
 
     meta = {
         "medseg_version": __version__,
@@ -192,9 +245,11 @@ def whole_slice_source(dataset_dir: Path, config: TrainConfig, device: Any) -> T
     }
     return TrainingSource(
         config=config,
-        loader=loader,
-        set_epoch=lambda _epoch: None,
+        steps_per_epoch=per_epoch,
+        batches=batches,
         validate=validate,
+        validation_windows=lambda: len(data.val.images),
+        limit_validation=lambda _windows: None,
         meta=meta,
         num_channels=data.spec.num_channels,
         num_classes=len(data.spec.labels),
