@@ -9,8 +9,10 @@ Cases run in this process through typer's test runner; one that runs past 300 s 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,17 +71,6 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _Hang()
 
 
-@pytest.fixture
-def alarm() -> Iterator[None]:
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(CASE_LIMIT_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _params() -> list[object]:
     return [
         pytest.param(case, id=case.id, marks=[pytest.mark.slow] if case.slow else [])
@@ -93,9 +84,20 @@ def run_case(case: Case, paths: dict[str, Path]) -> tuple[int, str, list[str]]:
     out = root / "out"
     before = _snapshot(root)
     env = {"OMP_NUM_THREADS": "1", "MEDSEG_DEBUG": ""}
-    result = runner.invoke(
-        __import__("medseg.cli.app", fromlist=["app"]).app, _argv(case, paths, out), env=env
-    )
+    from medseg.cli.app import app
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(CASE_LIMIT_S)
+    try:
+        result = runner.invoke(app, _argv(case, paths, out), env=env)
+    except _Hang:
+        result = None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    if result is None:
+        _clean(out)
+        return -1, "", [f"did not finish within {CASE_LIMIT_S} s"]
     output = result.output
     problems = []
     if "Traceback" in output or (
@@ -114,18 +116,23 @@ def run_case(case: Case, paths: dict[str, Path]) -> tuple[int, str, list[str]]:
     touched = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     if touched:
         problems.append(f"touched or wrote {touched[:5]}")
-    for leftover in list(out.iterdir()):  # clean for the next case whatever happened
-        import shutil
-
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    _clean(out)
     return result.exit_code, output, problems
 
 
+def _clean(out: Path) -> None:
+    """Empty the output folder for the next case, whatever this one left."""
+    for leftover in list(out.iterdir()):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
 @pytest.mark.parametrize("case", _params())
-def test_bad_input_is_refused_in_one_line(
-    case: Case, fuzz_workspace: dict[str, Path], alarm: None
-) -> None:
-    _code, output, problems = run_case(case, fuzz_workspace)
+def test_bad_input_is_refused_in_one_line(case: Case, fuzz_workspace: dict[str, Path]) -> None:
+    code, output, problems = run_case(case, fuzz_workspace)
+    report = os.environ.get("MEDSEG_FUZZ_REPORT")  # one JSON line per case, for the counts
+    if report:
+        with open(report, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"id": case.id, "exit": code, "problems": problems}) + "\n")
     assert not problems, f"{case.args}: {'; '.join(problems)}\n{output[-2000:]}"
 
 

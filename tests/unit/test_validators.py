@@ -61,7 +61,7 @@ def test_plans_json_batch_size_and_orientation(tmp_path: Path) -> None:
     ("kwargs", "words"),
     [
         ({"int8": True, "max_dice_drop": math.nan}, ("--max-dice-drop nan",)),
-        ({"batch": (1, 8, 100000)}, ("--batch MAX 100000",)),
+        ({"batch": (1, 8, 100000)}, ("--batch 1:8:100000", "at most 1024")),
         ({"calib_slices": 5}, ("--calib-slices", "--int8")),
         ({"calib_method": "entropy"}, ("--calib-method", "--int8")),
         ({"calib_data": DEMO_BUNDLE}, ("--calib-data", "--int8")),

@@ -18,7 +18,7 @@ from medseg.data.preprocessing import Recipe
 from medseg.deps import EXTRA_OF
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, MissingDependencyError
 from medseg.export.accuracy import CPU_BACKENDS, Accuracy, installed_cpu_backends
-from medseg.limits import check_batch, check_number
+from medseg.limits import MAX_BATCH, check_batch, check_number
 
 __all__ = [
     "CALIBRATION_NAME",
@@ -121,13 +121,18 @@ class ExportOptions:
             raise ConfigError(
                 f"--calib-slices {self.calib_slices} must be >= 1 (slices drawn from --calib-data)"
             )
-        check_batch(self.batch[-1], "--batch MAX")
+        text = ":".join(map(str, self.batch))
         try:
             DimRange(*self.batch)  # validates min <= opt <= max
         except ConfigError:
-            text = ":".join(map(str, self.batch))
             raise ConfigError(
                 f"--batch {text} must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32"
+            ) from None
+        try:
+            check_batch(self.batch[-1], "MAX")
+        except ConfigError:
+            raise ConfigError(
+                f"--batch {text} must be MIN:OPT:MAX with MAX at most {MAX_BATCH}, e.g. 1:8:32"
             ) from None
         for option, path in (("--calib-data", self.calib_data), ("--data", self.data)):
             if path is not None and not Path(path).is_dir():
