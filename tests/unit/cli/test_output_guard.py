@@ -233,7 +233,8 @@ def test_command_refuses_before_any_work(name: str, case: str, tmp_path: Path) -
     place = _place(tmp_path)
     out = _output_for(case, cmd, place)
     assert out is not None
-    argv = [*name.split(), *cmd.argv(place, out)[len(name.split()) :]]
+    argv = cmd.argv(place, out)
+    assert argv[: len(name.split())] == name.split()
     if case == "foreign" and cmd.force:
         argv.append("--force")
     before = _digest(tmp_path)
