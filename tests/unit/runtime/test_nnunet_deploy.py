@@ -89,7 +89,9 @@ def test_bench_scores_each_case_on_its_own_grid_per_precision_with_the_cost_per_
     assert fp16.accuracy.argmax_agreement is not None and fp16.accuracy.argmax_agreement > 0.99
 
 
-def test_bench_and_infer_refuse_options_of_another_bundle_kind(bundle: Path, cohort: Path) -> None:
+def test_bench_and_infer_refuse_options_of_another_bundle_kind(
+    bundle: Path, cohort: Path, tmp_path: Path
+) -> None:
     base = ["bench", str(bundle), "--data", str(cohort), "--precisions", "fp32", "--batch", "2"]
     for extra, message in (
         ([], "this nnU-Net bundle records no validation cases"),  # --split val, the default
@@ -98,6 +100,12 @@ def test_bench_and_infer_refuse_options_of_another_bundle_kind(bundle: Path, coh
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+    out = tmp_path / "repo"
+    result = runner.invoke(
+        app, ["export-triton", str(bundle), "--out", str(out), "--max-batch", "2"]
+    )
+    assert result.exit_code == 2 and "--max-batch sets the raw-logits models" in result.output
+    assert not out.exists()
     demo = Path(__file__).resolve().parents[3] / "models" / "mni152-tissue" / "bundle"
     manifest = Manifest.load(demo)
     with pytest.raises(ConfigError, match="needs an nnU-Net bundle"):
