@@ -290,7 +290,8 @@ class Stepper:
             losses.append(self._one_step(provisional, None))
             times.append(time.perf_counter() - before)
             spent = time.perf_counter() - self.started
-            stop = (len(times) >= 2 and spent > WARMUP_SHARE * budget) or spent > budget * 0.5
+            warm = time.perf_counter() - t0
+            stop = (len(times) >= 2 and warm > WARMUP_SHARE * budget) or spent > budget * 0.5
             if self.dist is not None:
                 stop = self.dist.any_flag(stop)  # every rank makes the same warm-up steps
             if stop:
@@ -330,6 +331,25 @@ class Stepper:
         self.sink(Event("train.budget", "info", size.describe(), dict(self.budget)))
         return size.total_steps, deadline
 
+    def _resize(self, total: int, deadline: Deadline) -> int:
+        """Re-size the rest of a budgeted run from the recent step time (a machine that got
+        faster or slower since the warm-up): same number of validations left, more or fewer
+        steps between them, the schedule stretched to the new end."""
+        left_steps = total - self.step
+        validations = max(1, math.ceil(left_steps / max(1, self.between)))
+        seconds = deadline.end - time.perf_counter() - validations * self.val_seconds
+        more = max(1, int(seconds / max(self.step_ema, 1e-6)))
+        if self.dist is not None:
+            more = int(self.dist.broadcast(more))
+        if abs(more - left_steps) <= 0.1 * left_steps:
+            return total
+        total = self.step + more
+        self.between = max(1, math.ceil(more / validations))
+        self.schedule.total = total
+        if self.budget is not None:
+            self.budget["resized_steps"] = total
+        return total
+
     def run(self, on_epoch: Callable[..., Any] | None) -> Outcome:
         """Train to the end: ``config.epochs`` epochs, or the time budget."""
         cfg = self.config
@@ -368,6 +388,8 @@ class Stepper:
                 losses.append(self._one_step(total, deadline))
             if losses or not self.history:
                 self._validate(losses, t0, on_epoch)
+            if deadline is not None and not stopped and self.step < total:
+                total = self._resize(total, deadline)
         del self.batches  # ends the worker processes
         best = max(self.history, key=lambda e: e.val_mean_dice)
         if self.budget is not None:
