@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.cli.app import app
+from medseg.outputs import write_marker
 
 runner = CliRunner()
 PIPELINE_STEPS = ["train", "export", "build", "infer", "bench"]
@@ -144,9 +145,7 @@ def test_mni152_refuses_non_empty_dir_then_force_replaces(tmp_path: Path) -> Non
     result = runner.invoke(app, ["data", "mni152", str(out), "--force"])
     assert result.exit_code == 2 and "--force replaces only a dataset" in result.output
     assert (out / "old.txt").exists()
-    (out / "old.txt").unlink()
-    assert runner.invoke(app, ["data", "mni152", str(out)]).exit_code == 0  # empty: new
-    (out / "old.txt").write_text("x")
+    write_marker(out, "dataset", "medseg data mni152")  # as an earlier run leaves it
     preview = tmp_path / "mni.png"
     result = runner.invoke(app, ["data", "mni152", str(out), "--force", "--preview", str(preview)])
     assert result.exit_code == 0, result.output
