@@ -37,10 +37,11 @@ def training_events(console: Console, interval: float = LOG_INTERVAL) -> Iterato
         last = [-float("inf")]
 
         def plain(event: Event) -> None:
-            now = time.monotonic()
-            if event.step == "train.step" and now - last[0] < interval:
-                return
-            last[0] = now
+            if event.step == "train.step":  # validations do not hold back the next step line
+                now = time.monotonic()
+                if now - last[0] < interval:
+                    return
+                last[0] = now
             text = event.message if event.status == "info" else event_line(event)
             console.print(text, highlight=False, markup=False, soft_wrap=True)
 

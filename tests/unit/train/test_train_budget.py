@@ -149,15 +149,15 @@ def test_time_budget_run_ends_in_time_with_best_checkpoint_and_log_lines(
     run = tmp_path / "run"
     args = ["train", str(data), "--out", str(run), "--arch", "unet", "--variant", "tiny"]
     started = time.perf_counter()
-    result = runner.invoke(app, [*args, "--time-budget", "40s", "--lr", "5e-3"])
+    result = runner.invoke(app, [*args, "--time-budget", "60s", "--lr", "5e-3"])
     seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output
-    assert seconds < 40 + 5
+    assert seconds < 60 + 5
     record = json.loads((run / "config.json").read_text())
     budget = record["budget"]
-    assert budget["seconds"] == 40 and budget["steps"] == record["steps"] > budget["warmup_steps"]
-    assert record["timing"]["validation"] <= 0.2 * 40
-    assert f"{record['steps']} steps" in result.output and "time budget 40 s" in result.output
+    assert budget["seconds"] == 60 and budget["steps"] == record["steps"] > budget["warmup_steps"]
+    assert record["timing"]["validation"] <= 0.2 * 60
+    assert f"{record['steps']} steps" in result.output and "time budget 60 s" in result.output
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == record["steps"]  # validated at the end
     assert (run / "training_curve.png").is_file() and load_checkpoint(run).model is not None
