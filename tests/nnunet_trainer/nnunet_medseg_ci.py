@@ -1,9 +1,10 @@
 """A lab-style nnU-Net trainer subclass for the test suite's real result folders.
 
 nnU-Net finds it through its ``nnUNet_extTrainer`` search path (set by tests/nnunet_real.py).
-It changes only the training: one epoch of 3 training and 1 validation iterations, no full-volume validation (about
-100 s a case on CPU). The network is nnUNetTrainer's (``build_network_architecture`` untouched),
-so ``medseg import nnunet`` verifies it from the weights.
+It changes only the training: one epoch of 3 training and 1 validation iterations, no
+full-volume validation (about 100 s a case on CPU). The network is nnUNetTrainer's
+(``build_network_architecture`` untouched), so ``medseg import nnunet`` verifies it from the
+weights.
 """
 
 from __future__ import annotations
