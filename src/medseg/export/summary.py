@@ -125,7 +125,7 @@ def export_summary(manifest: Any) -> tuple[SummaryRow, ...]:
                 if drop is not None:
                     others[int8.file] = {"dice_drop_pts": drop}
             for name, alt in others.items():
-                rows.append(_row(name, precision, backend, alt, sizes, False, cls))
+                rows.append(_row(name, precision, backend, alt, sizes, False, None))
     return tuple(rows)
 
 
