@@ -111,8 +111,8 @@ def export_summary(manifest: Any) -> tuple[SummaryRow, ...]:
             if precision != "int8" or int8 is None:
                 continue
             others: dict[str, dict[str, Any]] = {}
-            if backend == "onnxruntime" and file != int8.file:
-                others[int8.file] = dict(int8.accuracy)
+            if backend == "onnxruntime" and file != int8.file:  # the entry's: ONNX Runtime
+                others[int8.file] = {"cpu_class": int8.details.get("cpu_class"), **int8.accuracy}
             if isinstance(cpu, dict) and file != cpu["file"]:
                 measured = cpu.get("accuracy_by_backend", {}).get(backend)
                 if measured:
