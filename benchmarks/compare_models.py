@@ -270,7 +270,8 @@ def main() -> None:
         seed=args.seed,
     )
     results = train_all(args, base, work)
-    data = load_training_data(args.dataset, base.slice_axis, base.val_fraction, base.seed)
+    axis = 2 if base.slice_axis is None else base.slice_axis  # None: whole-slice default
+    data = load_training_data(args.dataset, axis, base.val_fraction, base.seed)
     classes = {k: v for k, v in data.spec.labels.items() if v > 0}
     chw = tuple(int(n) for n in data.val.images.shape[1:])
     rows = {arch: evaluate(res, data, classes) for arch, res in results.items()}
