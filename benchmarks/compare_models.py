@@ -63,7 +63,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--latency-iters", type=int, default=30)
     p.add_argument("--max-wait", type=float, default=1800.0, help="s to wait for an idle CPU")
     p.add_argument("--train-threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="seconds-long check (CI): 1 epoch, tiny variant, 32 px crops, 2 latency iters",
+    )
     args = p.parse_args()
+    if args.quick:
+        args.epochs, args.variant, args.patch = 1, "tiny", 32
+        args.latency_iters, args.max_wait = 2, 0.0
     if args.latency_iters < 1 or args.train_threads < 1:
         p.error("--latency-iters and --train-threads must be at least 1")
     return args
@@ -262,7 +270,8 @@ def main() -> None:
         seed=args.seed,
     )
     results = train_all(args, base, work)
-    data = load_training_data(args.dataset, base.slice_axis, base.val_fraction, base.seed)
+    axis = 2 if base.slice_axis is None else base.slice_axis  # None: whole-slice default
+    data = load_training_data(args.dataset, axis, base.val_fraction, base.seed)
     classes = {k: v for k, v in data.spec.labels.items() if v > 0}
     chw = tuple(int(n) for n in data.val.images.shape[1:])
     rows = {arch: evaluate(res, data, classes) for arch, res in results.items()}

@@ -109,7 +109,10 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=SHAPE[2], help="Z size (default 300)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "infer_memory.json")
+    parser.add_argument("--quick", action="store_true", help="seconds-long check: 8 slices")
     args = parser.parse_args()
+    if args.quick:
+        args.slices = 8
     with tempfile.TemporaryDirectory(prefix="medseg-mem-") as tmp:
         scan = Path(tmp) / "ct.nii.gz"
         shape = (SHAPE[0], SHAPE[1], args.slices)

@@ -54,7 +54,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--out", type=Path, help="also write the result as JSON")
+    parser.add_argument("--quick", action="store_true", help="seconds-long check: 4 slices, once")
     args = parser.parse_args()
+    if args.quick:
+        args.slices, args.repeats = 4, 1
     shape = (512, 512, args.slices)
     image = ct_phantom(shape)[None]
     affine = np.diag([-SPACING[0], -SPACING[1], SPACING[2], 1.0])

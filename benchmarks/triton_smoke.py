@@ -293,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-slices", type=int, default=2)
     parser.add_argument("--deadline-s", type=float, default=300.0)
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer requests (8, 2 clients); CI runs it in full"
+    )
     parser.add_argument("--max-voxels", type=int, default=10_000_000)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.clients = 8, 2
     if args.requests < 1 or args.clients < 1 or args.block_slices < 1:
         parser.error("--requests, --clients and --block-slices must be >= 1")
 

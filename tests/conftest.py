@@ -131,8 +131,15 @@ def tiny_bundle(
     from medseg.export import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
+    # the guard off (a 2-epoch toy model): its search is tested in tests/unit/export
     options = ExportOptions(
-        fp16=True, int8=True, calib_data=toy_data, calib_slices=16, batch=(1, 4, 8)
+        fp16=True,
+        int8=True,
+        calib_data=toy_data,
+        calib_slices=16,
+        batch=(1, 4, 8),
+        max_dice_drop=None,
+        max_class_drop=None,
     )
     export_bundle(toy_runs["attention-fusion"], out, options, lambda _: None)
     return out

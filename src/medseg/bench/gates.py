@@ -34,6 +34,7 @@ from typing import Any
 from medseg.bench.gate_spec import FLAG_NAMES, GateSpec, parse_flag_pairs
 from medseg.bench.results import BenchResults, GateResult, VariantResult, row_sort_key
 from medseg.bench.stats import compare_latency
+from medseg.runtime.accuracy_class import CLASS_DEPENDENT
 
 __all__ = [
     "FLAG_NAMES",
@@ -79,6 +80,24 @@ def _dice_skip(results: BenchResults, baseline: BenchResults) -> str | None:
             f"baseline measured on another dataset ({base} vs {cur}): baseline Dice gates skipped"
         )
     return None
+
+
+def _cpu_class(machine: Mapping[str, Any]) -> str | None:
+    features = machine.get("cpu_features")
+    return features.get("cpu_class") if isinstance(features, Mapping) else None
+
+
+def _class_skip(results: BenchResults, baseline: BenchResults) -> str | None:
+    """INT8 and BF16 Dice belong to a CPU class (:mod:`medseg.runtime.accuracy_class`): a
+    baseline from another class (or one that does not record it) says nothing about this
+    one's; the absolute accuracy gates still apply."""
+    cur, base = _cpu_class(results.machine), _cpu_class(baseline.machine)
+    if results.machine.get("gpu") or cur == base:
+        return None
+    return (
+        f"baseline measured on CPU class {base or 'unrecorded'}, this CPU is {cur}: "
+        "INT8/BF16 numerics differ between classes"
+    )
 
 
 def gate_warnings(
@@ -151,6 +170,7 @@ def _baseline_gates(
     baseline: BenchResults,
     lat_skip: str | None,
     dice_skip: str | None,
+    class_skip: str | None = None,
 ) -> list[GateResult]:
     out: list[GateResult] = []
     base = baseline.row(*row.key)
@@ -168,6 +188,8 @@ def _baseline_gates(
         name = f"baseline_dice[{row.slug}]"
         old = None if base is None or base.accuracy is None else base.accuracy.dice_mean
         cur = None if row.accuracy is None else row.accuracy.dice_mean
+        if dice_skip is None and row.precision in CLASS_DEPENDENT:
+            dice_skip = class_skip
         if dice_skip or missing or old is None or math.isnan(old):
             out.append(_skip(name, dice_skip or missing or "no Dice in the baseline row", "pts"))
         else:
@@ -193,6 +215,7 @@ def evaluate_gates(
     """
     lat_skip = _latency_skip(results, baseline) if baseline is not None else None
     dice_skip = _dice_skip(results, baseline) if baseline is not None else None
+    class_skip = _class_skip(results, baseline) if baseline is not None else None
     gates: list[GateResult] = []
     matched: set[str] = set()
     for row in sorted(results.rows, key=row_sort_key):
@@ -245,7 +268,7 @@ def evaluate_gates(
                 )
             )
         if baseline is not None and use_base:
-            gates.extend(_baseline_gates(row, spec, baseline, lat_skip, dice_skip))
+            gates.extend(_baseline_gates(row, spec, baseline, lat_skip, dice_skip, class_skip))
     for target in sorted(set(spec.max_p95_ms) - matched):
         gates.append(_skip(f"p95_ms[{target}]", "no such row in these results", "ms"))
     return tuple(gates)

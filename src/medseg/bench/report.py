@@ -22,6 +22,7 @@ from typing import Any
 from medseg.atomic import atomic_file, check_parent_exists
 from medseg.bench.networks import network_lines
 from medseg.bench.results import BenchResults, GateResult, VariantResult, row_sort_key
+from medseg.bench.roofline import share_of_peak
 from medseg.deps import require
 from medseg.errors import ConfigError
 
@@ -52,6 +53,7 @@ COLUMNS = (
     "slices/s",
     "volume s",
     "pre/post %",
+    "% FP32 peak",
 )
 _TEXT_COLUMNS = 4  # the first four are text; the rest are right-aligned numbers
 #: how many of :data:`COLUMNS`, from the left, are text (left-aligned); the rest are numbers.
@@ -75,7 +77,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def _cells(row: VariantResult) -> list[str]:
+def _peak_share(results: BenchResults, row: VariantResult) -> float | None:
+    """Share of the CPU's FP32 peak a CPU row reaches (:mod:`medseg.bench.roofline`)."""
+    if results.machine.get("gpu") or row.backend not in ("onnxruntime", "openvino", "torch"):
+        return None
+    peak = (results.machine.get("fp32_peak") or {}).get("gflops")
+    return share_of_peak(results.bundle.get("gflop_per_slice"), row.slices_per_s, peak)
+
+
+def _cells(row: VariantResult, peak_pct: float | None = None) -> list[str]:
     acc, lat = row.accuracy, row.latency
     dice, hd95, drop = (
         (None, None, None) if acc is None else (acc.dice_mean, acc.hd95_mm, acc.dice_drop_pts)
@@ -96,6 +106,7 @@ def _cells(row: VariantResult) -> list[str]:
         _fmt(row.slices_per_s, ".1f"),
         _fmt(row.volume_s, ".2f"),
         _fmt(row.prepost_pct, ".1f"),
+        _fmt(peak_pct, ".1f"),
     ]
 
 
@@ -115,7 +126,7 @@ def results_title(results: BenchResults) -> str:
 def results_rows(results: BenchResults) -> list[list[str]]:
     """The benchmark table (Ultralytics style): one row of :data:`COLUMNS` cells per variant,
     sorted by backend, precision and batch."""
-    return [_cells(row) for row in _sorted(results)]
+    return [_cells(row, _peak_share(results, row)) for row in _sorted(results)]
 
 
 def skip_reasons(results: BenchResults) -> list[str]:
@@ -231,6 +242,19 @@ def _gate_line(g: GateResult) -> str:
     return f"- {_result(g)} `{g.name}`: {_md_escape(rest)}"
 
 
+def _roofline_lines(results: BenchResults) -> list[str]:
+    """How the "% FP32 peak" column was derived (empty when it was not)."""
+    gflop = results.bundle.get("gflop_per_slice")
+    peak = results.machine.get("fp32_peak") or {}
+    if not gflop or not peak.get("gflops"):
+        return []
+    return [
+        f"- % FP32 peak: {gflop:.2f} GFLOP per slice (convolutions and matrix products of the "
+        f"FP32 ONNX graph) x slices/s / FP32 peak; peak: {_md_escape(peak['how'])}",
+        "",
+    ]
+
+
 def _markdown(results: BenchResults, out_dir: Path) -> str:
     m, s, b, d = results.machine, results.settings, results.bundle, results.dataset
     failed = results.failed_gates
@@ -264,8 +288,12 @@ def _markdown(results: BenchResults, out_dir: Path) -> str:
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" if i < _TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|",
-        *("| " + " | ".join(_md_escape(c) for c in _cells(r)) + " |" for r in _sorted(results)),
+        *(
+            "| " + " | ".join(_md_escape(c) for c in _cells(r, _peak_share(results, r))) + " |"
+            for r in _sorted(results)
+        ),
         "",
+        *_roofline_lines(results),
         *(f"- {_md_escape(x)}" for x in _reasons(results)),
         "",
         "## Gates",

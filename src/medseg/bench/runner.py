@@ -31,6 +31,7 @@ from medseg.bench.latency import PeakRss, time_batches, timing_slices
 from medseg.bench.machine import describe_machine
 from medseg.bench.networks import engine_networks
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
+from medseg.bench.roofline import cpu_fp32_peak, onnx_gflop_per_slice
 from medseg.bundle.manifest import PRECISIONS, RUNTIME_PRECISIONS, Manifest, file_precision
 from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
@@ -360,6 +361,7 @@ def run_bench(
             "name": manifest.model.get("name", bundle.name),
             "fingerprint": bundle_fingerprint(manifest),
             "networks": engine_networks(bundle),
+            "gflop_per_slice": _gflop_per_slice(bundle, manifest),
         },
         dataset={
             "path": str(dataset),
@@ -368,7 +370,7 @@ def run_bench(
             "cases": [c.case_id for c in cases],
             "description": described,
         },
-        machine=describe_machine(),
+        machine={**describe_machine(), "fp32_peak": cpu_fp32_peak(options.threads)},
         settings={
             "warmup": options.warmup,
             "iters": options.iters,
@@ -481,3 +483,13 @@ def _run_variant(
         for batch, (stats, repeat_p50) in timed.items()
     ]
     return rows, evaluation
+
+
+def _gflop_per_slice(bundle: Path, manifest: Manifest) -> float | None:
+    """GFLOP per slice of the FP32 file (the roofline's work); None when it cannot be read."""
+    from medseg.errors import MedsegError
+
+    try:
+        return round(onnx_gflop_per_slice(bundle / manifest.precisions["fp32"].file), 3)
+    except (MedsegError, OSError, ValueError):  # no onnx installed, unreadable graph
+        return None

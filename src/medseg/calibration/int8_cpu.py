@@ -7,15 +7,22 @@ into an integer kernel (``QLinearConv``) only when its output is quantised too
 ``model.int8.onnx``, keeps Q/DQ round trips around the other 79 and runs slower than FP32.
 
 This module writes ``model.int8.cpu.onnx`` with ``onnxruntime.quantization.quantize_static``
-in :attr:`QuantFormat.QDQ`: activations unsigned 8-bit (``QUInt8``; the x86 VNNI kernels
-take u8 x s8), weights signed 8-bit per output channel, calibrated (min/max) on the same
-calibration slices as the TensorRT file. Every convolution then runs as ``QLinearConv``,
-and the element-wise ops between them as ``QLinearAdd`` / ``QLinearMul`` /
+in :attr:`QuantFormat.QDQ`, weights signed 8-bit per output channel, calibrated (min/max) on
+the same calibration slices as the TensorRT file. Every convolution then runs as
+``QLinearConv``, and the element-wise ops between them as ``QLinearAdd`` / ``QLinearMul`` /
 ``QLinearSigmoid``. TensorRT keeps receiving modelopt's file unchanged.
+
+The activation/weight format (:class:`CpuInt8Format`) decides whether the file holds on
+every CPU class: ONNX Runtime's x86 u8 x s8 kernels without VNNI (AVX2, AVX-512 without
+VNNI) multiply with ``vpmaddubsw``, whose pairwise 16-bit sums saturate when both
+activations and weights use their full range; its quantisation docs name the two ways out,
+``reduce_range`` (7-bit weights) and the S8S8 format. Measured on the demo bundle
+(docs/notes/i24.md), the default is the one that holds on AVX2 at no loss on VNNI/AMX.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import subprocess
 import sys
@@ -39,12 +46,41 @@ from medseg.calibration._onnx import (
 from medseg.deps import require
 from medseg.errors import ConfigError, ExportError
 
-__all__ = ["CPU_INT8_TOOL", "CpuInt8Result", "ort_conv_fusion", "quantize_int8_cpu"]
+__all__ = [
+    "CPU_INT8_TOOL",
+    "DEFAULT_CPU_INT8_FORMAT",
+    "CpuInt8Format",
+    "CpuInt8Result",
+    "ort_conv_fusion",
+    "quantize_int8_cpu",
+]
 
-CPU_INT8_TOOL = (
-    "onnxruntime.quantization.quantize_static (QDQ, activations QUInt8, weights QInt8 "
-    "per channel, MinMax)"
-)
+
+class CpuInt8Format(str, enum.Enum):
+    """Activation x weight types of the CPU INT8 file (ONNX Runtime ``QuantType`` names).
+
+    ``u8s8``: activations QUInt8, weights QInt8 (full range: saturates without VNNI);
+    ``u8s8-reduced``: the same with ``reduce_range`` (weights 7-bit: no saturation);
+    ``s8s8``: activations and weights QInt8.
+    """
+
+    U8S8 = "u8s8"
+    U8S8_REDUCED = "u8s8-reduced"
+    S8S8 = "s8s8"
+
+    @property
+    def describe(self) -> str:
+        activations = "QInt8" if self is CpuInt8Format.S8S8 else "QUInt8"
+        reduced = ", reduce_range" if self is CpuInt8Format.U8S8_REDUCED else ""
+        return (
+            "onnxruntime.quantization.quantize_static (QDQ, activations "
+            f"{activations}, weights QInt8 per channel{reduced}, MinMax)"
+        )
+
+
+#: The format that holds on every CPU class (measured: docs/notes/i24.md).
+DEFAULT_CPU_INT8_FORMAT = CpuInt8Format.U8S8_REDUCED
+CPU_INT8_TOOL = DEFAULT_CPU_INT8_FORMAT.describe
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,7 @@ class CpuInt8Result:
         integer_convs: convolutions ONNX Runtime's CPU provider runs as ``QLinearConv``
             after its graph optimisations.
         total_convs: convolutions of the FP32 model.
+        format: the :class:`CpuInt8Format` written.
     """
 
     output: Path
@@ -65,11 +102,13 @@ class CpuInt8Result:
     num_calibration_slices: int
     integer_convs: int
     total_convs: int
+    format: CpuInt8Format = DEFAULT_CPU_INT8_FORMAT
 
     def to_manifest(self) -> dict[str, Any]:
         """JSON-ready summary for the bundle manifest."""
         return {
-            "tool": CPU_INT8_TOOL,
+            "tool": self.format.describe,
+            "format": self.format.value,
             "num_calibration_slices": self.num_calibration_slices,
             "excluded_nodes": list(self.excluded_nodes),
             "ort_integer_convs": self.integer_convs,
@@ -82,6 +121,7 @@ def quantize_int8_cpu(
     onnx_out: Path,
     calibration: np.ndarray,
     nodes_to_exclude: tuple[str, ...] = (),
+    fmt: CpuInt8Format | str = DEFAULT_CPU_INT8_FORMAT,
 ) -> CpuInt8Result:
     """Quantise an FP32 model to ONNX Runtime's QDQ INT8 form, written atomically.
 
@@ -91,15 +131,21 @@ def quantize_int8_cpu(
         calibration: ``(N, C, H, W)`` float32 calibration slices (the bundle's
             ``calibration.npz`` images), fed one at a time.
         nodes_to_exclude: exact node names of ``onnx_in`` to leave in FP32.
+        fmt: the :class:`CpuInt8Format` (default: the one that holds without VNNI).
 
     Returns:
         The file written and how many convolutions ONNX Runtime runs in integer kernels.
 
     Raises:
-        ConfigError: input not an existing ``.onnx``, or an unknown node to exclude.
+        ConfigError: input not an existing ``.onnx``, an unknown node to exclude or format.
         DatasetError: calibration data of the wrong shape or with NaN/Inf.
         ExportError: quantisation failed, or the result does not run or is non-finite.
     """
+    try:
+        fmt = CpuInt8Format(fmt)
+    except ValueError:
+        accepted = ", ".join(f.value for f in CpuInt8Format)
+        raise ConfigError(f"CPU INT8 format {fmt!r}; accepted: {accepted}") from None
     onnx_in = check_onnx_path(onnx_in, "FP32 model")
     onnx_out = Path(onnx_out)
     check_parent_exists(onnx_out)
@@ -128,7 +174,15 @@ def quantize_int8_cpu(
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
-        command = [sys.executable, "-m", __name__, str(work_in), str(work_out), str(calib_path)]
+        command = [
+            sys.executable,
+            "-m",
+            __name__,
+            fmt.value,
+            str(work_in),
+            str(work_out),
+            str(calib_path),
+        ]
         done = subprocess.run(
             [*command, *nodes_to_exclude], env=env, capture_output=True, text=True, check=False
         )
@@ -145,11 +199,15 @@ def quantize_int8_cpu(
             run_model(tmp_out, data[:2], f"CPU INT8 model quantised from {onnx_in}")
             integer, _ = ort_conv_fusion(tmp_out)
     total = sum(1 for node in model.graph.node if node.op_type == "Conv")
-    return CpuInt8Result(onnx_out, tuple(nodes_to_exclude), int(data.shape[0]), integer, total)
+    return CpuInt8Result(onnx_out, tuple(nodes_to_exclude), int(data.shape[0]), integer, total, fmt)
 
 
 def _quantize_static(
-    onnx_in: Path, onnx_out: Path, calibration: np.ndarray, nodes_to_exclude: list[str]
+    fmt: CpuInt8Format,
+    onnx_in: Path,
+    onnx_out: Path,
+    calibration: np.ndarray,
+    nodes_to_exclude: list[str],
 ) -> None:
     """ONNX Runtime's pre-processing and ``quantize_static`` (in a process of its own)."""
     from onnxruntime import quantization
@@ -174,8 +232,13 @@ def _quantize_static(
         str(onnx_out),
         _Reader(),
         quant_format=quantization.QuantFormat.QDQ,
-        activation_type=quantization.QuantType.QUInt8,
+        activation_type=(
+            quantization.QuantType.QInt8
+            if fmt is CpuInt8Format.S8S8
+            else quantization.QuantType.QUInt8
+        ),
         weight_type=quantization.QuantType.QInt8,
+        reduce_range=fmt is CpuInt8Format.U8S8_REDUCED,
         per_channel=True,
         calibrate_method=quantization.CalibrationMethod.MinMax,
         nodes_to_exclude=nodes_to_exclude,
@@ -201,5 +264,11 @@ def ort_conv_fusion(path: Path) -> tuple[int, int]:
     return ops["QLinearConv"] + ops["ConvInteger"], ops["Conv"] + ops["FusedConv"]
 
 
-if __name__ == "__main__":  # the worker of quantize_int8_cpu: IN OUT CALIBRATION.npy [NODE...]
-    _quantize_static(Path(sys.argv[1]), Path(sys.argv[2]), np.load(sys.argv[3]), list(sys.argv[4:]))
+if __name__ == "__main__":  # quantize_int8_cpu's worker: FORMAT IN OUT CALIBRATION.npy [NODE...]
+    _quantize_static(
+        CpuInt8Format(sys.argv[1]),
+        Path(sys.argv[2]),
+        Path(sys.argv[3]),
+        np.load(sys.argv[4]),
+        list(sys.argv[5:]),
+    )

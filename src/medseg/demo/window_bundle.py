@@ -162,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in manifest.precisions.items():
         dice = ", ".join(f"{k} {v:.4f}" for k, v in entry.accuracy["dice_per_class"].items())
         print(f"{name}: Dice {dice}; mean {entry.accuracy['dice_mean']:.4f}")
+    from medseg.export.summary import export_summary
+
+    for row in export_summary(manifest):  # file x backend x CPU class
+        worst = row.worst_class_drop_pts
+        print(
+            f"{row.file:22s} {row.precision:5s} {row.backend:12s} {row.cpu_class or '-':12s} "
+            f"drop {row.dice_drop_pts:+.3f} worst {'-' if worst is None else f'{worst:+.3f}'} "
+            f"{'(runs)' if row.runs else ''}"
+        )
     return 0
 
 

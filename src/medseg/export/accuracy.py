@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_onnx",
     "installed_cpu_backends",
     "run_backend",
+    "scored",
 ]
 
 #: CPU backends the export measures accuracy on (each where installed).
@@ -95,6 +96,10 @@ class Accuracy:
         dice_drop_pts: FP32 mean Dice minus this one, in points (x100); 0 for FP32 itself.
         argmax_agreement: share of validation pixels whose class equals FP32's.
         predictions: ``(N, H, W)`` uint8 network-size labels (not serialised).
+        worst_class_drop_pts: the largest per-class Dice drop against FP32, in points (0 for
+            FP32 itself): a thin class cannot vanish inside a good mean.
+        ms_per_slice: milliseconds per slice inside the backend during this validation run
+            (batch of the validation, this machine, its load); ``None``: not timed.
     """
 
     dice_per_class: dict[str, float]
@@ -102,14 +107,45 @@ class Accuracy:
     dice_drop_pts: float
     argmax_agreement: float
     predictions: np.ndarray
+    worst_class_drop_pts: float = 0.0
+    ms_per_slice: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "dice_mean": self.dice_mean,
             "dice_per_class": self.dice_per_class,
             "dice_drop_pts": self.dice_drop_pts,
+            "worst_class_drop_pts": self.worst_class_drop_pts,
             "argmax_agreement": self.argmax_agreement,
         }
+        if self.ms_per_slice is not None:
+            found["ms_per_slice"] = round(self.ms_per_slice, 2)
+        return found
+
+
+def scored(
+    dice: dict[str, float],
+    predictions: np.ndarray,
+    reference: Accuracy | None,
+    ms_per_slice: float | None = None,
+) -> Accuracy:
+    """An :class:`Accuracy` from per-class Dice and labels, its drops against ``reference``
+    (the FP32 file's accuracy on the same backend; ``None``: this is it). Classes with no
+    Dice (NaN: absent from the split) count in neither the mean nor the worst class."""
+    values = [v for v in dice.values() if not np.isnan(v)]
+    mean = float(np.mean(values)) if values else float("nan")
+    if reference is None:
+        return Accuracy(dice, mean, 0.0, 1.0, predictions, 0.0, ms_per_slice)
+    drops = [
+        100.0 * (reference.dice_per_class[k] - v)
+        for k, v in dice.items()
+        if k in reference.dice_per_class
+        and not (np.isnan(v) or np.isnan(reference.dice_per_class[k]))
+    ]
+    agreement = float(np.mean(predictions == reference.predictions))
+    drop = 100.0 * (reference.dice_mean - mean)
+    worst = max(drops, default=0.0)
+    return Accuracy(dice, mean, drop, agreement, predictions, worst, ms_per_slice)
 
 
 def evaluate_onnx(
@@ -130,12 +166,7 @@ def evaluate_onnx(
     logits = run_backend(path, val.images, backend, precision, batch_size)
     predictions = logits.argmax(axis=1).astype(np.uint8)
     dice = validation_dice(predictions, val, classes)
-    mean = float(np.mean(list(dice.values())))
-    if reference is None:
-        return Accuracy(dice, mean, 0.0, 1.0, predictions)
-    drop = 100.0 * (reference.dice_mean - mean)
-    agreement = float(np.mean(predictions == reference.predictions))
-    return Accuracy(dice, mean, drop, agreement, predictions)
+    return scored(dice, predictions, reference)
 
 
 def accuracy_per_backend(
@@ -144,6 +175,7 @@ def accuracy_per_backend(
     fp32_by_backend: dict[str, Accuracy],
     folder: Path,
     evaluate_on: Callable[[str, str], Callable[[Path], Accuracy]],
+    budget: Any = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Accuracy of every precision on every installed CPU backend (drop vs its own FP32).
 
@@ -152,9 +184,16 @@ def accuracy_per_backend(
     measured; the other's drop is kept in ``files_compared``), and the record's ``file``
     names it: the runtime loads that file
     (:func:`medseg.bundle.cpu_files.int8_file_for`).
+
+    Every record carries ``cpu_class``, the class of this CPU
+    (:attr:`medseg.runtime.cpu.CpuFeatures.cpu_class`): INT8 and BF16 numerics depend on
+    it. With a ``budget`` (:class:`medseg.export.guard.Budget`), INT8 records also say
+    whether they are ``within_budget``: the runtime's ``auto`` does not pick a backend whose
+    INT8 is not.
     """
     from medseg.runtime.cpu import cpu_features
 
+    cpu_class = cpu_features().cpu_class
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for backend in backends:
         runs = [p for p in RUNTIME_PRECISIONS if p in precisions or p == "bf16"]
@@ -163,9 +202,16 @@ def accuracy_per_backend(
         by_precision: dict[str, dict[str, Any]] = {}
         for precision in runs:
             if precision == "int8":
-                by_precision["int8"] = _int8_record(
-                    backend, precisions["int8"], folder, evaluate_on
-                )
+                record = _int8_record(backend, precisions["int8"], folder, evaluate_on)
+                if budget is not None and budget.active:
+                    met = (
+                        budget.mean_pts is None or record["dice_drop_pts"] <= budget.mean_pts
+                    ) and (
+                        budget.class_pts is None
+                        or record.get("worst_class_drop_pts", 0.0) <= budget.class_pts
+                    )
+                    record["within_budget"] = bool(met)
+                by_precision["int8"] = {**record, "cpu_class": cpu_class}
                 continue
             if precision == "fp32":
                 accuracy = fp32_by_backend[backend]
@@ -175,7 +221,11 @@ def accuracy_per_backend(
                 file = precisions["fp32" if precision == "bf16" else precision].file
                 accuracy = evaluate_on(backend, precision)(folder / file)
             record = accuracy.to_dict() if accuracy else dict(precisions[precision].accuracy)
-            by_precision[precision] = {**record, "reference": f"{backend} fp32"}
+            by_precision[precision] = {
+                **record,
+                "reference": f"{backend} fp32",
+                "cpu_class": cpu_class,
+            }
         found[backend] = by_precision
     return found
 

@@ -21,6 +21,7 @@ from medseg.bundle.manifest import Manifest, file_sha256
 from medseg.errors import ConfigError
 from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import Accuracy
+from medseg.export.guard import Budget
 from medseg.export.ort import compare_logits, run_onnx
 
 __all__ = ["add_cpu_int8", "cpu_int8_file", "make_cpu_int8"]
@@ -34,6 +35,9 @@ def make_cpu_int8(
     fp32_path: Path,
     calibration: np.ndarray,
     evaluate: Callable[[Path], Accuracy] | None = None,
+    *,
+    result: Any = None,
+    accuracy: Accuracy | None = None,
 ) -> dict[str, Any]:
     """Write ``folder/model.int8.cpu.onnx`` and return its manifest entry.
 
@@ -43,24 +47,36 @@ def make_cpu_int8(
         calibration: ``(N, C, H, W)`` float32 calibration slices (those of ``model.int8.onnx``).
         evaluate: scores a file on the validation split with ONNX Runtime (drop vs FP32);
             ``None``: the entry has no accuracy (:func:`add_cpu_int8` without data).
+        result: the :class:`~medseg.calibration.int8_cpu.CpuInt8Result` of a file already
+            written to ``folder`` (by the guard); ``None``: quantise it here, whole.
+        accuracy: that file's accuracy on ONNX Runtime, already measured.
 
     Returns:
         ``{file, sha256, size_bytes, parity, accuracy, details}``; parity is against the FP32
-        file on the first :data:`PARITY_SLICES` calibration slices, with ONNX Runtime.
+        file on the first :data:`PARITY_SLICES` calibration slices, with ONNX Runtime; the
+        accuracy carries the CPU class it was measured on.
     """
     from medseg.calibration.int8_cpu import quantize_int8_cpu
+    from medseg.runtime.cpu import cpu_features
 
     path = Path(folder) / CPU_INT8_FILE
-    result = quantize_int8_cpu(fp32_path, path, calibration)
+    if result is None:
+        result = quantize_int8_cpu(fp32_path, path, calibration)
     sample = np.ascontiguousarray(calibration[:PARITY_SLICES], dtype=np.float32)
     parity = compare_logits(run_onnx(fp32_path, sample), run_onnx(path, sample))
-    accuracy = evaluate(path).to_dict() if evaluate is not None else {}
+    if accuracy is None and evaluate is not None:
+        accuracy = evaluate(path)
+    record = (
+        {**accuracy.to_dict(), "cpu_class": cpu_features().cpu_class}
+        if accuracy is not None
+        else {}
+    )
     return {
         "file": CPU_INT8_FILE,
         "sha256": file_sha256(path),
         "size_bytes": path.stat().st_size,
         "parity": {**parity.to_dict(), "slices": "calibration"},
-        "accuracy": accuracy,
+        "accuracy": record,
         "details": {**result.to_manifest(), "runs_on": ["onnxruntime"]},
     }
 
@@ -70,48 +86,87 @@ def cpu_int8_file(
     fp32: Path,
     calibration: np.ndarray,
     evaluators: dict[str, Callable[[Path], Accuracy]],
-    budget_pts: float,
+    budget: Budget | float,
     on_event: EventSink,
+    rank: Callable[[Path], tuple[str, ...]] | None = None,
 ) -> dict[str, Any] | None:
-    """Make the CPU file at export and measure it on every CPU backend of ``evaluators``.
+    """Make the CPU file at export within ``budget`` on ONNX Runtime, measure it everywhere.
 
     ``evaluators`` maps backend name (``onnxruntime`` first) to a validation scorer. The file
-    is ONNX Runtime's form of INT8: it is kept when it meets ``budget_pts`` on ONNX Runtime;
-    its accuracy on the other backends is recorded (``accuracy_by_backend``) so that each of
-    them runs the INT8 file that loses less on it
-    (:func:`medseg.export.accuracy.accuracy_per_backend`). Returns the entry, or ``None``
-    (file removed: ONNX Runtime keeps running ``model.int8.onnx``) when it misses the budget
-    on ONNX Runtime.
+    is ONNX Runtime's form of INT8, so its budget is met on ONNX Runtime, on this machine's
+    CPU class: the accuracy guard (:func:`medseg.export.guard.guard_int8`) keeps the layers
+    ``rank`` puts first in FP32 until it holds. Its accuracy on the other backends is
+    recorded (``accuracy_by_backend``) so that each of them runs the INT8 file that loses
+    less on it (:func:`medseg.export.accuracy.accuracy_per_backend`). Returns the entry, or
+    ``None`` (no file: ONNX Runtime keeps running ``model.int8.onnx``) when the guard cannot
+    meet the budget.
+
+    Args:
+        rank: ``rank(first_attempt)`` -> node names of the FP32 model, most sensitive first
+            (the export passes the TensorRT-form file's leave-one-out ranking: ONNX Runtime's
+            integer kernels cannot be wrapped layer by layer).
     """
     import time
 
+    from medseg.calibration.int8_cpu import quantize_int8_cpu
+    from medseg.errors import ExportError
+    from medseg.export.guard import guard_int8
+    from medseg.runtime.cpu import cpu_features
+
     t = time.perf_counter()
-    entry = make_cpu_int8(folder, fp32, calibration, evaluators["onnxruntime"])
-    path = Path(folder) / entry["file"]
+    path = Path(folder) / CPU_INT8_FILE
+
+    def quantize(out: Path, excluded: tuple[str, ...]) -> Any:
+        return quantize_int8_cpu(fp32, out, calibration, excluded)
+
+    def no_ranking(_: Path) -> tuple[str, ...]:
+        raise ExportError("no layer ranking for the CPU INT8 file")
+
+    try:
+        outcome = guard_int8(
+            fp32,
+            path,
+            calibration,
+            "max",
+            budget,
+            evaluators["onnxruntime"],
+            on_event,
+            "onnxruntime",
+            quantize=quantize,
+            rank=rank or no_ranking,
+            label=CPU_INT8_FILE,
+        )
+    except ExportError as exc:
+        path.unlink(missing_ok=True)
+        on_event(
+            Event(
+                "int8-cpu",
+                "warning",
+                f"{CPU_INT8_FILE}: not kept ({exc}); ONNX Runtime runs model.int8.onnx",
+            )
+        )
+        return None
+    entry = make_cpu_int8(
+        folder, fp32, calibration, result=outcome.result, accuracy=outcome.accuracy
+    )
+    entry["details"]["guard_attempts"] = [a.to_dict() for a in outcome.attempts]
+    cpu_class = cpu_features().cpu_class
     by_backend = {"onnxruntime": entry["accuracy"]}
     for backend, evaluate in evaluators.items():
         if backend != "onnxruntime":
-            by_backend[backend] = evaluate(path).to_dict()
+            by_backend[backend] = {**evaluate(path).to_dict(), "cpu_class": cpu_class}
     entry["accuracy_by_backend"] = by_backend
     drops = ", ".join(f"{b} {a['dice_drop_pts']:+.3f}" for b, a in by_backend.items())
     details = entry["details"]
-    if by_backend["onnxruntime"]["dice_drop_pts"] > budget_pts:
-        message = (
-            f"{entry['file']}: Dice drop ({drops} pts) over the {budget_pts:g} pt budget on "
-            "onnxruntime: not kept; ONNX Runtime runs model.int8.onnx"
-        )
-        on_event(Event("int8-cpu", "warning", message, {"accuracy_by_backend": by_backend}))
-        path.unlink()
-        return None
     on_event(
         file_done(
             "int8-cpu",
             "ONNX INT8 for CPUs",
             path,
             t,
-            f"ONNX Runtime QDQ (u8 activations, s8 per-channel weights), "
-            f"{details['ort_integer_convs']}/{details['total_convs']} convolutions in integer "
-            f"kernels; val Dice drop {drops} pts",
+            f"ONNX Runtime QDQ ({details['format']}), {len(outcome.result.excluded_nodes)} "
+            f"layer(s) kept in FP32, {details['ort_integer_convs']}/{details['total_convs']} "
+            f"convolutions in integer kernels; val Dice drop {drops} pts on {cpu_class}",
             accuracy_by_backend=by_backend,
         )
     )

@@ -12,6 +12,12 @@ The budget is met on one backend, the one the bundle is meant for (``backend``):
 ``evaluate`` scores the attempts, and on OpenVINO the ranking is measured on OpenVINO too
 (:func:`medseg.calibration.sensitivity_openvino.layer_sensitivity_openvino`), because the
 layers OpenVINO's INT8 loses accuracy in are not the ones ONNX Runtime's are.
+
+The budget (:class:`Budget`) is on the mean Dice drop and on the worst class's drop (a thin
+class cannot vanish inside a good mean); the export's default is :data:`DEFAULT_BUDGET`
+(0.3 pt mean, 1 pt per class). The same search guards the CPU INT8 file
+(:mod:`medseg.export.cpu_int8`): ``quantize`` and ``rank`` say how a file is made and how its
+layers are ranked.
 """
 
 from __future__ import annotations
@@ -25,11 +31,66 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ExportError
+from medseg.errors import ConfigError, ExportError
 from medseg.events import Event, EventSink
 from medseg.export.accuracy import Accuracy
 
-__all__ = ["GuardAttempt", "GuardOutcome", "guard_int8"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "Budget",
+    "GuardAttempt",
+    "GuardOutcome",
+    "Quantize",
+    "guard_int8",
+]
+
+#: ``quantize(path, excluded_nodes)``: writes an INT8 file with those nodes left in FP32,
+#: returns the quantiser's result (its ``excluded_nodes`` are what the manifest records).
+Quantize = Callable[[Path, tuple[str, ...]], Any]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The INT8 accuracy budget, in Dice points (x100) below FP32 on the same backend.
+
+    Attributes:
+        mean_pts: largest mean Dice drop; ``None``: no budget (measure and record only).
+        class_pts: largest drop of any one class; ``None``: the mean only.
+    """
+
+    mean_pts: float | None = 0.3
+    class_pts: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in (("mean_pts", self.mean_pts), ("class_pts", self.class_pts)):
+            if value is not None and not value >= 0:
+                raise ConfigError(f"INT8 budget {name} {value} must be >= 0 points or None")
+
+    @property
+    def active(self) -> bool:
+        return self.mean_pts is not None or self.class_pts is not None
+
+    def met(self, accuracy: Accuracy) -> bool:
+        """Whether ``accuracy`` (drops against FP32 of its backend) is within the budget."""
+        mean_ok = self.mean_pts is None or accuracy.dice_drop_pts <= self.mean_pts
+        class_ok = self.class_pts is None or accuracy.worst_class_drop_pts <= self.class_pts
+        return mean_ok and class_ok
+
+    def describe(self) -> str:
+        """E.g. ``"0.3 pt mean / 1 pt per class"``, or ``"no budget"``."""
+        parts = []
+        if self.mean_pts is not None:
+            parts.append(f"{self.mean_pts:g} pt mean")
+        if self.class_pts is not None:
+            parts.append(f"{self.class_pts:g} pt per class")
+        return " / ".join(parts) if parts else "no budget"
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"max_dice_drop_pts": self.mean_pts, "max_class_drop_pts": self.class_pts}
+
+
+#: The export's default: 0.3 pt mean, 1 pt for the worst class.
+DEFAULT_BUDGET = Budget(0.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +102,7 @@ class GuardAttempt:
     dice_mean: float
     dice_drop_pts: float
     met: bool
+    worst_class_drop_pts: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +110,7 @@ class GuardAttempt:
             "excluded": list(self.excluded),
             "dice_mean": self.dice_mean,
             "dice_drop_pts": self.dice_drop_pts,
+            "worst_class_drop_pts": self.worst_class_drop_pts,
             "met": self.met,
         }
 
@@ -67,23 +130,32 @@ def guard_int8(
     int8_path: Path,
     calibration: np.ndarray,
     method: str,
-    budget_pts: float,
+    budget: Budget | float,
     evaluate: Callable[[Path], Accuracy],
     on_event: EventSink,
     backend: str = "onnxruntime",
+    *,
+    quantize: Quantize | None = None,
+    rank: Callable[[Path], tuple[str, ...]] | None = None,
+    label: str = "INT8",
 ) -> GuardOutcome:
-    """Quantise ``fp32_path`` to ``int8_path`` within ``budget_pts`` of Dice drop, or fail.
+    """Quantise ``fp32_path`` to ``int8_path`` within the Dice-drop ``budget``, or fail.
 
     Args:
         fp32_path: the FP32 ONNX model.
         int8_path: where the chosen INT8 model ends up.
         calibration: ``(N, C, H, W)`` float32 calibration slices.
-        method: calibration method (``"max"`` or ``"entropy"``).
-        budget_pts: largest acceptable Dice drop versus FP32, in points.
-        evaluate: scores an ONNX file on the validation split (drop relative to FP32).
+        method: calibration method (``"max"`` or ``"entropy"``) of the default quantiser.
+        budget: a :class:`Budget`, or a mean-drop budget in points (``inf``: none).
+        evaluate: scores an ONNX file on the validation split (drops relative to FP32).
         on_event: one ``int8.guard`` info event per attempt (``data``: layers kept, drop, met).
         backend: the CPU backend whose accuracy ``evaluate`` measures (``"onnxruntime"`` or
-            ``"openvino"``); the sensitivity ranking is measured on it too.
+            ``"openvino"``); the default ranking is measured on it too.
+        quantize: makes one attempt's file (see :data:`Quantize`); default: modelopt's Q/DQ
+            (:func:`medseg.calibration.quantize_int8`) with ``method``.
+        rank: ``rank(first_attempt_path)`` -> node names, most sensitive first; default:
+            leave-one-out sensitivity of the first attempt on ``backend``.
+        label: the file's name in the events and errors.
 
     Raises:
         ExportError: the budget cannot be met even with all but one quantised layer in FP32
@@ -92,6 +164,33 @@ def guard_int8(
     """
     from medseg.calibration import CalibrationMethod, Int8Config, layer_sensitivity, quantize_int8
 
+    if not isinstance(budget, Budget):
+        budget = Budget(None if budget == float("inf") else float(budget), None)
+
+    def modelopt(path: Path, excluded: tuple[str, ...]) -> Any:
+        config = Int8Config(method=CalibrationMethod(method), nodes_to_exclude=excluded)
+        return quantize_int8(fp32_path, path, calibration, config)
+
+    def sensitivity(first: Path) -> tuple[str, ...]:
+        if backend == "openvino":
+            from medseg.calibration.sensitivity_openvino import layer_sensitivity_openvino
+
+            found = layer_sensitivity_openvino(fp32_path, first, calibration)
+        else:
+            found = layer_sensitivity(fp32_path, first, calibration)
+        on_event(
+            Event(
+                "int8.guard",
+                "info",
+                f"most sensitive layers (measured on {backend}): "
+                + ", ".join(f"{s.node} (+{s.gain_db:.1f} dB in FP32)" for s in found[:5]),
+                {"ranking": [s.node for s in found]},
+            )
+        )
+        return tuple(s.node for s in found)
+
+    make = quantize or modelopt
+    ranker = rank or sensitivity
     work = Path(tempfile.mkdtemp(prefix="medseg-guard-"))
     try:
         attempts: list[GuardAttempt] = []
@@ -99,30 +198,37 @@ def guard_int8(
 
         def attempt(excluded: tuple[str, ...]) -> bool:
             path = work / f"int8-{len(excluded)}.onnx"
-            config = Int8Config(method=CalibrationMethod(method), nodes_to_exclude=excluded)
-            result = quantize_int8(fp32_path, path, calibration, config)
+            result = make(path, excluded)
             accuracy = evaluate(path)
-            met = accuracy.dice_drop_pts <= budget_pts
+            met = budget.met(accuracy)
             attempts.append(
                 GuardAttempt(
-                    len(excluded), excluded, accuracy.dice_mean, accuracy.dice_drop_pts, met
+                    len(excluded),
+                    excluded,
+                    accuracy.dice_mean,
+                    accuracy.dice_drop_pts,
+                    met,
+                    accuracy.worst_class_drop_pts,
                 )
             )
             tried[len(excluded)] = (result, accuracy, path)
             verdict = (
                 "no budget set"
-                if budget_pts == float("inf")
-                else f"{'within' if met else 'over'} the {budget_pts:g} pt budget"
+                if not budget.active
+                else f"{'within' if met else 'over'} the {budget.describe()} budget"
             )
             on_event(
                 Event(
                     "int8.guard",
                     "info",
-                    f"INT8 with {len(excluded):2d} layer(s) kept in FP32: Dice drop "
-                    f"{accuracy.dice_drop_pts:+.3f} pts on {backend} ({verdict})",
+                    f"{label} with {len(excluded):2d} layer(s) kept in FP32: Dice drop "
+                    f"{accuracy.dice_drop_pts:+.3f} pts (worst class "
+                    f"{accuracy.worst_class_drop_pts:+.3f}) on {backend} ({verdict})",
                     {
+                        "file": label,
                         "kept_fp32": len(excluded),
                         "dice_drop_pts": accuracy.dice_drop_pts,
+                        "worst_class_drop_pts": accuracy.worst_class_drop_pts,
                         "met": met,
                         "backend": backend,
                     },
@@ -134,24 +240,7 @@ def guard_int8(
         if attempt(()):
             chosen = 0
         else:
-            if backend == "openvino":
-                from medseg.calibration.sensitivity_openvino import layer_sensitivity_openvino
-
-                sensitivities = layer_sensitivity_openvino(fp32_path, tried[0][2], calibration)
-            else:
-                sensitivities = layer_sensitivity(fp32_path, tried[0][2], calibration)
-            ranking = tuple(s.node for s in sensitivities)
-            on_event(
-                Event(
-                    "int8.guard",
-                    "info",
-                    f"most sensitive layers (measured on {backend}): "
-                    + ", ".join(
-                        f"{s.node} (+{s.gain_db:.1f} dB in FP32)" for s in sensitivities[:5]
-                    ),
-                    {"ranking": list(ranking)},
-                )
-            )
+            ranking = ranker(tried[0][2])
             # At most all but one layer: with every layer in FP32 the model is no longer INT8.
             most = len(ranking) - 1
             low, high = 0, None
@@ -164,12 +253,14 @@ def guard_int8(
                 k = most if k * 2 > most > k else k * 2
             if high is None:
                 table = "; ".join(
-                    f"{a.num_excluded} in FP32: {a.dice_drop_pts:+.3f} pts" for a in attempts
+                    f"{a.num_excluded} in FP32: {a.dice_drop_pts:+.3f} pts "
+                    f"(worst class {a.worst_class_drop_pts:+.3f})"
+                    for a in attempts
                 )
                 raise ExportError(
-                    f"INT8 cannot meet the {budget_pts:g} pt Dice-drop budget even with {most} of "
-                    f"its {len(ranking)} quantised layers in FP32; tried: {table}; raise "
-                    "--max-dice-drop or ship FP16"
+                    f"{label} cannot meet the {budget.describe()} Dice-drop budget on {backend} "
+                    f"even with {most} of its {len(ranking)} quantised layers in FP32; tried: "
+                    f"{table}; raise --max-dice-drop, pass --max-dice-drop none, or ship FP16"
                 )
             while high - low > 1:
                 mid = (low + high) // 2

@@ -18,7 +18,7 @@ from medseg.data.preprocessing import Recipe
 from medseg.deps import EXTRA_OF
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, MissingDependencyError
 from medseg.export.accuracy import CPU_BACKENDS, Accuracy, installed_cpu_backends
-from medseg.limits import MAX_BATCH, check_batch, check_number
+from medseg.limits import MAX_BATCH, check_batch
 
 __all__ = [
     "CALIBRATION_NAME",
@@ -51,7 +51,10 @@ class ExportOptions:
         calib_data: dataset folder to draw calibration slices from (its training split).
         calib_slices: number of calibration slices.
         calib_method: ``"max"`` or ``"entropy"``.
-        max_dice_drop: INT8 Dice-drop budget in points; ``None``: measure and record only.
+        max_dice_drop: INT8 mean Dice-drop budget in points, met by every INT8 file on the
+            backend that runs it (default 0.3); ``None``: no budget (measure and record only).
+        max_class_drop: INT8 budget on the worst class's Dice drop in points (default 1.0);
+            ``None``: the mean only.
         batch: allowed batch sizes (min, opt, max).
         height, width: fixed input size; ``None``: the size the model was trained at.
         dynamic_hw: accept any H, W (multiples of 16) from 16 to 4x the training size.
@@ -60,8 +63,10 @@ class ExportOptions:
         check_tensorrt: before the bundle is written, build every ONNX file with TensorRT-RTX
             (in memory, no GPU needed): a node TensorRT refuses fails the export, and the
             network report (and any partial-Q/DQ warning) is logged.
-        guard_backend: the CPU backend the INT8 budget is met on (``"onnxruntime"`` or
-            ``"openvino"``); ``None``: OpenVINO when installed, else ONNX Runtime.
+        guard_backend: the CPU backend the TensorRT-form Q/DQ file's budget is met on
+            (``"onnxruntime"`` or ``"openvino"``); ``None``: ONNX Runtime, whose Q/DQ
+            arithmetic is TensorRT's (the CPU INT8 file is always guarded on ONNX Runtime, the
+            backend that runs it).
     """
 
     fp16: bool = False
@@ -69,7 +74,8 @@ class ExportOptions:
     calib_data: Path | None = None
     calib_slices: int = 64
     calib_method: str = "max"
-    max_dice_drop: float | None = None
+    max_dice_drop: float | None = 0.3
+    max_class_drop: float | None = 1.0
     batch: tuple[int, int, int] = (1, 8, 32)
     height: int | None = None
     width: int | None = None
@@ -97,9 +103,12 @@ class ExportOptions:
             raise ConfigError("--int8 needs calibration data: pass --calib-data DATASET")
         if self.calib_method not in ("max", "entropy"):
             raise ConfigError(f"--calib-method {self.calib_method!r} must be 'max' or 'entropy'")
-        if self.max_dice_drop is not None and not self.int8:
-            raise ConfigError("--max-dice-drop is the INT8 accuracy budget: use it with --int8")
-        check_number(self.max_dice_drop, "--max-dice-drop", low=0.0, high=100.0, unit=" points")
+        for flag, value in (
+            ("--max-dice-drop", self.max_dice_drop),
+            ("--max-class-drop", self.max_class_drop),
+        ):
+            if value is not None and not value >= 0:
+                raise ConfigError(f"{flag} {value} must be >= 0 points, or 'none'")
         if not self.int8:
             for option, unused in (
                 ("--calib-data", self.calib_data is not None),
@@ -141,9 +150,15 @@ class ExportOptions:
     @property
     def int8_backend(self) -> str:
         """The backend the INT8 guard measures on (see ``guard_backend``)."""
-        if self.guard_backend is not None:
-            return self.guard_backend
-        return "openvino" if "openvino" in installed_cpu_backends() else "onnxruntime"
+        return self.guard_backend or "onnxruntime"
+
+    @property
+    def budget(self) -> Any:
+        """The INT8 :class:`~medseg.export.guard.Budget` of ``max_dice_drop`` and
+        ``max_class_drop``."""
+        from medseg.export.guard import Budget
+
+        return Budget(self.max_dice_drop, self.max_class_drop)
 
 
 def input_spec(options: ExportOptions, channels: int, trained_hw: tuple[int, int]) -> InputSpec:

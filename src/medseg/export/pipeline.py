@@ -41,6 +41,7 @@ from medseg.export.options import (
     tool_versions,
 )
 from medseg.export.precision_steps import export_fp32, run_precision_steps
+from medseg.export.summary import summary_event
 
 __all__ = ["ExportOptions", "export_bundle"]
 
@@ -216,6 +217,7 @@ def export_bundle(
 
             check_onnx_builds(tmp, manifest, on_event)
         manifest.save(tmp)
+        summary_event(manifest, tmp, on_event)
     on_event(_bundle_done(out, started))
     return manifest
 

@@ -34,6 +34,7 @@ from medseg.export.options import (
     precision_entry,
 )
 from medseg.export.ort import Parity, compare_logits, run_onnx
+from medseg.runtime.cpu import cpu_features
 
 __all__ = ["Calibrate", "Fp32File", "PrecisionSteps", "Score", "export_fp32", "run_precision_steps"]
 
@@ -163,7 +164,7 @@ def run_precision_steps(
     on_event(Event("backend_accuracy", "start", "accuracy per CPU backend..."))
     t = time.perf_counter()
     backend_accuracy = accuracy_per_backend(
-        backends, precisions, fp32_by_backend, folder, evaluate_on
+        backends, precisions, fp32_by_backend, folder, evaluate_on, options.budget
     )
     drops = "; ".join(
         f"{b}: " + ", ".join(f"{p} {a['dice_drop_pts']:+.3f} pts" for p, a in by.items())
@@ -235,7 +236,7 @@ def _int8(
 
     on_event(Event("int8", "start", "quantising to INT8 (Q/DQ), accuracy guard..."))
     t = time.perf_counter()
-    budget = options.max_dice_drop if options.max_dice_drop is not None else float("inf")
+    budget = options.budget
     guard_backend = options.int8_backend
     path = folder / ONNX_FILES["int8"]
     outcome = guard_int8(
@@ -247,6 +248,7 @@ def _int8(
         evaluators[guard_backend],
         on_event,
         backend=guard_backend,
+        label=ONNX_FILES["int8"],
     )
     accuracy = (
         outcome.accuracy if guard_backend == "onnxruntime" else evaluators["onnxruntime"](path)
@@ -257,10 +259,20 @@ def _int8(
         "quantized_nodes": list(outcome.result.quantized_nodes),
         "kept_in_higher_precision": list(outcome.result.excluded_nodes),
         "max_dice_drop_pts": options.max_dice_drop,
+        "max_class_drop_pts": options.max_class_drop,
         "guard_backend": guard_backend,
         "guard_attempts": [a.to_dict() for a in outcome.attempts],
+        "cpu_class": cpu_features().cpu_class,
     }
-    cpu_file = cpu_int8_file(folder, fp32, calibration, evaluators, budget, on_event)
+
+    def rank(_: Path) -> tuple[str, ...]:  # the Q/DQ file's leave-one-out ranking
+        from medseg.calibration import layer_sensitivity
+
+        if outcome.ranking:
+            return outcome.ranking
+        return tuple(s.node for s in layer_sensitivity(fp32, path, calibration))
+
+    cpu_file = cpu_int8_file(folder, fp32, calibration, evaluators, budget, on_event, rank)
     if cpu_file is not None:
         details[CPU_FILE_KEY] = cpu_file
     on_event(
@@ -270,8 +282,8 @@ def _int8(
             path,
             t,
             f"Q/DQ on {len(outcome.result.quantized_nodes)} layers, "
-            f"{len(outcome.result.excluded_nodes)} kept in FP32 (guard on {guard_backend}); "
-            f"val Dice {outcome.accuracy.dice_mean:.4f} "
+            f"{len(outcome.result.excluded_nodes)} kept in FP32 (guard on {guard_backend}, "
+            f"{budget.describe()}); val Dice {outcome.accuracy.dice_mean:.4f} "
             f"(drop {outcome.accuracy.dice_drop_pts:+.3f} pts on {guard_backend})",
             dice_mean=outcome.accuracy.dice_mean,
             dice_drop_pts=outcome.accuracy.dice_drop_pts,

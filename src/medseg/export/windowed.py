@@ -34,11 +34,12 @@ from medseg.data.preprocessing import Recipe, normalize_volume
 from medseg.data.resample import resample_inplane
 from medseg.errors import ConfigError, DatasetError
 from medseg.events import Event, EventSink, file_done
-from medseg.export.accuracy import Accuracy, backend_predictor
+from medseg.export.accuracy import Accuracy, backend_predictor, scored
 from medseg.export.onnx_export import OUTPUT_NAME
 from medseg.export.options import window_input_spec
 from medseg.export.postprocess import ValidationCase, decide_postprocess
 from medseg.export.precision_steps import export_fp32, run_precision_steps
+from medseg.export.summary import summary_event
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
 
@@ -129,8 +130,13 @@ def _score(
     reference: Accuracy | None = None,
     backend: str = "onnxruntime",
     precision: str = "fp32",
+    all_slices: bool = False,
 ) -> tuple[Accuracy, list[np.ndarray]]:
     """Sliding-window labels of every case on a CPU backend, Dice pooled over the cases.
+
+    A case of a slice-level split runs only its validation slices (the same labels there as
+    a whole run, a fraction of the time), unless ``all_slices`` (the FP32 labels the
+    post-processing rules are decided on, which look at whole volumes).
 
     ``reference``: the FP32 file's accuracy on the same backend (drop and agreement are
     against it); ``precision``: OpenVINO's hint (see
@@ -142,10 +148,25 @@ def _score(
 
     dice_acc = DiceAccumulator(classes, empty="nan")  # pooled over cases; absent: left out
     labels_out, flat = [], []
+    predict_s, slices_run = 0.0, 0
     for case in cases:
-        labels = segment_windowed(
-            case.image, case.spacing, recipe, predict, max_batch, len(classes) + 1
-        ).labels
+        run_only = None
+        if case.mask is not None and not all_slices:  # slice-level: its validation slices
+            axis = recipe.slice_axis
+            others = tuple(a for a in range(3) if a != axis)
+            run_only = np.flatnonzero(case.mask.any(axis=others)).tolist()
+        run = segment_windowed(
+            case.image,
+            case.spacing,
+            recipe,
+            predict,
+            max_batch,
+            len(classes) + 1,
+            slices=run_only,
+        )
+        labels = run.labels
+        predict_s += run.predict_s
+        slices_run += run.num_slices if run_only is None else len(run_only)
         labels_out.append(labels)
         pred, ref = (
             (labels, case.label)
@@ -157,13 +178,9 @@ def _score(
         )
         flat.append(pred.ravel())
         dice_acc.update(pred.reshape(1, -1), ref.reshape(1, -1))
-    dice, mean = dice_acc.aggregate(), dice_acc.mean()
     predictions = np.concatenate(flat).astype(np.uint8)
-    if reference is None:
-        return Accuracy(dice, mean, 0.0, 1.0, predictions), labels_out
-    agreement = float(np.mean(predictions == reference.predictions))
-    drop = 100.0 * (reference.dice_mean - mean)
-    return Accuracy(dice, mean, drop, agreement, predictions), labels_out
+    ms = 1000.0 * predict_s / max(slices_run, 1)
+    return scored(dice_acc.aggregate(), predictions, reference, ms), labels_out
 
 
 def export_windowed(
@@ -199,7 +216,9 @@ def export_windowed(
         sample = _sample_windows(cases, recipe)
         fp32 = export_fp32(loaded, tmp / ONNX_FILES["fp32"], spec, sample)
         parity = fp32.parity
-        fp32_acc, fp32_labels = _score(fp32.path, cases, recipe, classes, window_batch)
+        fp32_acc, fp32_labels = _score(
+            fp32.path, cases, recipe, classes, window_batch, all_slices=True
+        )
         where = f"{len(cases)} validation case(s) on their own grids, sliding window"
         on_event(
             file_done(
@@ -269,6 +288,7 @@ def export_windowed(
             backend_accuracy=steps.backend_accuracy,
         )
         manifest.save(tmp)
+        summary_event(manifest, tmp, on_event)
     seconds = time.perf_counter() - started
     on_event(Event("bundle", "done", f"bundle {out} ({seconds:.0f} s)", {"bundle": str(out)}))
     return manifest

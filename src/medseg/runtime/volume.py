@@ -116,6 +116,7 @@ def segment_windowed(
     tta: bool = False,
     probabilities: bool = False,
     progress: ProgressCallback | None = None,
+    slices: Sequence[int] | None = None,
 ) -> WindowedVolume:
     """Segment a ``(C, X, Y, Z)`` volume (in training orientation) with a ``"window"`` recipe.
 
@@ -130,6 +131,10 @@ def segment_windowed(
         tta: mirror along the recipe's ``mirror_axes`` and average.
         probabilities: also return ``(K, X, Y, Z)`` probabilities on the input grid.
         progress: called with ``(slices done, total slices)`` after every block.
+        slices: run only these slice indices along the recipe's slice axis (validation of a
+            slice-level split); the others stay label 0 (probabilities 0). The volume is
+            still normalised as a whole, so the slices run get exactly the labels of a full
+            run. ``None``: every slice.
     """
     if recipe.pipeline_kind != "window" or recipe.patch_size is None:
         raise ConfigError("segment_windowed needs a recipe with size_policy 'window'")
@@ -173,20 +178,27 @@ def segment_windowed(
         predict_s += time.perf_counter() - start
         return out
 
-    for s0 in range(0, total, block):
-        s1 = min(s0 + block, total)
+    if slices is None:
+        indices = np.arange(total)
+    else:
+        indices = np.unique(np.asarray(slices, dtype=np.int64))
+        if indices.size and (indices[0] < 0 or indices[-1] >= total):
+            raise ConfigError(f"slices must be in [0, {total}), got {indices[0]}..{indices[-1]}")
+    for s0 in range(0, len(indices), block):
+        s1 = min(s0 + block, len(indices))
+        at = indices[s0:s1] if slices is not None else slice(s0, s1)
         t = time.perf_counter()
-        net_in = stack[s0:s1]  # (n, C, A', B')
+        net_in = stack[at]  # (n, C, A', B')
         t_window = time.perf_counter()
         before = predict_s
         net_prob = predict_slices(net_in, timed, patch, max_batch, recipe.overlap, mirror)
         t_back = time.perf_counter()
         window_s += (t_back - t_window) - (predict_s - before)
         back = resize_slice(net_prob, in_hw, order=1)  # (n, K, A, B)
-        label_stack[s0:s1] = _argmax_classes(back)
+        label_stack[at] = _argmax_classes(back)
         if prob_stack is not None:
-            prob_stack[s0:s1] = back
+            prob_stack[at] = back
         resample_s += (t_window - t) + (time.perf_counter() - t_back)
         if progress is not None:
-            progress(s1, total)
+            progress(s1, len(indices))
     return WindowedVolume(labels, probs, total, net_shape, resample_s, window_s, predict_s)

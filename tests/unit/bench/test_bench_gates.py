@@ -326,3 +326,23 @@ def test_parse_flag_pairs() -> None:
     # the example is the form the option takes (issue 11: it showed int8=1.5 for latency)
     with pytest.raises(ConfigError, match=r"BACKEND\.PRECISION\[\.bN\]=MS .*onnxruntime\.fp32="):
         parse_flag_pairs(["900"], "--max-p95-ms")
+
+
+def test_int8_baseline_dice_is_per_cpu_class() -> None:
+    """An INT8 baseline recorded on an AMX machine says nothing of an AVX2 one (issue 24):
+    its baseline Dice gate is skipped there; FP32/FP16 stay compared."""
+
+    def on(results: BenchResults, cpu_class: str) -> BenchResults:
+        machine = {**results.machine, "cpu_features": {"cpu_class": cpu_class}}
+        return replace(results, machine=machine)
+
+    baseline = on(make_results(), "amx")
+    current = on(_slower(make_results(), 1.0, -0.01), "avx2")
+    gates = _by_name(evaluate_gates(current, BASELINE_SPEC, baseline))
+    int8 = gates["baseline_dice[onnxruntime.int8.b8]"]
+    assert int8.skipped and "CPU class amx, this CPU is avx2" in int8.message
+    assert not gates["baseline_dice[onnxruntime.fp16.b1]"].skipped
+    same = _by_name(
+        evaluate_gates(on(_slower(make_results(), 1.0, -0.01), "amx"), BASELINE_SPEC, baseline)
+    )
+    assert not same["baseline_dice[onnxruntime.int8.b8]"]  # same class: compared, and failed

@@ -44,11 +44,19 @@ def test_full_bundle_with_fp16_and_int8(
     toy_runs: dict[str, Path], toy_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bundle"
-    options = ExportOptions(fp16=True, int8=True, calib_data=toy_data, calib_slices=16)
+    options = ExportOptions(
+        fp16=True,
+        int8=True,
+        calib_data=toy_data,
+        calib_slices=16,
+        max_dice_drop=None,
+        max_class_drop=None,
+    )
     manifest = export_bundle(toy_runs["attention-fusion"], out, options, _quiet)
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "calibration.npz",
+        "export-summary.json",  # file x backend x CPU class (medseg.export.summary)
         "medseg.json",
         "model.fp16.onnx",
         "model.int8.cpu.onnx",  # ONNX Runtime's QDQ form, for CPUs (no budget set: kept)
@@ -179,7 +187,9 @@ def test_fewer_calibration_slices_than_asked_warns_and_uses_all(
     toy_runs: dict[str, Path], toy_data: Path, tmp_path: Path
 ) -> None:
     events: list[Event] = []
-    options = ExportOptions(int8=True, calib_data=toy_data, calib_slices=500)
+    options = ExportOptions(
+        int8=True, calib_data=toy_data, calib_slices=500, max_dice_drop=None, max_class_drop=None
+    )
     manifest = export_bundle(toy_runs["unet"], tmp_path / "b", options, events.append)
     lines = [e.message for e in events]
     assert any("asked for 500 calibration slices" in line for line in lines), lines

@@ -90,6 +90,7 @@ def test_cpuinfo_flags_are_read() -> None:
     assert features.to_dict() == {
         "bf16": "avx512_bf16",
         "int8": "avx512_vnni",
+        "cpu_class": "avx512-vnni",
         "source": "/proc/cpuinfo",
     }
 

@@ -105,6 +105,7 @@ def create_backend(
     engine: Path | None = None
     sidecar: EngineSidecar | None = None
     refused: str | None = None
+    class_line: str | None = None
     if backend == "auto":
         from medseg.runtime.engines import EngineChoice, select_engine
 
@@ -129,6 +130,13 @@ def create_backend(
                 if providers and precision != "bf16"
                 else _cpu_backend(manifest, precision)
             )
+            if not providers:  # the precision whose accuracy is known on this CPU class
+                backend, precision, class_line = _class_choice(manifest, backend, precision)
+    if backend in ("onnxruntime", "openvino") and class_line is None:
+        from medseg.runtime.accuracy_class import class_note
+        from medseg.runtime.cpu import cpu_features
+
+        class_line = class_note(manifest, backend, precision, cpu_features().cpu_class)
     _check_options(backend, providers, threads, cuda_graph)
     if precision == "bf16" and backend not in BF16_BACKENDS:
         raise ConfigError(
@@ -151,7 +159,7 @@ def create_backend(
         )
         if refused is not None:
             openvino_runner.selection_note = f"{refused}; running OpenVINO instead"
-        return openvino_runner
+        return _noted(openvino_runner, class_line)
     if backend == "onnxruntime":
         from medseg.bundle.cpu_files import int8_file_for
 
@@ -165,7 +173,7 @@ def create_backend(
         runner = onnx_file_backend(backend, path, manifest, precision, providers, threads, None)
         if refused is not None:
             runner.selection_note = f"{refused}; running ONNX Runtime instead"
-        return runner
+        return _noted(runner, class_line)
     if backend == "tensorrt":
         from medseg.runtime.backends.tensorrt import EngineFromPath, TensorRTBackend
         from medseg.runtime.cuda import gpu_info
@@ -200,6 +208,27 @@ def create_backend(
             cuda_graph=cuda_graph,
         )
     raise ConfigError(f"unknown backend {backend!r}; accepted: auto, {', '.join(BACKENDS)}")
+
+
+def _noted(runner: Backend, line: str | None) -> Backend:
+    """``runner`` with ``line`` (the CPU-class note) added to its ``selection_note``."""
+    if line is not None:
+        note = runner.selection_note
+        runner.selection_note = line if note is None else f"{note}; {line}"
+    return runner
+
+
+def _class_choice(manifest: Manifest, backend: str, precision: str) -> tuple[str, str, str | None]:
+    """``auto`` on a CPU: keep ``(backend, precision)`` where the bundle records its accuracy on
+    this CPU class, else the other CPU backend or FP32 (:mod:`medseg.runtime.accuracy_class`)."""
+    import importlib.util
+
+    from medseg.runtime.accuracy_class import cpu_choice
+    from medseg.runtime.cpu import cpu_features
+
+    installed = tuple(b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b))
+    choice = cpu_choice(manifest, backend, precision, cpu_features().cpu_class, installed)
+    return choice.backend, choice.precision, choice.note
 
 
 def _cpu_backend(manifest: Manifest, precision: str) -> str:

@@ -1,0 +1,90 @@
+"""Every script under benchmarks/ runs in its seconds-long ``--quick`` mode, so none can rot
+(cpu_side_by_side.py failed on main for a release once the demo bundle became a window
+bundle). Each writes into a temporary folder, never into benchmarks/results/.
+``triton_smoke.py`` runs in full in CI (``make triton-smoke``), so it is not repeated here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPTS = ROOT / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(SCRIPTS)])}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def test_every_script_has_a_quick_mode() -> None:
+    for script in sorted(SCRIPTS.glob("*.py")):
+        assert "--quick" in script.read_text(), f"{script.name} has no --quick mode"
+
+
+def test_cpu_side_by_side_quick(demo_bundle: Path, mni_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sbs"
+    _run(
+        [
+            str(SCRIPTS / "cpu_side_by_side.py"),
+            str(demo_bundle),
+            str(mni_dataset),
+            "--out",
+            str(out),
+            "--quick",
+        ],
+        tmp_path,
+    )
+    report = (out / "report.md").read_text()
+    assert "model.int8.cpu.onnx" in report and "% FP32 peak" in report
+    assert (out / "results.json").is_file()
+
+
+def test_prepost_share_quick(demo_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepost.json"
+    _run(
+        [
+            str(SCRIPTS / "prepost_share.py"),
+            "--bundle",
+            str(demo_bundle),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+    )
+    assert out.is_file()
+
+
+def test_infer_memory_quick(tmp_path: Path) -> None:
+    out = tmp_path / "mem.json"
+    _run([str(SCRIPTS / "infer_memory.py"), "--quick", "--out", str(out)], tmp_path)
+    assert out.is_file()
+
+
+def test_compare_models_quick(toy_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    _run(
+        [
+            str(SCRIPTS / "compare_models.py"),
+            "--dataset",
+            str(toy_data),
+            "--quick",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "runs"),
+        ],
+        tmp_path,
+    )
+    assert Path(f"{out}.json").is_file()
