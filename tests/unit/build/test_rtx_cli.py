@@ -74,7 +74,8 @@ def test_rtx_backend_without_gpu_is_one_clear_error(demo_built: tuple[Path, str]
         create_backend(bundle, manifest, "tensorrt-rtx", "int8")
     with pytest.raises(ConfigError, match="the backend here is TensorRT-RTX"):
         create_backend(bundle, manifest, "tensorrt-rtx", "int8", threads=2)
-    assert create_backend(bundle, manifest, "auto", "int8").name == "onnxruntime"
+    # auto falls back to a CPU backend (OpenVINO where the bundle records its accuracy)
+    assert create_backend(bundle, manifest, "auto", "int8").name in ("onnxruntime", "openvino")
 
 
 @pytest.mark.parametrize(
