@@ -98,14 +98,22 @@ def preprocessed_training_cases(
     from medseg.data.nnunet import NnUNetDataset
 
     data = NnUNetDataset.open(Path(dataset))
-    plans = PlansManager(json.loads((run / "plans.json").read_text()))
-    config = plans.get_configuration(configuration)
     dataset_json = json.loads((run / "dataset.json").read_text())
     if data.spec.num_channels != len(dataset_json["channel_names"]):
         raise DatasetError(
             f"{dataset} has {data.spec.num_channels} channels; the imported model takes "
             f"{len(dataset_json['channel_names'])}"
         )
+    known = {int(v) for v in dataset_json["labels"].values()}
+    unknown = {k: v for k, v in data.spec.labels.items() if v not in known}
+    if unknown:
+        raise DatasetError(
+            f"{dataset / 'dataset.json'}: labels {unknown} are not classes of the imported "
+            f"model (its {run / 'dataset.json'} has {dict(dataset_json['labels'])}); calibrate "
+            "with cases of the model's own task"
+        )
+    plans = PlansManager(json.loads((run / "plans.json").read_text()))
+    config = plans.get_configuration(configuration)
     pre = DefaultPreprocessor(verbose=False)
     images, labels = [], []
     for case in data.cases("train")[:max_cases]:

@@ -62,3 +62,22 @@ def test_dataset_found_from_env_or_beside_results(
     monkeypatch.setenv("nnUNet_raw", str(elsewhere.parent))
     assert find_nnunet_dataset(source, "P_3d_fullres") == ("raw", elsewhere)
     assert find_nnunet_dataset({}, "P_3d_fullres") is None
+
+
+def test_calibration_dataset_with_labels_the_model_does_not_have_is_refused(
+    toy_data: Path, tmp_path: Path
+) -> None:
+    """Issue 22 item 20: a calibration dataset of another task is refused by name, before any
+    preprocessing (hand-made run folder: a refusal test)."""
+    pytest.importorskip("nnunetv2")
+    from medseg.errors import DatasetError
+    from medseg.export.nnunet_export import preprocessed_training_cases
+
+    run = tmp_path / "run"
+    run.mkdir()
+    spec = json.loads((toy_data / "dataset.json").read_text())
+    model_labels = dict(list(spec["labels"].items())[:2])  # the model knows fewer classes
+    (run / "dataset.json").write_text(json.dumps({**spec, "labels": model_labels}))
+    with pytest.raises(DatasetError, match="are not classes of the imported model") as info:
+        preprocessed_training_cases(toy_data, run, "2d")
+    assert str(toy_data / "dataset.json") in str(info.value)
