@@ -29,3 +29,31 @@ def nnunet_results(nnunet_real: Path) -> dict[str, Path]:
     import nnunet_real as builder
 
     return {c: builder.result_folder(nnunet_real, c) for c in builder.CONFIGURATIONS}
+
+
+@pytest.fixture(scope="session")
+def bundles(
+    nnunet_results: dict[str, Path], cohort_raw: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Two-fold bundles: 2d FP32; 3d_fullres FP32, FP16 and INT8 (calibrated on the cohort).
+
+    Shared by test_nnunet_parity.py and test_nnunet_real_deploy.py (read-only use: copy a
+    bundle before writing into it).
+    """
+    from medseg.export.nnunet_export import NnunetExportOptions, export_nnunet
+    from medseg.importers.nnunet import import_nnunet
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for configuration, folder in nnunet_results.items():
+        run = root / f"run-{configuration}"
+        import_nnunet(folder, run, folds=("0", "1"))
+        out[configuration] = root / f"bundle-{configuration}"
+        if configuration == "3d_fullres":
+            options = NnunetExportOptions(
+                fp16=True, int8=True, calib_data=cohort_raw, calib_patches=8
+            )
+        else:
+            options = NnunetExportOptions(calib_patches=4)
+        export_nnunet(run, out[configuration], options)
+    return out
