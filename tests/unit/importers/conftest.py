@@ -8,6 +8,8 @@ at the widest stage) -> ``nnUNetv2_train -tr nnUNetTrainer_medsegCI -device cpu`
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,46 @@ def nnunet_results(nnunet_real: Path) -> dict[str, Path]:
     import nnunet_real as builder
 
     return {c: builder.result_folder(nnunet_real, c) for c in builder.CONFIGURATIONS}
+
+
+@pytest.fixture(scope="session")
+def bundles(
+    nnunet_results: dict[str, Path], cohort_raw: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Two-fold bundles: 2d FP32; 3d_fullres FP32, FP16 and INT8 (calibrated on the cohort).
+
+    Shared by test_nnunet_parity.py and test_nnunet_real_deploy.py (read-only use: copy a
+    bundle before writing into it). Exported once per session: under pytest-xdist (``--dist
+    loadfile`` may put the two files on different workers) the workers share the session's base
+    temporary folder, and a file lock lets the first worker export while the other waits.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "nnunet-real-bundles"
+    out = {c: root / f"bundle-{c}" for c in nnunet_results}
+    with FileLock(str(shared / "nnunet-real-bundles.lock")):
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # an export that died half-way
+            root.mkdir(parents=True)
+            _export_bundles(nnunet_results, cohort_raw, root)
+            (root / "done").write_text("")
+    return out
+
+
+def _export_bundles(nnunet_results: dict[str, Path], cohort_raw: Path, root: Path) -> None:
+    from medseg.export.nnunet_export import NnunetExportOptions, export_nnunet
+    from medseg.importers.nnunet import import_nnunet
+
+    for configuration, folder in nnunet_results.items():
+        run = root / f"run-{configuration}"
+        import_nnunet(folder, run, folds=("0", "1"))
+        if configuration == "3d_fullres":
+            options = NnunetExportOptions(
+                fp16=True, int8=True, calib_data=cohort_raw, calib_patches=8
+            )
+        else:
+            options = NnunetExportOptions(calib_patches=4)
+        export_nnunet(run, root / f"bundle-{configuration}", options)

@@ -35,30 +35,6 @@ def unseen_cases(nnunet_real: Path) -> Path:
     return nnunet_real / "unseen"
 
 
-@pytest.fixture(scope="session")
-def bundles(
-    nnunet_results: dict[str, Path], cohort_raw: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    """Two-fold bundles: 2d FP32; 3d_fullres FP32, FP16 and INT8 (calibrated on the cohort)."""
-    from medseg.export.nnunet_export import NnunetExportOptions, export_nnunet
-    from medseg.importers.nnunet import import_nnunet
-
-    root = tmp_path_factory.mktemp("bundles")
-    out = {}
-    for configuration, folder in nnunet_results.items():
-        run = root / f"run-{configuration}"
-        import_nnunet(folder, run, folds=("0", "1"))
-        out[configuration] = root / f"bundle-{configuration}"
-        if configuration == "3d_fullres":
-            options = NnunetExportOptions(
-                fp16=True, int8=True, calib_data=cohort_raw, calib_patches=8
-            )
-        else:
-            options = NnunetExportOptions(calib_patches=4)
-        export_nnunet(run, out[configuration], options)
-    return out
-
-
 def _ours(bundle: Path, image_file: Path, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Labels ``(z, y, x)`` and probabilities ``(K, z, y, x)`` (SimpleITK's order)."""
     from medseg.runtime import Segmenter, load_scan
