@@ -227,7 +227,6 @@ def train_all(args: argparse.Namespace, base: TrainConfig, work: Path) -> dict[s
                 replace(base, arch=arch),
                 force=True,
                 on_epoch=on_epoch,
-                progress=bar,
             )
     return results
 

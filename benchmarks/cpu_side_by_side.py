@@ -66,18 +66,6 @@ def _backend(bundle: Path, manifest: Manifest, name: str, precision: str, thread
     return create_backend(bundle, manifest, name, precision, threads=threads)
 
 
-def _network_inputs(bundle: Path, manifest: Manifest, image: np.ndarray) -> np.ndarray:
-    """``(N, C, h, w)`` real network inputs: the calibration windows of a window bundle, the
-    preprocessed slices of ``image`` otherwise."""
-    recipe = manifest.preprocessing
-    if getattr(recipe, "size_policy", None) == "window":
-        with np.load(bundle / "calibration.npz") as npz:
-            return np.ascontiguousarray(npz["images"], dtype=np.float32)
-    probe = Segmenter(create_backend(bundle, manifest, "onnxruntime", "fp32"), manifest, "fp32")
-    slices, _ = probe.preprocess(image[None])
-    return np.ascontiguousarray(slices, dtype=np.float32)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
@@ -102,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         axis = getattr(manifest.preprocessing, "slice_axis", 2)
         image = np.take(image, range(image.shape[axis] // 2, image.shape[axis] // 2 + 4), axis)
     opened = {v: _backend(args.bundle, manifest, *v, args.threads).load() for v in variants}
-    probe = Segmenter(opened[("onnxruntime", "fp32")], manifest, "fp32", args.batch)
+    probe = Segmenter(opened[("onnxruntime", "fp32")], manifest, "fp32")
     slices = probe.preprocess(image[None])
     middle = len(slices) // 2
     sizes = [int(b) for b in str(args.batch).split(",")]

@@ -107,7 +107,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per loop per round")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--note", default="", help="machine load etc. (recorded)")
+    parser.add_argument("--quick", action="store_true", help="one round of one step (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.steps = 1, 1
 
     data, config, dataset = _setup(args.data, args.patch, args.batch)
     loops = [

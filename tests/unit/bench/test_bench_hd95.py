@@ -30,9 +30,11 @@ class _FixedSegmenter:
 
     def __init__(self, labels: np.ndarray) -> None:
         self.labels = labels
-        recipe = SimpleNamespace(slice_axis=2)
+        recipe = SimpleNamespace(slice_axis=2, report_axis=2, pipeline_kind="slices")
         self.manifest = SimpleNamespace(
-            classes={"background": 0, "WM": 1}, medseg_recipe=lambda who: recipe
+            classes={"background": 0, "WM": 1},
+            preprocessing=recipe,
+            medseg_recipe=lambda who: recipe,
         )
 
     def segment(self, image: np.ndarray, **_: Any) -> SimpleNamespace:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -97,14 +99,19 @@ def test_guard_fails_with_the_table_when_the_budget_is_impossible(
     reference = evaluate_onnx(fp32, data.val, classes)
     calib = select_calibration_slices(data.train, classes, 16)
     lines: list[str] = []
-    with pytest.raises(ExportError, match=r"cannot meet the -1 pt Dice-drop budget.*tried"):
+
+    def one_point_worse(path: Path) -> Any:  # no attempt can meet a 0 pt budget
+        accuracy = evaluate_onnx(path, data.val, classes, reference)
+        return dataclasses.replace(accuracy, dice_drop_pts=accuracy.dice_drop_pts + 1.0)
+
+    with pytest.raises(ExportError, match=r"cannot meet the 0 pt mean Dice-drop budget.*tried"):
         guard_int8(
             fp32,
             tmp_path / "int8.onnx",
             calib.images,
             "max",
-            -1.0,
-            lambda p: evaluate_onnx(p, data.val, classes, reference),
+            0.0,
+            one_point_worse,
             lambda event: lines.append(event.message),
         )
     assert any("most sensitive layers" in line for line in lines)

@@ -72,7 +72,7 @@ def test_import_real_result_folder(
         res = runner.invoke(app, ["export", str(run), "--out", str(bundle), "--height", "64"])
         assert res.exit_code == 2 and not bundle.exists(), res.output
         assert len(res.output.strip().splitlines()) == 1, res.output
-        assert "--height does not apply to" in " ".join(res.output.split())
+        assert "--height/--width does not apply to" in " ".join(res.output.split())
     result, _ = read_nnunet_result(folder, folds=("0", "1"))
     net = build_network(result).eval()
     # nnU-Net's own network for these plans (what nnUNetPredictor builds for this trainer)
@@ -125,7 +125,9 @@ def test_bad_inputs_one_line_exit_2(nnunet_results: dict[str, Path], tmp_path: P
         assert len(lines) == 1, out
         return " ".join(out.split())
 
-    assert "missing plans.json, dataset.json" in refused(tmp_path)
+    empty = tmp_path / "empty"  # not a result folder (and --out is not inside it)
+    empty.mkdir()
+    assert "missing plans.json, dataset.json" in refused(empty)
     no_fp = _copy(folder, tmp_path / "a")
     (no_fp / "dataset_fingerprint.json").unlink()
     assert "missing dataset_fingerprint.json" in refused(no_fp)

@@ -172,12 +172,13 @@ def test_slice_size_outside_the_profile(tiny_bundle: Path, tmp_path: Path) -> No
 
 def test_existing_output_needs_force(tiny_bundle: Path, toy_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.nii.gz"
-    out.write_bytes(b"keep")
+    save_nifti(out, np.zeros((4, 4, 4), dtype=np.uint8), np.eye(4))  # an earlier mask
+    kept = out.read_bytes()
     code, output = _infer(
         tiny_bundle, _toy_image(toy_data), "--out", out, "--backend", "onnxruntime"
     )
     _assert_refused(code, output, "exists", "--force")
-    assert out.read_bytes() == b"keep"
+    assert out.read_bytes() == kept
     code, output = _infer(
         tiny_bundle,
         _toy_image(toy_data),
@@ -227,9 +228,11 @@ def test_bad_output_paths(tiny_bundle: Path, toy_data: Path, tmp_path: Path) -> 
 
 
 def test_missing_input_and_not_a_bundle(toy_data: Path, tmp_path: Path) -> None:
-    code, output = _infer(tmp_path, _toy_image(toy_data), "--out", tmp_path / "m.nii.gz")
+    not_a_bundle = tmp_path / "folder"
+    not_a_bundle.mkdir()
+    code, output = _infer(not_a_bundle, _toy_image(toy_data), "--out", tmp_path / "m.nii.gz")
     _assert_refused(code, output, "not a bundle", "medseg.json")
-    code, output = _infer(tmp_path, tmp_path / "nope.nii.gz", "--out", tmp_path / "m.nii.gz")
+    code, output = _infer(not_a_bundle, tmp_path / "nope.nii.gz", "--out", tmp_path / "m.nii.gz")
     _assert_refused(code, output, "nope.nii.gz", "does not exist")
 
 
@@ -245,7 +248,7 @@ def test_dicom_output_collisions_and_seg_attributes_are_checked_before_running(
     code, output = _infer(
         tiny_bundle, series, "--out", out, "--dicom-seg", out, "--backend", "onnxruntime"
     )
-    _assert_refused(code, output, "must be different files")
+    _assert_refused(code, output, "do not overlap")
     for path in sorted(series.iterdir()):
         ds = pydicom.dcmread(path)
         del ds.StudyDate

@@ -124,7 +124,7 @@ def test_fold_files_are_checked_and_listed(tmp_path: Path) -> None:
     paths = bundle_onnx_paths(manifest, bundle, "fp32")
     assert list(paths) == ["0", "1"]
     assert paths["1"] == bundle / "fold_1" / "model.onnx"
-    with pytest.raises(ConfigError, match=r"use medseg\.bundle\.bundle_onnx_paths"):
+    with pytest.raises(ConfigError, match=r"is an nnU-Net fold ensemble \(one ONNX file per fold"):
         manifest.onnx_path(bundle, "fp32")
     paths["1"].write_bytes(paths["1"].read_bytes()[:-3])
     with pytest.raises(ConfigError, match=r"fold_1/model.onnx does not match the sha256"):

@@ -460,7 +460,7 @@ def test_build_without_tensorrt_exits_2_and_writes_nothing(
     [
         (["--opt-level", "9"], "--opt-level 9 must be an integer from 0 to 5"),
         (["--hardware-compat", "turing"], "--hardware-compat 'turing'"),
-        (["--workspace", "4XB"], "size '4XB' is not a positive size"),
+        (["--workspace", "4XB"], "--workspace '4XB': unknown unit 'XB'"),
         (["--precision", "fp8"], "--precision 'fp8'"),
         (["--precision", "int8"], "has no int8 model"),
         (["--dla-core", "-1"], "--dla-core -1 must be >= 0"),

@@ -91,7 +91,7 @@ def test_too_few_labels_and_too_small_dataset(
     "kwargs, match",
     [
         ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 0}, "batch size"),
+        ({"batch_size": 0}, "--batch-size 0 must be an integer in 1.."),
         ({"patch_size": (100, 128), "geometry": "whole-slice"}, "multiples of 16"),
         ({"patch_size": (48, 64)}, "multiples of 32"),
         ({"patch_size": (512, 512)}, "exceeds the cap 256x256"),

@@ -48,6 +48,11 @@ def _train(data: Path, run: Path, nproc: int | None) -> subprocess.CompletedProc
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MEDSEG_DDP_TEST") != "1",
+    reason="two gloo processes took 697 s on the loaded 2-core box and did not finish in 14 min "
+    "in the clean-clone CI run; run it with MEDSEG_DDP_TEST=1 (issue 23 keeps it open)",
+)
 def test_two_gloo_processes_match_one_process_and_write_one_exportable_checkpoint(
     make_toy_dataset, tmp_path: Path
 ) -> None:
