@@ -258,8 +258,9 @@ class Segmenter:
             image: ``(C, X, Y, Z)`` (or ``(X, Y, Z)`` for one channel) raw intensities.
             probabilities: also return ``(K, X, Y, Z)`` softmax probabilities (before any
                 post-processing, which changes the labels only).
-            progress: called with ``(slices done, total slices)`` after every batch (window
-                recipes: every block of slices).
+            progress: called with ``(slices done, total slices)`` after every call of the
+                network (nnU-Net: windows done); an exception raised in it stops the volume
+                (Triton's segmenter stops an abandoned request so).
             source: name of the input for error messages (the file or folder).
             affine: ``(4, 4)`` voxel-to-world matrix of ``image`` (RAS+ mm). When given and
                 the manifest records an orientation, an image in another voxel order is

@@ -130,7 +130,8 @@ def segment_windowed(
         num_classes: ``K``.
         tta: mirror along the recipe's ``mirror_axes`` and average.
         probabilities: also return ``(K, X, Y, Z)`` probabilities on the input grid.
-        progress: called with ``(slices done, total slices)`` after every block.
+        progress: called with ``(slices done, total slices)`` after every batch of windows
+            (the network's calls; a caller may raise in it to stop) and after every block.
         slices: run only these slice indices along the recipe's slice axis (validation of a
             slice-level split); the others stay label 0 (probabilities 0). The volume is
             still normalised as a whole, so the slices run get exactly the labels of a full
@@ -171,11 +172,18 @@ def segment_windowed(
     resample_s = time.perf_counter() - t0
     window_s = predict_s = 0.0
 
+    block_start = windows_done = 0  # progress inside a block: after every batch of windows
+
     def timed(batch: np.ndarray) -> np.ndarray:
-        nonlocal predict_s
+        nonlocal predict_s, windows_done
         start = time.perf_counter()
         out = predict_batch(batch)
         predict_s += time.perf_counter() - start
+        if progress is not None:
+            # whole slices whose windows have all run (a canceller sees every batch: a block
+            # holds up to ~100 slices, tens of seconds on CPU)
+            windows_done += len(batch)
+            progress(block_start + windows_done // per_slice, len(indices))
         return out
 
     if slices is None:
@@ -187,6 +195,7 @@ def segment_windowed(
     for s0 in range(0, len(indices), block):
         s1 = min(s0 + block, len(indices))
         at = indices[s0:s1] if slices is not None else slice(s0, s1)
+        block_start, windows_done = s0, 0
         t = time.perf_counter()
         net_in = stack[at]  # (n, C, A', B')
         t_window = time.perf_counter()
