@@ -144,3 +144,33 @@ def test_default_batch_is_opt_on_cpu_backends_and_max_on_tensorrt(bundle: Path) 
     assert default_batch_size(manifest, "tensorrt-rtx") == batch.max
     with _segmenter(bundle, batch_size=batch.max) as seg:
         assert seg.batch_size == batch.max
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_progress_after_every_network_call_and_an_exception_in_it_stops_the_volume(
+    bundle: Path,
+) -> None:
+    """Issue 22, 27: Triton's segmenter asks whether the client went away in ``progress``;
+    a window recipe reports after every batch of windows, not once per block of ~100 slices."""
+    image = _volume(shape=(70, 50, 12))
+    affine = np.diag([*SPACING, 1.0])
+    calls: list[tuple[int, int]] = []
+    with _segmenter(bundle, batch_size=2) as seg:
+        full = seg.segment(image, affine=affine, progress=lambda d, t: calls.append((d, t)))
+        network_calls = full.timing.batches
+        assert len(calls) >= network_calls > 2
+        done = [d for d, _ in calls]
+        assert done == sorted(done) and done[-1] == calls[-1][1] == 12 and done[0] < 12
+
+        stopped: list[int] = []
+
+        def give_up(done: int, total: int) -> None:
+            stopped.append(done)
+            raise _Stop
+
+        with pytest.raises(_Stop):
+            seg.segment(image, affine=affine, progress=give_up)
+    assert len(stopped) == 1 and stopped[0] < 12
