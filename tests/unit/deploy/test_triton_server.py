@@ -212,8 +212,74 @@ def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> No
         f"batch {batch_s:.2f} s, deadline {deadline_s:.2f} s, abandoned {abandoned_s:.2f} s in "
         f"the model, next request {next_s:.2f} s"
     )
-    print(figures)
     assert count == before + 2, f"the abandoned request never reached the model; {figures}"
     assert abandoned_s < deadline_s + 3 * batch_s, figures
     # without cancellation the next one would wait for the other 20-odd batches
     assert next_s < deadline_s + 4 * batch_s, figures
+
+
+def _interrupt_infer_server(url: str, scan: Path, out: Path) -> tuple[int, str]:
+    """``medseg infer --server url`` in a subprocess, SIGINT once its request is on the
+    server; (exit code, everything it printed). Every wait has a timeout."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
+    cmd = [sys.executable, "-m", "medseg", "infer", str(DEMO_BUNDLE), str(scan)]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--server", url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    printed: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Triton" in line for line in printed):
+            assert proc.poll() is None, "".join(printed)
+            assert time.monotonic() < deadline, "".join(printed)
+            try:
+                printed.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+        time.sleep(1.0)  # the volume is on the wire or in the model
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    while not lines.empty():
+        printed.append(lines.get())
+    return int(proc.returncode), "".join(printed)
+
+
+def test_ctrl_c_during_infer_server_prints_one_line_and_exits_130(
+    server: TritonServer, tmp_path: Path
+) -> None:
+    """Issue 22, 28: SIGINT during ``medseg infer --server`` (HTTP and gRPC): no bare
+    ``KeyboardInterrupt``, no gevent timestamp line, no traceback; just "interrupted", 130."""
+    from medseg.data.mni152 import mni152_volume
+
+    t1, _, affine = mni152_volume()
+    # 40 slices: seconds on the server (an HTTP request runs on after its client is gone)
+    scan = save_nifti(tmp_path / "brain.nii.gz", t1[:, :, 70:110].astype(np.float32), affine)
+    assert server.grpc_url is not None
+    for url in (server.http_url, server.grpc_url):
+        out = tmp_path / f"mask-{url.split(':')[0]}.nii.gz"
+        code, output = _interrupt_infer_server(url, scan, out)
+        assert code == 130, output
+        lines = output.splitlines()
+        after = lines[next(i for i, line in enumerate(lines) if "Triton" in line) + 1 :]
+        assert [line for line in after if line.strip()] == ["interrupted"], output
+        assert not out.exists(), output
