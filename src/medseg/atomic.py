@@ -23,7 +23,6 @@ __all__ = [
     "Terminated",
     "atomic_dir",
     "atomic_file",
-    "check_output_dir",
     "check_parent_exists",
     "reraise_interrupt",
     "scratch_tempdir",
@@ -85,17 +84,6 @@ def check_parent_exists(path: Path) -> None:
         raise ConfigError(
             f"cannot write {path}: its parent folder {parent} does not exist; "
             "create it first or choose another output path"
-        )
-
-
-def check_output_dir(path: Path, force: bool) -> None:
-    """Refuse to replace a non-empty folder (or any file) at ``path`` unless ``force``."""
-    check_parent_exists(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output {path} exists and is a file, not a folder; remove it first")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise ConfigError(
-            f"output folder {path} exists and is not empty; pass --force to replace it"
         )
 
 

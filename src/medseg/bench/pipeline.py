@@ -19,7 +19,7 @@ from medseg.bench.report import write_report
 from medseg.bench.results import BenchResults, GateResult, VariantResult
 from medseg.bench.runner import BenchOptions, run_bench
 from medseg.errors import ConfigError
-from medseg.outputs import write_marker
+from medseg.outputs import Input, Output, guard, write_marker
 
 __all__ = ["BenchRun", "bench_pipeline", "check_bench_outputs"]
 
@@ -140,6 +140,17 @@ def bench_pipeline(
     """
     spec = spec if spec is not None else GateSpec()
     check_bench_outputs(report, baseline, update_baseline_file)
+    guard(
+        [
+            Output("report", None if report is None else Path(report), "bench-report", "update"),
+            Output("baseline", baseline if update_baseline_file else None, "json", "update"),
+        ],
+        [
+            Input("bundle", Path(bundle)),
+            Input("data", Path(data)),
+            Input("baseline", None if update_baseline_file else baseline),
+        ],
+    )
     base = None
     if baseline is not None and not update_baseline_file:
         base = BenchResults.load(baseline)

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import atomic_file, check_parent_exists
+from medseg.atomic import atomic_file
 from medseg.bench.networks import network_lines
 from medseg.bench.results import BenchResults, GateResult, VariantResult, row_sort_key
 from medseg.bench.roofline import share_of_peak
 from medseg.deps import require
-from medseg.errors import ConfigError
 
 __all__ = [
     "COLUMNS",
@@ -366,11 +365,13 @@ def write_report(results: BenchResults, out_dir: Path) -> dict[str, Path]:
     Returns:
         :data:`REPORT_FILES` keys -> written paths.
     """
+    from medseg.outputs import Output, guard, write_marker
+
     out = Path(out_dir)
-    check_parent_exists(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"report folder {out} exists and is a file; choose another --out")
+    # into a new or empty folder, or a bench report medseg wrote (its marker), nowhere else
+    guard([Output("out_dir", out, "bench-report", "update")])
     out.mkdir(exist_ok=True)
+    write_marker(out, "bench-report", "medseg bench")
     paths = {key: out / name for key, name in REPORT_FILES.items()}
     results.save(paths["results"])
     _plot(results, paths["plot"])

@@ -141,7 +141,7 @@ def plan(
         started = time.perf_counter()
         result = plan_dataset(dataset, cap, planning_device(train_device))
         print_plan(result)
-        save_plan(result, out)
+        save_plan(result, out, force=force, dataset=dataset)
         report_written("plan", out, started)
         console.print(
             f"next: [bold]medseg train {dataset} --plan {out} --out RUN_DIR[/]", highlight=False

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.data.nifti import load_nifti, save_nifti
 from medseg.errors import DatasetError, MissingDependencyError
-from medseg.outputs import write_marker
+from medseg.outputs import Output, guard, write_marker
 
 __all__ = ["MNI152_CASE_ID", "MNI152_LABELS", "mni152_source_dir", "mni152_volume", "write_mni152"]
 
@@ -86,7 +86,7 @@ def write_mni152(out_dir: Path, force: bool = False) -> Path:
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, force)
+    guard([Output("out_dir", out_dir, "dataset")], force=force)
     t1, label, affine = mni152_volume()
     dataset_json = {
         "name": "MNI152-tissue",

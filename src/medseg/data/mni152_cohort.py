@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.data.mni152 import MNI152_LABELS, mni152_volume
 from medseg.data.nifti import save_nifti
 from medseg.data.orientation import to_orientation
 from medseg.data.plan_fingerprint import reorient_affine
 from medseg.errors import ConfigError
-from medseg.outputs import write_marker
+from medseg.outputs import Output, guard, write_marker
 
 __all__ = ["COHORT_ORIENTATIONS", "CohortCase", "write_mni152_cohort"]
 
@@ -161,7 +161,7 @@ def write_mni152_cohort(
     _check_range("in-plane spacing range", inplane_mm)
     _check_range("slice thickness range", thickness_mm)
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, force)
+    guard([Output("out_dir", out_dir, "dataset")], force=force)
     t1, label, affine = mni152_volume()
     start = int(np.random.default_rng(seed).integers(len(COHORT_ORIENTATIONS)))
     records: list[CohortCase] = []

@@ -395,8 +395,19 @@ def plan_dataset(
     return make_plan(compute_fingerprint(Path(dataset_dir)), max_patch, device=device)
 
 
-def save_plan(plan: Plan, path: Path) -> Path:
-    """Write ``plans.json`` atomically."""
+def save_plan(plan: Plan, path: Path, force: bool = False, dataset: Path | None = None) -> Path:
+    """Write ``plans.json`` atomically, through the output guard (:mod:`medseg.outputs`).
+
+    Args:
+        plan: the plan.
+        path: the file to write; an existing one is replaced only with ``force`` and only
+            when it is a JSON file.
+        force: replace an existing ``path``.
+        dataset: the dataset folder it was planned from: the plan is never written into it.
+    """
+    from medseg.outputs import Input, Output, guard
+
+    guard([Output("path", Path(path), "json")], [Input("dataset", dataset)], force=force)
     with atomic_file(Path(path)) as tmp:
         tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     return Path(path)

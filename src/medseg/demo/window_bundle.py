@@ -117,12 +117,13 @@ def export_window_bundle(
     """
     import json
 
-    from medseg.atomic import check_output_dir
     from medseg.export.pipeline import ExportOptions
     from medseg.export.windowed import export_windowed
+    from medseg.outputs import Input, Output, guard
     from medseg.train.checkpoint import CONFIG_NAME, load_checkpoint, resolve_checkpoint
 
-    check_output_dir(out, force)
+    inputs = [Input("model_dir", model_dir), Input("dataset_dir", dataset_dir)]
+    guard([Output("out", out, "bundle")], inputs, force=force)
     options = ExportOptions(fp16=True, int8=True, calib_data=dataset_dir, data=dataset_dir)
     started = time.perf_counter()
     ckpt = resolve_checkpoint(model_dir)

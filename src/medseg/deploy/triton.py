@@ -36,7 +36,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.bundle.folds import bundle_onnx_paths
 from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, DimRange, Manifest, file_sha256
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
@@ -45,7 +45,7 @@ from medseg.deploy.triton_plans import BundlePlan, find_plans
 from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
 from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
-from medseg.outputs import write_marker
+from medseg.outputs import Input, Output, guard, write_marker
 from medseg.runtime.pipelines import pipeline_for
 
 __all__ = [
@@ -267,7 +267,7 @@ def export_triton(
     """
     bundle, out = Path(bundle), Path(out)
     manifest = Manifest.load(bundle)
-    check_output_dir(out, force)
+    guard([Output("out", out, "triton-repository")], [Input("bundle", bundle)], force=force)
     if max_queue_delay_us < 0:
         raise ConfigError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
     if pipeline_for(manifest).ensemble:  # a fold ensemble: only the segmenter serves it

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.errors import ConfigError, DatasetError, ExportError
 from medseg.export.nnunet_data import (
     PARITY_ATOL,
@@ -38,6 +38,8 @@ from medseg.export.nnunet_data import (
     PARITY_RTOL,
 )
 from medseg.names import PRECISIONS
+from medseg.outputs import Input, Output
+from medseg.outputs import guard as guard_outputs
 
 __all__ = [
     "FP16_MIN_AGREEMENT",
@@ -160,6 +162,8 @@ def export_nnunet(
         The export record written to ``out/export.json``: per fold and precision the file,
         size and the checks against PyTorch (FP32) or FP32 (FP16, INT8).
     """
+    inputs = [Input("run", run), Input("options.calib_data", options.calib_data)]
+    guard_outputs([Output("out", Path(out), "bundle")], inputs, force=force)
     import torch
 
     from medseg.bundle import DimRange, InputSpec, file_sha256
@@ -177,7 +181,6 @@ def export_nnunet(
     from medseg.importers.nnunet import IMPORT_FILE, build_network, read_imported_run
 
     out = Path(out)
-    check_output_dir(out, force)
     result, weights, record = read_imported_run(run)
     patch = [int(p) for p in result.config["patch_size"]]
     channels = result.num_input_channels

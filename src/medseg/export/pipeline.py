@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.bundle import ONNX_FILES, Manifest, file_sha256
 from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
@@ -42,6 +42,7 @@ from medseg.export.options import (
 )
 from medseg.export.precision_steps import export_fp32, run_precision_steps
 from medseg.export.summary import summary_event
+from medseg.outputs import Input, Output, guard
 
 __all__ = ["ExportOptions", "export_bundle"]
 
@@ -108,7 +109,9 @@ def export_bundle(
     """
     from medseg.train.checkpoint import CONFIG_NAME, load_checkpoint, resolve_checkpoint
 
-    check_output_dir(out, force)
+    inputs = [Input("checkpoint", checkpoint), Input("options.data", options.data)]
+    inputs.append(Input("options.calib_data", options.calib_data))
+    guard([Output("out", out, "bundle")], inputs, force=force)
     if options.check_tensorrt:  # missing TensorRT-RTX is said before any export work
         from medseg.runtime.engines_rtx import tensorrt_rtx_module
 

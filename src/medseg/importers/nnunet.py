@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import atomic_dir, check_output_dir
+from medseg.atomic import atomic_dir
 from medseg.errors import ConfigError, DatasetError, MissingDependencyError
 from medseg.importers.nnunet_checkpoint import is_nnunet_trainer, load_nnunet_checkpoint
+from medseg.outputs import Input, Output, guard
 
 __all__ = [
     "IMPORT_FILE",
@@ -380,7 +381,7 @@ def import_nnunet(
 ) -> ImportedRun:
     """Check, rebuild and write an nnU-Net model as a medseg run (see the module docstring)."""
     out = Path(out)
-    check_output_dir(out, force)
+    guard([Output("out", out, "run")], [Input("folder", folder)], force=force)
     result, weights = read_nnunet_result(folder, configuration, folds, checkpoint)
     import torch
 

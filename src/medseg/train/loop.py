@@ -166,7 +166,7 @@ def train(
     if main and not resume:
         clear_run_dir(run_dir)  # the inputs are valid: now an earlier run may go
     if main and source.plan is not None:
-        save_plan(source.plan, run_dir / PLAN_NAME)
+        save_plan(source.plan, run_dir / PLAN_NAME, force=True)  # the run's own copy
     stepper = Stepper(source, config, device, dist, run_dir, main, sink, started)
     history: list[EpochLog] = []
     if state is not None:

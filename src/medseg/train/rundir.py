@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import check_parent_exists
 from medseg.errors import ConfigError
-from medseg.outputs import interrupted_run
+from medseg.outputs import Input, Output, guard, interrupted_run
 from medseg.train.checkpoint import LAST_NAME
 from medseg.train.config import TrainConfig
 
@@ -48,11 +47,17 @@ class EpochLog:
 
 
 def check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse what would lose data; nothing is deleted here (see :func:`clear_run_dir`)."""
-    check_parent_exists(run_dir)
-    run_abs, data_abs = run_dir.resolve(), dataset_dir.resolve()
-    if run_abs == data_abs or run_abs in data_abs.parents or data_abs in run_abs.parents:
-        raise ConfigError(f"run directory {run_dir} overlaps the dataset folder {dataset_dir}")
+    """Refuse what would lose data; nothing is deleted here (see :func:`clear_run_dir`).
+
+    The output guard (:func:`medseg.outputs.guard`): the run may not be, contain or lie in
+    the dataset; ``force`` replaces only a run (a run interrupted before its first checkpoint
+    is replaced without it); ``resume`` continues only a run.
+    """
+    guard(
+        [Output("run_dir", run_dir, "run", "update" if resume else "replace")],
+        [Input("dataset_dir", dataset_dir)],
+        force=force,
+    )
     if resume:
         if not (run_dir / LAST_NAME).is_file():
             why = (
@@ -63,13 +68,6 @@ def check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) -
             )
             raise ConfigError(f"cannot resume {run_dir}: {why}")
         return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} exists and is a file")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force and not interrupted_run(run_dir):
-        raise ConfigError(
-            f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
-            "to continue it"
-        )
 
 
 def clear_run_dir(run_dir: Path) -> None:

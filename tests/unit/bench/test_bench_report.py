@@ -23,6 +23,7 @@ from medseg.bench.report import (
 from medseg.bench.results import BenchResults
 from medseg.cli.tables import gates_table, results_table
 from medseg.errors import ConfigError
+from medseg.outputs import MARKER_NAME
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -94,8 +95,8 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert set(paths) == {"results", "report", "junit", "plot"}
     assert all(p.is_file() and p.parent == tmp_path / "bench" for p in paths.values())
     assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(
-        ["results.json", "report.md", "junit.xml", "accuracy_vs_latency.png"]
-    )  # atomic writes leave no temporary files
+        ["results.json", "report.md", "junit.xml", "accuracy_vs_latency.png", MARKER_NAME]
+    )  # atomic writes leave no temporary files; the marker lets a rerun write there again
     assert BenchResults.load(paths["results"]) == results
     assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
 
@@ -144,7 +145,7 @@ def test_report_without_gates_or_plottable_rows(tmp_path: Path) -> None:
     root = ET.parse(paths["junit"]).getroot()
     assert root.get("tests") == "0"
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="is a file"):
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
         write_report(results, tmp_path / "file")
     with pytest.raises(ConfigError, match="parent folder"):
         write_report(results, tmp_path / "no" / "such")

@@ -193,3 +193,22 @@ def test_plan_validates_its_fields() -> None:
     ]:
         with pytest.raises(ConfigError, match=match):
             Plan(**{**good, key: value})
+
+
+def test_save_plan_goes_through_the_output_guard(cohort: Path, tmp_path: Path) -> None:
+    """Issue 22: the library's save_plan never writes over the dataset's own files, and
+    ``force`` replaces only a JSON file."""
+    plan = plan_dataset(cohort)
+    spec = cohort / "dataset.json"
+    before = spec.read_bytes()
+    with pytest.raises(ConfigError, match="lies inside the input dataset"):
+        save_plan(plan, spec, force=True, dataset=cohort)
+    assert spec.read_bytes() == before
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ConfigError, match="replaces only a JSON file"):
+        save_plan(plan, scan, force=True)
+    path = save_plan(plan, tmp_path / "plans.json")
+    with pytest.raises(ConfigError, match="pass --force"):
+        save_plan(plan, path)
+    assert load_plan(save_plan(plan, path, force=True)) == plan
