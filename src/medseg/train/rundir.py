@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError
-from medseg.outputs import Input, Output, guard, interrupted_run
+from medseg.outputs import KINDS, Input, Output, guard, interrupted_run
 from medseg.train.checkpoint import LAST_NAME
 from medseg.train.config import TrainConfig
 
@@ -53,6 +53,13 @@ def check_run_dir(run_dir: Path, dataset_dir: Path, resume: bool, force: bool) -
     the dataset; ``force`` replaces only a run (a run interrupted before its first checkpoint
     is replaced without it); ``resume`` continues only a run.
     """
+    run_dir = Path(run_dir)
+    ours = run_dir.is_dir() and KINDS["run"].recognise(run_dir) and not interrupted_run(run_dir)
+    if ours and not resume and not force:
+        raise ConfigError(
+            f"run directory {run_dir} is not empty; pass --force to replace it or --resume "
+            "to continue it"
+        )
     guard(
         [Output("run_dir", run_dir, "run", "update" if resume else "replace")],
         [Input("dataset_dir", dataset_dir)],
