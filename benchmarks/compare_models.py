@@ -31,11 +31,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.data import SliceSet, TrainingData, load_training_data, restore_size
+from medseg.data import SliceSet, TrainingData, load_training_data
 from medseg.metrics import compute_case_metrics
 from medseg.models import count_flops, count_parameters, list_models
 from medseg.train import EpochLog, TrainConfig, TrainResult, load_checkpoint, train
 from medseg.train.loop import predict_slices, validation_dice
+from medseg.transforms.preprocessing import restore_size
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 BUSY_PATTERN = "medseg train"  # another training on the machine spoils latency numbers

@@ -56,7 +56,7 @@ def write_conv_bundle(root: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     from medseg.bundle.manifest import DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
-    from medseg.data.preprocessing import Recipe
+    from medseg.transforms.preprocessing import Recipe
 
     root.mkdir(parents=True)
     patch = (256, 256)

@@ -50,7 +50,7 @@ def test_light_imports_pull_no_heavy_stack(code: str) -> None:
 
 def test_preprocessing_is_numpy_only() -> None:
     """The runtime applies the recipe on the scanner side with numpy alone."""
-    loaded = _modules_after("import medseg.data.preprocessing, medseg.data.slicing")
+    loaded = _modules_after("import medseg.transforms.preprocessing, medseg.data.slicing")
     assert not loaded & {*HEAVY, "nibabel", "scipy", "matplotlib", "pydicom"}
 
 

@@ -45,7 +45,7 @@ def test_training_options(changes: dict[str, object], words: tuple[str, ...]) ->
 
 
 def test_plans_json_batch_size_and_orientation(tmp_path: Path) -> None:
-    from medseg.data.plan import Plan
+    from medseg.plan.planner import Plan
 
     good = {
         "dataset": "d", "fingerprint": "f", "channel_names": ("MR",), "labels": {"bg": 0},

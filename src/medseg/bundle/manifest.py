@@ -17,8 +17,8 @@ verbatim) and the per-class ``postprocess`` rules decided on validation. Version
 still load (they have neither, and their recipes default the new fields).
 
 Schema version 3 (issue 15) adds imported nnU-Net models: ``preprocessing`` may be an
-:class:`~medseg.data.nnunet_recipe.NnunetRecipe` (``"kind": "nnunet"``; the medseg
-:class:`~medseg.data.preprocessing.Recipe` is kind ``"medseg"``, the default when the key is
+:class:`~medseg.transforms.nnunet_recipe.NnunetRecipe` (``"kind": "nnunet"``; the medseg
+:class:`~medseg.transforms.preprocessing.Recipe` is kind ``"medseg"``, the default when the key is
 absent), ``input.depth`` with layout ``"NCDHW"`` for 3D patches (static, only the batch
 varies), and fold ensembles: ``folds`` names the folds, each fold's ONNX files live in
 ``fold_<k>/`` and each precision entry lists them under ``folds`` (the entry's own ``sha256``
@@ -33,15 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-from medseg.data.nnunet_recipe import NnunetRecipe
-from medseg.data.orientation import reorient_plan
-from medseg.data.postprocess import Postprocess
-from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 from medseg.names import PRECISIONS as _PRECISIONS
 from medseg.names import RUNTIME_PRECISIONS as _RUNTIME_PRECISIONS
 from medseg.names import file_precision
 from medseg.schema import FORBID_EXTRA, StrictInt, StrictStr, Via, load_json, parse, save_json
+from medseg.transforms.nnunet_recipe import NnunetRecipe
+from medseg.transforms.orientation import reorient_plan
+from medseg.transforms.postprocess import Postprocess
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "MANIFEST_NAME",

@@ -187,7 +187,7 @@ def train(
         plan = None
         if config.geometry == "plan" and not resume:
             from medseg.cli.plan import planning_device, print_plan
-            from medseg.data.plan import load_plan, plan_dataset
+            from medseg.plan.planner import load_plan, plan_dataset
 
             if plan_file is not None:
                 plan = load_plan(plan_file)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocessing import restore_size
 from medseg.demo.data_steps import DemoStep
+from medseg.transforms.preprocessing import restore_size
 
 __all__ = ["evaluate_demo_model", "export_demo_bundle", "train_demo_model"]
 
@@ -136,9 +136,9 @@ def export_demo_bundle(
     The export goes through the sliding-window path (:mod:`medseg.demo.window_bundle`), as
     the committed bundle does; a run that already has a window recipe is exported as is.
     """
-    from medseg.data.preprocessing import Recipe
     from medseg.demo.window_bundle import export_window_bundle
     from medseg.export import ExportOptions, export_bundle
+    from medseg.transforms.preprocessing import Recipe
 
     t = time.perf_counter()
     recipe = json.loads((model_dir / "config.json").read_text()).get("recipe") or {}

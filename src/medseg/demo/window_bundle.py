@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 from medseg.events import EventSink
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "DEMO_PATCH",

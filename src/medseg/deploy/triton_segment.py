@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from medseg.bundle.engines import ENGINES_DIR
 from medseg.bundle.folds import fold_bundles
 from medseg.bundle.manifest import MANIFEST_NAME, Manifest
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
@@ -29,7 +30,6 @@ from medseg.deploy.segment_service import (
     OUTPUT_LABELS,
     SegmentSettings,
 )
-from medseg.runtime.engines import ENGINES_DIR
 
 __all__ = ["PYTHON_BACKEND", "segment_config", "segment_model_name", "write_segment_model"]
 

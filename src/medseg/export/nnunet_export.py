@@ -320,8 +320,8 @@ def _manifest(
         ensemble_sha256,
         fold_dir,
     )
-    from medseg.data.nnunet_recipe import NnunetRecipe
     from medseg.export.options import tool_versions
+    from medseg.transforms.nnunet_recipe import NnunetRecipe
 
     recipe = NnunetRecipe.from_dict(record["preprocessing"])
     folds = report["folds"]

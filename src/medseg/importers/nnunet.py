@@ -348,11 +348,11 @@ def check_weights_fit(network: Any, state: dict[str, Any], result: NnunetResult,
 def recipe_dict(result: NnunetResult) -> dict[str, Any]:
     """nnU-Net's preprocessing of the imported configuration, as the manifest records it.
 
-    :meth:`medseg.data.nnunet_recipe.NnunetRecipe.from_plans` (normalisation statistics from
+    :meth:`medseg.transforms.nnunet_recipe.NnunetRecipe.from_plans` (normalisation statistics from
     ``plans.json``'s ``foreground_intensity_properties_per_channel``, which nnU-Net's planner
     copies from the fingerprint; mirroring axes from the checkpoints), validated.
     """
-    from medseg.data.nnunet_recipe import NnunetRecipe
+    from medseg.transforms.nnunet_recipe import NnunetRecipe
 
     recipe = NnunetRecipe.from_plans(
         result.plans, result.dataset_json, result.configuration, result.mirror_axes

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.plan import Plan, load_plan, save_plan
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.events import EventSink, ignore
+from medseg.plan.planner import Plan, load_plan, save_plan
 from medseg.train.checkpoint import CONFIG_NAME, LAST_NAME
 from medseg.train.config import TrainConfig
 from medseg.train.planned import PLAN_NAME

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocessing import restore_size
 from medseg.data.samples import SliceSet
+from medseg.transforms.preprocessing import restore_size
 
 __all__ = ["predict_slices", "validation_dice"]
 

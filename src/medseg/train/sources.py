@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg import __version__
-from medseg.data.plan import Plan
 from medseg.errors import ConfigError, DatasetError
+from medseg.plan.planner import Plan
 from medseg.train.config import TrainConfig
 
 __all__ = ["TrainingSource", "planned_source", "whole_slice_source"]

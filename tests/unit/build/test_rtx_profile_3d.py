@@ -26,7 +26,7 @@ from medseg.bundle.manifest import (
     ensemble_sha256,
     file_sha256,
 )
-from medseg.data.nnunet_recipe import NnunetNormalization, NnunetRecipe
+from medseg.transforms.nnunet_recipe import NnunetNormalization, NnunetRecipe
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (medseg-edge[rtx])")
 onnx = pytest.importorskip("onnx")

@@ -27,7 +27,7 @@ from medseg.bundle.manifest import (
     file_sha256,
     fold_dir,
 )
-from medseg.data.nnunet_recipe import NnunetRecipe
+from medseg.transforms.nnunet_recipe import NnunetRecipe
 
 HIDDEN = 4
 

@@ -21,8 +21,8 @@ from medseg.bundle.manifest import (
     PrecisionEntry,
     file_sha256,
 )
-from medseg.data.postprocess import Postprocess
-from medseg.data.preprocessing import Recipe
+from medseg.transforms.postprocess import Postprocess
+from medseg.transforms.preprocessing import Recipe
 
 PATCH = (32, 64)
 CLASSES = {"background": 0, "low": 1, "high": 2}

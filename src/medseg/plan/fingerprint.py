@@ -20,10 +20,10 @@ import numpy as np
 
 from medseg.data.dataset_json import Issue, format_problems
 from medseg.data.nnunet import NnUNetDataset, scan_cases
-from medseg.data.orientation import axis_codes, reorient_plan, to_orientation
 from medseg.data.samples import dataset_fingerprint
-from medseg.data.volume import Volume
 from medseg.errors import DatasetError
+from medseg.transforms.orientation import axis_codes, reorient_plan, to_orientation
+from medseg.transforms.volume import Volume
 
 __all__ = [
     "FOREGROUND_SAMPLES_PER_CASE",

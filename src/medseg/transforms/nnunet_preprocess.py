@@ -9,7 +9,7 @@ Order, as nnU-Net's ``DefaultPreprocessor.run_case_npy`` and
 2. :func:`preprocess`: ``transpose_forward``; crop to the non-zero box of all channels (holes
    filled); per-channel normalisation (CT: clip to the fingerprint's percentiles, then
    ``(x - mean) / std``; z-score, over the non-zero mask when ``use_mask_for_norm``);
-   resampling to the configuration's spacing (:mod:`medseg.data.nnunet_resample`).
+   resampling to the configuration's spacing (:mod:`medseg.transforms.nnunet_resample`).
 3. the sliding window (:mod:`medseg.runtime.sliding_window`) gives logits at that spacing.
 4. :func:`logits_to_segmentation`: logits resampled to the cropped shape (order 1,
    separate-z rule), softmax, argmax, pasted into the uncropped shape (probabilities: background
@@ -27,9 +27,9 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.data.nifti import NiftiImage
-from medseg.data.nnunet_recipe import NnunetNormalization, NnunetRecipe
-from medseg.data.nnunet_resample import compute_new_shape, resample_to_shape
 from medseg.errors import ConfigError, DatasetError
+from medseg.transforms.nnunet_recipe import NnunetNormalization, NnunetRecipe
+from medseg.transforms.nnunet_resample import compute_new_shape, resample_to_shape
 
 __all__ = [
     "CaseProperties",
