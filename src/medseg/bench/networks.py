@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.bundle.engines import ENGINES_DIR, EngineSidecar
-from medseg.bundle.manifest import PRECISIONS
+from medseg.bundle.entries import PRECISIONS
 from medseg.errors import ConfigError
 
 __all__ = ["engine_networks", "network_lines"]

@@ -27,8 +27,9 @@ from medseg.build.network import add_profile, check_io, network_report, parse_on
 from medseg.build.options import BuildOptions, parse_size
 from medseg.build.runtimes import RtxAdapter, RuntimeAdapter, TensorRTAdapter
 from medseg.bundle.engines import EngineSidecar, engine_path, sidecar_path
+from medseg.bundle.entries import file_sha256, fold_dir
 from medseg.bundle.folds import SINGLE_MODEL, fold_bundles
-from medseg.bundle.manifest import Manifest, file_sha256, fold_dir
+from medseg.bundle.manifest import Manifest
 from medseg.bundle.network_report import NetworkReport
 from medseg.errors import ConfigError, EngineBuildError
 from medseg.events import Event, EventSink, ignore

@@ -14,7 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medseg.bundle.manifest import InputSpec, Manifest
+from medseg.bundle.entries import InputSpec
+from medseg.bundle.manifest import Manifest
 from medseg.bundle.network_report import NetworkReport
 from medseg.errors import EngineBuildError
 

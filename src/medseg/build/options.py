@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg.bundle.engines import HARDWARE_COMPAT, RUNTIMES
-from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.bundle.entries import PRECISIONS
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.runtime.engines_rtx import ACCEPTED_CAPABILITIES, DEFAULT_CAPABILITIES
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from medseg.bundle.folds import SINGLE_MODEL, bundle_onnx_paths
-from medseg.bundle.manifest import (
+from medseg.bundle.entries import (
     MANIFEST_NAME,
     ONNX_FILES,
     PRECISIONS,
@@ -12,12 +11,13 @@ from medseg.bundle.manifest import (
     DimRange,
     FoldFile,
     InputSpec,
-    Manifest,
     PrecisionEntry,
     ensemble_sha256,
-    file_precision,
     file_sha256,
 )
+from medseg.bundle.folds import SINGLE_MODEL, bundle_onnx_paths
+from medseg.bundle.manifest import Manifest
+from medseg.names import file_precision
 
 __all__ = [
     "MANIFEST_NAME",

@@ -15,9 +15,9 @@ from medseg.cli.common import (
     console,
     guard_outputs,
     handle_errors,
+    parse_patch_size,
     report_written,
 )
-from medseg.cli.train import parse_size
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 from medseg.plan.device import TrainingDevice, training_device
@@ -132,7 +132,7 @@ def plan(
         guard_outputs([Output("--out", out, "json")], [Input("DATASET", dataset)], force)
         from medseg.plan.planner import plan_dataset, save_plan
 
-        cap = parse_size(max_patch)
+        cap = parse_patch_size(max_patch)
         assert cap is not None
         if out.exists() and not force:
             raise ConfigError(f"{out} exists; pass --force to replace it")

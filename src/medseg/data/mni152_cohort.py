@@ -34,8 +34,7 @@ from medseg.data.mni152 import MNI152_LABELS, mni152_volume
 from medseg.data.nifti import save_nifti
 from medseg.errors import ConfigError
 from medseg.outputs import write_marker
-from medseg.plan.fingerprint import reorient_affine
-from medseg.transforms.orientation import to_orientation
+from medseg.transforms.orientation import reorient_affine, to_orientation
 
 __all__ = ["COHORT_ORIENTATIONS", "CohortCase", "write_mni152_cohort"]
 

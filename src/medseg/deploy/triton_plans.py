@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.bundle.engines import ENGINES_DIR, RTX_KEY_PREFIX, EngineSidecar, sidecar_path
-from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest
+from medseg.bundle.entries import PRECISIONS, DimRange
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.runtime.engines import check_plan_files
 from medseg.schema import parse

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medseg import __version__
-from medseg.bundle.manifest import MANIFEST_NAME, Manifest
+from medseg.bundle.entries import MANIFEST_NAME
+from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText
 from medseg.transforms.preprocessing import SIZE_MULTIPLE, Recipe
 

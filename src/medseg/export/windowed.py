@@ -180,7 +180,7 @@ def _score(
         dice_acc.update(pred.reshape(1, -1), ref.reshape(1, -1))
     predictions = np.concatenate(flat).astype(np.uint8)
     ms = 1000.0 * predict_s / max(slices_run, 1)
-    return scored(dice_acc.aggregate(), predictions, reference, ms), labels_out
+    return scored(dice_acc.pooled_dice(), predictions, reference, ms), labels_out
 
 
 def export_windowed(

@@ -33,7 +33,8 @@ from medseg.bundle.engines import (
     sidecar_path,
     version_tuple,
 )
-from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.bundle.entries import file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError, EngineBuildError, MedsegError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key
 

@@ -24,8 +24,9 @@ from typing import Self
 
 import numpy as np
 
-from medseg.bundle.manifest import Manifest, file_precision
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError
+from medseg.names import file_precision
 from medseg.runtime.backends import BACKENDS, Backend
 from medseg.runtime.pipelines import (
     GPU_ENGINE_BACKENDS,

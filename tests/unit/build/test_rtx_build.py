@@ -13,7 +13,8 @@ from rtx_testutils import bundle_with, conv_graph
 
 from medseg.build import BuildOptions, BuiltEngine, build_engines
 from medseg.bundle.engines import EngineSidecar, sidecar_path
-from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.bundle.entries import PRECISIONS
+from medseg.bundle.manifest import Manifest
 from medseg.errors import EngineBuildError
 from medseg.events import Event
 from medseg.runtime.cuda import GpuInfo

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medseg.bundle.manifest import SCHEMA_VERSION, DimRange, InputSpec, Manifest
+from medseg.bundle.entries import SCHEMA_VERSION, DimRange, InputSpec
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.transforms.postprocess import ClassRules, Postprocess
 from medseg.transforms.preprocessing import Recipe

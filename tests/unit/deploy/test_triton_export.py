@@ -25,7 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.bundle.engines import EngineSidecar
-from medseg.bundle.manifest import MANIFEST_NAME, DimRange, Manifest, file_sha256
+from medseg.bundle.entries import MANIFEST_NAME, DimRange, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.cli.app import app
 from medseg.deploy import ONNX_PLATFORM, PLAN_PLATFORM, export_triton
 from medseg.errors import ConfigError, EngineBuildError

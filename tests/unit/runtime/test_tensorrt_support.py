@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from medseg.build import BuildOptions, parse_size
 from medseg.bundle.engines import EngineSidecar, engine_path, sidecar_path
-from medseg.bundle.manifest import ONNX_FILES, SCHEMA_VERSION, Manifest, file_sha256
+from medseg.bundle.entries import ONNX_FILES, SCHEMA_VERSION, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.cli.app import app
 from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key, gpu_available

@@ -13,14 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.bundle.manifest import (
-    SCHEMA_VERSION,
-    DimRange,
-    InputSpec,
-    Manifest,
-    PrecisionEntry,
-    file_sha256,
-)
+from medseg.bundle.entries import SCHEMA_VERSION, DimRange, InputSpec, PrecisionEntry, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.transforms.postprocess import Postprocess
 from medseg.transforms.preprocessing import Recipe
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.bundle.manifest import InputSpec
+from medseg.bundle.entries import InputSpec
 from medseg.errors import BackendError
 from medseg.runtime.backends.base import Backend, ModelIO
 
