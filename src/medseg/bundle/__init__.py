@@ -1,4 +1,11 @@
-"""The deployable bundle: ``medseg.json`` and the ONNX files it describes (stdlib + numpy)."""
+"""The deployable bundle: ``medseg.json`` and the files it describes (stdlib + numpy).
+
+Written by export, read by build, deploy, bench and the runtime: the manifest
+(:mod:`~medseg.bundle.manifest`, its parts in :mod:`~medseg.bundle.entries`), the ONNX files of
+one model or a fold ensemble (:mod:`~medseg.bundle.folds`), and the TensorRT engine files with
+their sidecar, paths and rebuild command (:mod:`~medseg.bundle.engines`, the network report in
+:mod:`~medseg.bundle.network_report`).
+"""
 
 from __future__ import annotations
 
