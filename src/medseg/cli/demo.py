@@ -99,6 +99,16 @@ def demo_bundle(
         # --model is read (model.pt, config.json) but is not guarded as an input that --out
         # may not lie in; --data is. The bundle is replaced, as `make demo-bundle` always did.
         guard_outputs([Output("--out", out, "bundle")], [Input("--data", data)], True)
+        if not data.is_dir():
+            raise ConfigError(
+                f"--data {data}: no such dataset folder; pass the folder written by "
+                "`medseg data mni152 DIR`"
+            )
+        if not model.is_dir():
+            raise ConfigError(
+                f"--model {model}: no such run folder; pass a medseg train run directory "
+                "(model.pt and config.json), e.g. models/mni152-tissue"
+            )
         from medseg.demo.window_bundle import export_window_bundle
         from medseg.export.summary import export_summary
 
