@@ -27,7 +27,7 @@ DEMO_DATA := demo-output/mni152
 demo-bundle: install
 	mkdir -p demo-output
 	$(VENV)/bin/medseg data mni152 $(DEMO_DATA) --force
-	$(PY) -m medseg.demo.window_bundle --data $(DEMO_DATA) --out models/mni152-tissue/bundle
+	$(VENV)/bin/medseg demo-bundle --data $(DEMO_DATA) --out models/mni152-tissue/bundle
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks

@@ -31,11 +31,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.data import SliceSet, TrainingData, load_training_data, restore_size
+from medseg.data import SliceSet, TrainingData, load_training_data
 from medseg.metrics import compute_case_metrics
+from medseg.metrics.slices import validation_dice
 from medseg.models import count_flops, count_parameters, list_models
 from medseg.train import EpochLog, TrainConfig, TrainResult, load_checkpoint, train
-from medseg.train.loop import predict_slices, validation_dice
+from medseg.train.slices import predict_slice_labels
+from medseg.transforms.preprocessing import restore_size
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 BUSY_PATTERN = "medseg train"  # another training on the machine spoils latency numbers
@@ -233,7 +235,7 @@ def train_all(args: argparse.Namespace, base: TrainConfig, work: Path) -> dict[s
 
 def evaluate(res: TrainResult, data: TrainingData, classes: dict[str, int]) -> dict[str, Any]:
     model = load_checkpoint(res.run_dir).model
-    pred = predict_slices(model, data.val.images, torch.device("cpu"))
+    pred = predict_slice_labels(model, data.val.images, torch.device("cpu"))
     dice = validation_dice(pred, data.val, classes)
     blocks = block_hd95(pred, data.val, classes)
     return {

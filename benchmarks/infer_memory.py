@@ -55,8 +55,9 @@ def write_conv_bundle(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from medseg.bundle.manifest import DimRange, InputSpec, Manifest, PrecisionEntry, file_sha256
-    from medseg.data.preprocessing import Recipe
+    from medseg.bundle.entries import DimRange, InputSpec, PrecisionEntry, file_sha256
+    from medseg.bundle.manifest import Manifest
+    from medseg.transforms.preprocessing import Recipe
 
     root.mkdir(parents=True)
     patch = (256, 256)

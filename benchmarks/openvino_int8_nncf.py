@@ -61,7 +61,7 @@ def _accuracy(pairs: list[Any], classes: dict[str, int], ref: Accuracy | None) -
     for pred, lab in pairs:
         acc.update(pred.reshape(1, -1), lab.reshape(1, -1))
     flat = np.concatenate([p.ravel() for p, _ in pairs]).astype(np.uint8)
-    return scored(acc.aggregate(), flat, ref)
+    return scored(acc.pooled_dice(), flat, ref)
 
 
 def _per_slice(pairs: list[Any], classes: dict[str, int]) -> list[float]:

@@ -211,7 +211,7 @@ def _label_value(path: Path, value: int) -> None:
 
 
 def _plans(root: Path, ds: Path) -> dict[str, Path]:
-    from medseg.data.plan import plan_dataset, save_plan
+    from medseg.plan.planner import plan_dataset, save_plan
 
     (root / "plans").mkdir()
     good = save_plan(plan_dataset(ds), root / "plans" / "plans.json")

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from medseg.build import BuildOptions, BuiltEngine, build_engines
+from medseg.bundle.engines import EngineSidecar
 from medseg.bundle.manifest import Manifest
 from medseg.runtime import cuda
 from medseg.runtime.backends.tensorrt import TensorRTBackend
-from medseg.runtime.engines import EngineSidecar, check_engine, tensorrt_module
+from medseg.runtime.engines import check_engine, tensorrt_module
 
 #: (bundle copy, its manifest, precision -> built engine, timing cache file)
 Built = tuple[Path, Manifest, dict[str, BuiltEngine], Path]

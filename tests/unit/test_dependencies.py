@@ -33,12 +33,14 @@ def _modules_after(code: str) -> set[str]:
     [
         "import medseg",
         "import medseg.data",
+        "import medseg.transforms.nnunet_preprocess, medseg.transforms.resample",
+        "import medseg.plan.planner, medseg.plan.cases, medseg.metrics.slices",
         "import medseg.metrics",
         "import medseg.cli.app",
         "import medseg.runtime",
         "import medseg.runtime.backends.onnxruntime, medseg.runtime.backends.tensorrt",
         "import medseg.runtime.io.dicom, medseg.runtime.io.dicom_seg, medseg.runtime.engines",
-        "import medseg.runtime.cuda, medseg.bundle",
+        "import medseg.runtime.cuda, medseg.bundle, medseg.bundle.engines",
         "import sys; sys.argv = ['medseg', '--help']\n"
         "from medseg.cli.app import main\ntry:\n    main()\nexcept SystemExit:\n    pass",
     ],
@@ -50,7 +52,7 @@ def test_light_imports_pull_no_heavy_stack(code: str) -> None:
 
 def test_preprocessing_is_numpy_only() -> None:
     """The runtime applies the recipe on the scanner side with numpy alone."""
-    loaded = _modules_after("import medseg.data.preprocessing, medseg.data.slicing")
+    loaded = _modules_after("import medseg.transforms.preprocessing, medseg.data.slicing")
     assert not loaded & {*HEAVY, "nibabel", "scipy", "matplotlib", "pydicom"}
 
 

@@ -45,7 +45,7 @@ def test_training_options(changes: dict[str, object], words: tuple[str, ...]) ->
 
 
 def test_plans_json_batch_size_and_orientation(tmp_path: Path) -> None:
-    from medseg.data.plan import Plan
+    from medseg.plan.planner import Plan
 
     good = {
         "dataset": "d", "fingerprint": "f", "channel_names": ("MR",), "labels": {"bg": 0},
@@ -187,7 +187,7 @@ def test_the_limits_module_message() -> None:
 @pytest.mark.slow  # imports torch and the nnU-Net importer
 def test_nan_weights_in_an_nnunet_checkpoint_are_refused(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from medseg.importers.nnunet import _check_finite
+    from medseg.importers.nnunet_folder import _check_finite
 
     weights = {"conv.weight": torch.ones(2, 2), "conv.bias": torch.tensor([1.0, math.nan])}
     where = tmp_path / "fold_0" / "checkpoint_final.pth"

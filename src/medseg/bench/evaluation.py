@@ -320,7 +320,7 @@ def _accuracy(
     reference: VariantEvaluation | None,
     worst: dict[str, Any] | None,
 ) -> AccuracyResult:
-    dice = dice_acc.aggregate()
+    dice = dice_acc.pooled_dice()
     sens = list(dice_acc.sensitivity().values())
     spec = list(dice_acc.specificity().values())
     hd = {n: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for n, v in hd95.items()}

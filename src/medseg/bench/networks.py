@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg.bundle.manifest import PRECISIONS
+from medseg.bundle.engines import ENGINES_DIR, EngineSidecar
+from medseg.bundle.entries import PRECISIONS
 from medseg.errors import ConfigError
-from medseg.runtime.engines import ENGINES_DIR, EngineSidecar
 
 __all__ = ["engine_networks", "network_lines"]
 

@@ -32,11 +32,13 @@ from medseg.bench.machine import describe_machine
 from medseg.bench.networks import engine_networks
 from medseg.bench.results import SCHEMA_VERSION, BenchResults, VariantResult
 from medseg.bench.roofline import cpu_fp32_peak, onnx_gflop_per_slice
-from medseg.bundle.manifest import PRECISIONS, RUNTIME_PRECISIONS, Manifest, file_precision
+from medseg.bundle.entries import PRECISIONS, RUNTIME_PRECISIONS
+from medseg.bundle.manifest import Manifest
 from medseg.data.check import check_dataset
 from medseg.data.nnunet import NnUNetDataset
 from medseg.errors import BackendError, ConfigError, EngineBuildError, MedsegError
 from medseg.names import BENCH_BACKENDS as _BENCH_BACKENDS
+from medseg.names import file_precision
 from medseg.options import check_threads
 from medseg.runtime import Backend, Segmenter, create_backend
 from medseg.runtime.pipelines import pipeline_for

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.bundle.entries import file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError, ModelMismatchError
 from medseg.runtime.backends.base import Backend, ModelIO
 

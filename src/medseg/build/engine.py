@@ -26,16 +26,13 @@ from medseg.atomic import atomic_file, check_parent_exists
 from medseg.build.network import add_profile, check_io, network_report, parse_onnx, profile_record
 from medseg.build.options import BuildOptions, parse_size
 from medseg.build.runtimes import RtxAdapter, RuntimeAdapter, TensorRTAdapter
+from medseg.bundle.engines import EngineSidecar, engine_path, sidecar_path
+from medseg.bundle.entries import file_sha256, fold_dir
 from medseg.bundle.folds import SINGLE_MODEL, fold_bundles
-from medseg.bundle.manifest import Manifest, file_sha256, fold_dir
+from medseg.bundle.manifest import Manifest
+from medseg.bundle.network_report import NetworkReport
 from medseg.errors import ConfigError, EngineBuildError
 from medseg.events import Event, EventSink, ignore
-from medseg.runtime.engines import (
-    EngineSidecar,
-    engine_path,
-    sidecar_path,
-)
-from medseg.runtime.network_report import NetworkReport
 
 __all__ = [
     "BuildOptions",

@@ -4,7 +4,7 @@ TensorRT and TensorRT-RTX have the same ``Builder`` / ``OnnxParser`` / ``INetwor
 API, so the module object (``tensorrt`` or ``tensorrt_rtx``) is passed in and everything here
 works with either: parsing (a refused node is named, with its operator), the check of the
 network's I/O against the manifest, the one optimisation profile from the manifest's shape
-ranges, and the network report (:class:`~medseg.runtime.network_report.NetworkReport`).
+ranges, and the network report (:class:`~medseg.bundle.network_report.NetworkReport`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medseg.bundle.manifest import InputSpec, Manifest
+from medseg.bundle.entries import InputSpec
+from medseg.bundle.manifest import Manifest
+from medseg.bundle.network_report import NetworkReport
 from medseg.errors import EngineBuildError
-from medseg.runtime.network_report import NetworkReport
 
 __all__ = ["add_profile", "check_io", "network_report", "parse_onnx", "profile_record"]
 

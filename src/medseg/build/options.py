@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.bundle.engines import HARDWARE_COMPAT, RUNTIMES
+from medseg.bundle.entries import PRECISIONS
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
-from medseg.runtime.engines import HARDWARE_COMPAT, RUNTIMES
 from medseg.runtime.engines_rtx import ACCEPTED_CAPABILITIES, DEFAULT_CAPABILITIES
 
 __all__ = ["BuildOptions", "parse_size"]

@@ -21,9 +21,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from medseg.bundle.engines import version_tuple
 from medseg.errors import ConfigError, EngineBuildError
 from medseg.runtime.cuda import GpuInfo, device_key, gpu_available, gpu_info
-from medseg.runtime.engines import tensorrt_module, version_tuple
+from medseg.runtime.engines import tensorrt_module
 from medseg.runtime.engines_rtx import rtx_key, tensorrt_rtx_module
 
 __all__ = ["RtxAdapter", "RuntimeAdapter", "TensorRTAdapter"]

@@ -22,7 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg.bundle.manifest import MANIFEST_NAME, Manifest, file_sha256
+from medseg.bundle.entries import MANIFEST_NAME, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 
 __all__ = ["CPU_FILE_KEY", "CPU_INT8_FILE", "cpu_int8_entry", "cpu_int8_path", "int8_file_for"]

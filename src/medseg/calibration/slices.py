@@ -24,8 +24,8 @@ from medseg.data.slicing import SliceRef
 from medseg.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
-    from medseg.data.plan_cases import PreparedCase
     from medseg.data.samples import SliceSet
+    from medseg.plan.cases import PreparedCase
 
 __all__ = [
     "MIN_CALIBRATION_SLICES",
@@ -213,7 +213,7 @@ def select_calibration_patches(
     """Calibration samples for a ``"window"`` recipe: patches of the network's patch size.
 
     Every training slice of ``cases`` (reoriented, resampled and normalised like the runtime
-    does: :func:`medseg.data.plan_cases.load_prepared_cases`) gives one candidate patch,
+    does: :func:`medseg.plan.cases.load_prepared_cases`) gives one candidate patch,
     centred on the centre of the slice's foreground bounding box (the slice centre when it
     has none), kept inside the slice, zero-padded where the slice is smaller. The patches are
     then chosen exactly as :func:`select_calibration_slices` chooses slices (stratified over
@@ -224,7 +224,7 @@ def select_calibration_patches(
     Returns:
         ``images (N, C, h, w)`` with ``(h, w) = patch_size``; refs name each patch's slice.
     """
-    from medseg.data.plan_cases import centred_start, crop_patch
+    from medseg.plan.cases import centred_start, crop_patch
 
     _check_request(num_slices, max_background_share)
     ph, pw = int(patch_size[0]), int(patch_size[1])

@@ -61,6 +61,7 @@ app.add_typer(import_cmd.app, name="import")
 for _name, _command in PIPELINE.items():
     _register(app, _name, _command)
 app.command("demo")(demo.demo)
+app.command("demo-bundle")(demo.demo_bundle)
 app.command("export-triton")(deploy_cmd.export_triton)
 app.command("plan")(plan_cmd.plan)
 app.command("cv-summary")(plan_cmd.cv_summary)

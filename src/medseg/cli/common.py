@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from medseg.atomic import Terminated, sigterm_as_interrupt
-from medseg.errors import MedsegError
+from medseg.errors import ConfigError, MedsegError
 from medseg.outputs import Input, Output, guard
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "format_size",
     "guard_outputs",
     "handle_errors",
+    "parse_patch_size",
     "report_written",
 ]
 
@@ -93,3 +94,22 @@ def report_written(what: str, path: Path, started: float) -> None:
         f"[green]✓[/] {what}: [bold]{path}[/] ({format_size(_tree_size(path))}, {elapsed:.1f} s)",
         highlight=False,
     )
+
+
+def parse_patch_size(text: str | None) -> tuple[int, int] | None:
+    """A ``--patch`` / ``--max-patch`` value in pixels: ``"128"`` -> (128, 128);
+    ``"128x160"`` -> (128, 160); ``None`` -> ``None``."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"size {text!r} must be N or HxW in pixels, e.g. 128 or 128x160"
+        ) from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise ConfigError(f"size {text!r} must be N or HxW in pixels, e.g. 128 or 128x160")

@@ -11,7 +11,7 @@ from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_error
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 
-__all__ = ["demo"]
+__all__ = ["demo", "demo_bundle"]
 
 
 def demo(
@@ -69,5 +69,64 @@ def demo(
             console.print(
                 f"[bold]report:[/] {report / 'report.md'} (table), "
                 f"{report / 'accuracy_vs_latency.png'} (plot), {report / 'results.json'}",
+                highlight=False,
+            )
+
+
+def demo_bundle(
+    data: Path = typer.Option(
+        ..., "--data", help="The MNI152 dataset folder (medseg data mni152)."
+    ),
+    model: Path = typer.Option(
+        Path("models/mni152-tissue"), "--model", help="Run directory of the trained demo model."
+    ),
+    out: Path = typer.Option(
+        Path("models/mni152-tissue/bundle"), "--out", help="Bundle folder to (re)write."
+    ),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Re-export the demo model through the sliding-window path (what ``make demo-bundle`` runs).
+
+    Writes a schema-2 "window" bundle (patch 224x256 at 1 mm; FP32, FP16, INT8), replacing the
+    one at --out, and prints each precision's Dice and the export summary.
+
+    Examples:
+        medseg data mni152 demo-output/mni152
+        medseg demo-bundle --data demo-output/mni152
+    """
+    with handle_errors(debug):
+        # The committed demo bundle lives inside its run folder (models/mni152-tissue/bundle):
+        # --model is read (model.pt, config.json) but is not guarded as an input that --out
+        # may not lie in; --data is. The bundle is replaced, as `make demo-bundle` always did.
+        guard_outputs([Output("--out", out, "bundle")], [Input("--data", data)], True)
+        if not data.is_dir():
+            raise ConfigError(
+                f"--data {data}: no such dataset folder; pass the folder written by "
+                "`medseg data mni152 DIR`"
+            )
+        if not model.is_dir():
+            raise ConfigError(
+                f"--model {model}: no such run folder; pass a medseg train run directory "
+                "(model.pt and config.json), e.g. models/mni152-tissue"
+            )
+        from medseg.demo.window_bundle import export_window_bundle
+        from medseg.export.summary import export_summary
+
+        manifest = export_window_bundle(
+            model,
+            data,
+            out,
+            lambda event: console.print(event.message, highlight=False),
+            force=True,
+        )
+        for name, entry in manifest.precisions.items():
+            dice = ", ".join(f"{k} {v:.4f}" for k, v in entry.accuracy["dice_per_class"].items())
+            console.print(f"{name}: Dice {dice}; mean {entry.accuracy['dice_mean']:.4f}")
+        for row in export_summary(manifest):  # file x backend x CPU class
+            worst = row.worst_class_drop_pts
+            console.print(
+                f"{row.file:22s} {row.precision:5s} {row.backend:12s} {row.cpu_class or '-':12s} "
+                f"drop {row.dice_drop_pts:+.3f} worst {'-' if worst is None else f'{worst:+.3f}'} "
+                f"{'(runs)' if row.runs else ''}",
                 highlight=False,
             )

@@ -53,7 +53,8 @@ def nnunet(
     """
     with handle_errors(debug):
         guard_outputs([Output("--out", out, "run")], [Input("RESULT_FOLDER", result_folder)], force)
-        from medseg.importers.nnunet import import_nnunet, parse_folds
+        from medseg.importers.nnunet import import_nnunet
+        from medseg.importers.nnunet_folder import parse_folds
 
         started = time.perf_counter()
         run = import_nnunet(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.bundle.manifest import MANIFEST_NAME, Manifest, file_sha256
+from medseg.bundle.entries import MANIFEST_NAME, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.cli.common import console
 from medseg.errors import ConfigError, ServerError
 from medseg.runtime.io import OutputPaths, Scan, write_outputs

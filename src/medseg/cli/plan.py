@@ -15,15 +15,15 @@ from medseg.cli.common import (
     console,
     guard_outputs,
     handle_errors,
+    parse_patch_size,
     report_written,
 )
-from medseg.cli.train import parse_size
-from medseg.data.plan_device import TrainingDevice, training_device
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
+from medseg.plan.device import TrainingDevice, training_device
 
 if TYPE_CHECKING:
-    from medseg.data.plan import Plan
+    from medseg.plan.planner import Plan
 
 __all__ = ["cv_summary", "plan", "render_plan"]
 
@@ -130,9 +130,9 @@ def plan(
     """
     with handle_errors(debug):
         guard_outputs([Output("--out", out, "json")], [Input("DATASET", dataset)], force)
-        from medseg.data.plan import plan_dataset, save_plan
+        from medseg.plan.planner import plan_dataset, save_plan
 
-        cap = parse_size(max_patch)
+        cap = parse_patch_size(max_patch)
         assert cap is not None
         if out.exists() and not force:
             raise ConfigError(f"{out} exists; pass --force to replace it")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors
+from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors, parse_patch_size
 from medseg.cli.train_progress import training_events
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 
-__all__ = ["DEFAULT_BUDGET", "parse_size", "train"]
+__all__ = ["DEFAULT_BUDGET", "train"]
 
 #: The run's length when neither --epochs nor --time-budget is given: long enough for a
 #: useful model on a 2-core CPU (see docs/notes/i23.md), short enough to wait for.
@@ -23,24 +23,6 @@ DEFAULT_BUDGET = "30m"
 def nproc_env() -> int:
     """Processes of this run (``WORLD_SIZE`` under torchrun, else 1)."""
     return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"128"`` -> (128, 128); ``"128x160"`` -> (128, 160); ``None`` -> ``None``."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(
-            f"size {text!r} must be N or HxW in pixels, e.g. 128 or 128x160"
-        ) from None
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise ConfigError(f"size {text!r} must be N or HxW in pixels, e.g. 128 or 128x160")
 
 
 def train(
@@ -152,7 +134,7 @@ def train(
                 raise ConfigError(
                     f"--flip-axes {flip_axes!r} must be comma-separated 0/1"
                 ) from None
-        cap = parse_size(max_patch)
+        cap = parse_patch_size(max_patch)
         assert cap is not None
         config = TrainConfig(
             arch=arch,
@@ -171,7 +153,7 @@ def train(
             seed=seed,
             val_fraction=val_fraction,
             slice_axis=slice_axis,
-            patch_size=parse_size(patch),
+            patch_size=parse_patch_size(patch),
             augment=not no_augment,
             flip_axes=axes,
             device=device,  # type: ignore[arg-type]  # validated by TrainConfig
@@ -187,7 +169,7 @@ def train(
         plan = None
         if config.geometry == "plan" and not resume:
             from medseg.cli.plan import planning_device, print_plan
-            from medseg.data.plan import load_plan, plan_dataset
+            from medseg.plan.planner import load_plan, plan_dataset
 
             if plan_file is not None:
                 plan = load_plan(plan_file)

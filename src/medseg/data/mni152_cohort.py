@@ -32,10 +32,9 @@ import numpy as np
 from medseg.atomic import atomic_dir
 from medseg.data.mni152 import MNI152_LABELS, mni152_volume
 from medseg.data.nifti import save_nifti
-from medseg.data.orientation import to_orientation
-from medseg.data.plan_fingerprint import reorient_affine
 from medseg.errors import ConfigError
 from medseg.outputs import Output, guard, write_marker
+from medseg.transforms.orientation import reorient_affine, to_orientation
 
 __all__ = ["COHORT_ORIENTATIONS", "CohortCase", "write_mni152_cohort"]
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from medseg.data.dataset_json import DatasetSpec, Issue, format_problems, read_dataset_json
 from medseg.data.nifti import NiftiImage, constant_volume_problem, load_nifti
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DatasetError
+from medseg.transforms.volume import Volume
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",

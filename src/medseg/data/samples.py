@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.nnunet import DatasetSpec, NnUNetDataset
-from medseg.data.preprocessing import Geometry, Recipe, bring_to_size, normalize_volume
 from medseg.data.slicing import SliceRef, Split, make_split
-from medseg.data.volume import Volume
 from medseg.errors import DatasetError
+from medseg.transforms.preprocessing import Geometry, Recipe, bring_to_size, normalize_volume
+from medseg.transforms.volume import Volume
 
 __all__ = ["SliceSet", "TrainingData", "dataset_fingerprint", "load_training_data", "recipe_for"]
 
@@ -26,7 +26,7 @@ class SliceSet:
         images: ``(N, C, H, W)`` float32, normalised and padded/resized per the recipe.
         labels: ``(N, H, W)`` uint8 class indices at network size.
         geometries: how each slice was brought to network size (undo with
-            :func:`~medseg.data.preprocessing.restore_size`).
+            :func:`~medseg.transforms.preprocessing.restore_size`).
     """
 
     refs: tuple[SliceRef, ...]

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError
+from medseg.transforms.volume import Volume
 
 __all__ = ["Slice", "SliceRef", "Split", "iter_slices", "make_split", "take_slice"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocessing import Recipe, bring_to_size, normalize_volume, restore_size
 from medseg.data.slicing import make_split
+from medseg.transforms.preprocessing import Recipe, bring_to_size, normalize_volume, restore_size
 
 __all__ = [
     "DEMO_MODEL_DIR",

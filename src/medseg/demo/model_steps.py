@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocessing import restore_size
 from medseg.demo.data_steps import DemoStep
+from medseg.transforms.preprocessing import restore_size
 
 __all__ = ["evaluate_demo_model", "export_demo_bundle", "train_demo_model"]
 
@@ -76,9 +76,10 @@ def evaluate_demo_model(
 
     from medseg.data.samples import load_training_data
     from medseg.metrics import compute_case_metrics
+    from medseg.metrics.slices import validation_dice
     from medseg.train import load_checkpoint
     from medseg.train.config import TrainConfig
-    from medseg.train.loop import predict_slices, validation_dice
+    from medseg.train.slices import predict_slice_labels
     from medseg.viz.overlay import save_prediction_png
 
     t = time.perf_counter()
@@ -89,7 +90,7 @@ def evaluate_demo_model(
     data = load_training_data(dataset_dir, axis, config.val_fraction, config.seed)
     if [str(r) for r in data.val.refs] != run["split"]["val_slices"]:
         raise RuntimeError(f"{model_dir} was validated on other slices than this dataset gives")
-    predicted = predict_slices(checkpoint.model, data.val.images, torch.device("cpu"))
+    predicted = predict_slice_labels(checkpoint.model, data.val.images, torch.device("cpu"))
     classes = {k: v for k, v in data.spec.labels.items() if v > 0}
     dice = validation_dice(predicted, data.val, classes)
     mean = float(np.mean(list(dice.values())))
@@ -136,9 +137,9 @@ def export_demo_bundle(
     The export goes through the sliding-window path (:mod:`medseg.demo.window_bundle`), as
     the committed bundle does; a run that already has a window recipe is exported as is.
     """
-    from medseg.data.preprocessing import Recipe
     from medseg.demo.window_bundle import export_window_bundle
     from medseg.export import ExportOptions, export_bundle
+    from medseg.transforms.preprocessing import Recipe
 
     t = time.perf_counter()
     recipe = json.loads((model_dir / "config.json").read_text()).get("recipe") or {}

@@ -10,27 +10,24 @@ same normalisation, the same slice-level validation split) and :func:`export_win
 exports it with :func:`medseg.export.windowed.export_windowed`, so every precision is scored
 on the validation slices of the case's own grid, like any planned bundle.
 
-``python -m medseg.demo.window_bundle`` (``make demo-bundle``) rewrites the committed bundle.
+``medseg demo-bundle`` (``make demo-bundle``) rewrites the committed bundle.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 from medseg.events import EventSink
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "DEMO_PATCH",
     "DEMO_SPACING_MM",
     "export_window_bundle",
-    "main",
     "window_meta",
 ]
 
@@ -132,48 +129,3 @@ def export_window_bundle(
     loaded = load_checkpoint(ckpt)
     loaded = replace(loaded, meta=window_meta(loaded.meta, patch, spacing, flips))
     return export_windowed(loaded, ckpt, out, options, dataset_dir, on_event, started)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m medseg.demo.window_bundle [--model DIR] [--data DIR] [--out DIR]``."""
-    from medseg.atomic import Terminated, sigterm_as_interrupt
-    from medseg.demo.data_steps import DEMO_MODEL_DIR
-    from medseg.errors import MedsegError
-
-    parser = argparse.ArgumentParser(prog="python -m medseg.demo.window_bundle")
-    parser.add_argument("--model", type=Path, default=DEMO_MODEL_DIR)
-    parser.add_argument("--data", type=Path, required=True, help="the MNI152 dataset folder")
-    parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR / "bundle")
-    args = parser.parse_args(argv)
-    try:
-        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: no temporary bundle left
-            manifest = export_window_bundle(
-                args.model,
-                args.data,
-                args.out,
-                lambda event: print(event.message, flush=True),
-                force=True,
-            )
-    except MedsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
-    for name, entry in manifest.precisions.items():
-        dice = ", ".join(f"{k} {v:.4f}" for k, v in entry.accuracy["dice_per_class"].items())
-        print(f"{name}: Dice {dice}; mean {entry.accuracy['dice_mean']:.4f}")
-    from medseg.export.summary import export_summary
-
-    for row in export_summary(manifest):  # file x backend x CPU class
-        worst = row.worst_class_drop_pts
-        print(
-            f"{row.file:22s} {row.precision:5s} {row.backend:12s} {row.cpu_class or '-':12s} "
-            f"drop {row.dice_drop_pts:+.3f} worst {'-' if worst is None else f'{worst:+.3f}'} "
-            f"{'(runs)' if row.runs else ''}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

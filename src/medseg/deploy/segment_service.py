@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from medseg.bundle.entries import MANIFEST_NAME, PRECISIONS, file_sha256
 from medseg.bundle.folds import bundle_onnx_paths
-from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, Manifest, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError, DatasetError, ServerError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "INPUT_NIFTI",
     "INPUT_VOLUME",
     "OUTPUT_LABELS",
+    "VERSION",
     "RequestCancelled",
     "SegmentService",
     "SegmentSettings",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 #: Where the bundle copy lives inside the model's version folder.
+#: The one version folder each Triton model gets.
+VERSION = "1"
 BUNDLE_DIR = "bundle"
 INPUT_VOLUME = "volume"
 INPUT_AFFINE = "affine"
@@ -148,8 +152,6 @@ def check_segment_model(model_dir: Path, settings: SegmentSettings) -> Path:
             from ``medseg_manifest_sha256``), or the ONNX file of the precision does not
             match the manifest; the message gives the rebuild command.
     """
-    from medseg.deploy.triton import VERSION
-
     bundle = Path(model_dir) / VERSION / BUNDLE_DIR
     rebuild = settings.rebuild_command(Path(model_dir).parent)
     manifest_path = bundle / MANIFEST_NAME

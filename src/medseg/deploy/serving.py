@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.bundle.manifest import MANIFEST_NAME, file_sha256
+from medseg.bundle.entries import MANIFEST_NAME, file_sha256
 from medseg.deploy.segment_service import SegmentSettings, check_segment_model
 from medseg.deploy.server import TritonInstall
 from medseg.errors import ConfigError, MissingDependencyError

@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.atomic import atomic_dir
+from medseg.bundle.entries import MANIFEST_NAME, PRECISIONS, DimRange, file_sha256
 from medseg.bundle.folds import bundle_onnx_paths
-from medseg.bundle.manifest import MANIFEST_NAME, PRECISIONS, DimRange, Manifest, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
-from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, SegmentSettings
+from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, VERSION, SegmentSettings
 from medseg.deploy.triton_plans import BundlePlan, find_plans
 from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
 from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
@@ -52,7 +53,6 @@ __all__ = [
     "ONNX_PLATFORM",
     "PLAN_PLATFORM",
     "PYTHON_BACKEND",
-    "VERSION",
     "TritonModel",
     "export_triton",
     "model_slug",
@@ -60,8 +60,6 @@ __all__ = [
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 PLAN_PLATFORM = "tensorrt_plan"
-#: The one version folder each model gets.
-VERSION = "1"
 
 
 @dataclass(frozen=True)

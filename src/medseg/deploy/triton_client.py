@@ -60,7 +60,7 @@ def load_volume(paths: Sequence[Path]) -> tuple[np.ndarray, Any]:
 
 def preprocess(volume: np.ndarray, manifest: Any) -> tuple[np.ndarray, Any]:
     """``(C, X, Y, Z)`` -> network-size slices ``(N, C, H, W)`` and their geometry."""
-    from medseg.data.preprocessing import bring_to_size, normalize_volume
+    from medseg.transforms.preprocessing import bring_to_size, normalize_volume
 
     recipe = manifest.preprocessing
     stack = np.moveaxis(normalize_volume(volume, recipe), recipe.slice_axis + 1, 0)
@@ -103,8 +103,8 @@ def segment_windowed_remote(
     sent in batches, probabilities back on the input grid, argmax, then the manifest's
     post-processing; the volume is used in its stored voxel order.
     """
-    from medseg.data.postprocess import apply_postprocess
     from medseg.runtime.volume import segment_windowed
+    from medseg.transforms.postprocess import apply_postprocess
 
     spacing = tuple(float(v) for v in np.linalg.norm(image.affine[:3, :3], axis=0))
 
@@ -122,7 +122,7 @@ def segment_windowed_remote(
 
 def postprocess(logits: np.ndarray, geometry: Any, slice_axis: int) -> np.ndarray:
     """``(N, K, H, W)`` logits -> ``(X, Y, Z)`` uint8 labels in the input's voxel grid."""
-    from medseg.data.preprocessing import restore_size
+    from medseg.transforms.preprocessing import restore_size
 
     labels = restore_size(logits.argmax(axis=1).astype(np.uint8), geometry, is_label=True)
     return np.ascontiguousarray(np.moveaxis(labels, 0, slice_axis))

@@ -13,15 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.bundle.manifest import PRECISIONS, DimRange, Manifest
+from medseg.bundle.engines import ENGINES_DIR, RTX_KEY_PREFIX, EngineSidecar, sidecar_path
+from medseg.bundle.entries import PRECISIONS, DimRange
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
-from medseg.runtime.engines import (
-    ENGINES_DIR,
-    RTX_KEY_PREFIX,
-    EngineSidecar,
-    check_plan_files,
-    sidecar_path,
-)
+from medseg.runtime.engines import check_plan_files
 from medseg.schema import parse
 
 __all__ = ["BundlePlan", "find_plans"]

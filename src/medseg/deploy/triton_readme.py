@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medseg import __version__
-from medseg.bundle.manifest import MANIFEST_NAME, Manifest
-from medseg.data.preprocessing import SIZE_MULTIPLE, Recipe
+from medseg.bundle.entries import MANIFEST_NAME
+from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText
+from medseg.transforms.preprocessing import SIZE_MULTIPLE, Recipe
 
 __all__ = ["CLIENT_NAME", "README_NAME", "TRITON_IMAGE", "render_readme", "serve_commands"]
 
@@ -198,7 +199,7 @@ are wrong without any error:
 
 {steps}
 {min_batch}
-`{CLIENT_NAME}` does all of this with `medseg.data.preprocessing` (`pip install
+`{CLIENT_NAME}` does all of this with `medseg.transforms.preprocessing` (`pip install
 'medseg-edge[runtime]' 'tritonclient[http]'`). The `medseg_manifest_sha256` parameter of each
 config is the sha256 of the `{MANIFEST_NAME}` it was exported with.
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from medseg.bundle.engines import ENGINES_DIR
+from medseg.bundle.entries import MANIFEST_NAME
 from medseg.bundle.folds import fold_bundles
-from medseg.bundle.manifest import MANIFEST_NAME, Manifest
+from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
 from medseg.deploy.segment_service import (
     BUNDLE_DIR,
@@ -27,9 +29,9 @@ from medseg.deploy.segment_service import (
     INPUT_NIFTI,
     INPUT_VOLUME,
     OUTPUT_LABELS,
+    VERSION,
     SegmentSettings,
 )
-from medseg.runtime.engines import ENGINES_DIR
 
 __all__ = ["PYTHON_BACKEND", "segment_config", "segment_model_name", "write_segment_model"]
 
@@ -79,8 +81,6 @@ def write_segment_model(
     root: Path, config: ModelConfigText, bundle: Path, manifest: Manifest
 ) -> None:
     """Write the model folder: ``config.pbtxt``, ``1/model.py``, ``1/bundle/`` (a copy)."""
-    from medseg.deploy.triton import VERSION
-
     version = root / config.name / VERSION
     copy = version / BUNDLE_DIR
     copy.mkdir(parents=True)

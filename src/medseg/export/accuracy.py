@@ -161,7 +161,7 @@ def evaluate_onnx(
 
     ``reference``: the FP32 result of the same backend (drop and agreement are against it).
     """
-    from medseg.train.loop import validation_dice
+    from medseg.metrics.slices import validation_dice
 
     logits = run_backend(path, val.images, backend, precision, batch_size)
     predictions = logits.argmax(axis=1).astype(np.uint8)

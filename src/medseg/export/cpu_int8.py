@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from medseg.bundle.cpu_files import CPU_FILE_KEY, CPU_INT8_FILE, cpu_int8_entry
-from medseg.bundle.manifest import Manifest, file_sha256
+from medseg.bundle.entries import file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
 from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import Accuracy

@@ -312,19 +312,19 @@ def _manifest(
     """The bundle's ``medseg.json`` (schema 3: fold ensemble, nnU-Net recipe)."""
     import datetime as dt
 
-    from medseg.bundle.manifest import (
+    from medseg.bundle.entries import (
         NNUNET_SCHEMA_VERSION,
         ONNX_FILES,
         DimRange,
         FoldFile,
         InputSpec,
-        Manifest,
         PrecisionEntry,
         ensemble_sha256,
         fold_dir,
     )
-    from medseg.data.nnunet_recipe import NnunetRecipe
+    from medseg.bundle.manifest import Manifest
     from medseg.export.options import tool_versions
+    from medseg.transforms.nnunet_recipe import NnunetRecipe
 
     recipe = NnunetRecipe.from_dict(record["preprocessing"])
     folds = report["folds"]

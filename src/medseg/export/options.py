@@ -14,11 +14,11 @@ from typing import Any
 
 from medseg import __version__
 from medseg.bundle import DimRange, InputSpec, PrecisionEntry, file_sha256
-from medseg.data.preprocessing import Recipe
 from medseg.deps import EXTRA_OF
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError, MissingDependencyError
 from medseg.export.accuracy import CPU_BACKENDS, Accuracy, installed_cpu_backends
 from medseg.limits import MAX_BATCH, check_batch
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "CALIBRATION_NAME",

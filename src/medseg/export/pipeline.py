@@ -23,8 +23,6 @@ from medseg.atomic import atomic_dir
 from medseg.bundle import ONNX_FILES, Manifest, file_sha256
 from medseg.data.nifti import quiet_nibabel
 from medseg.data.nnunet import NnUNetDataset
-from medseg.data.orientation import axis_codes
-from medseg.data.preprocessing import Recipe
 from medseg.data.samples import TrainingData, load_training_data
 from medseg.errors import ConfigError
 from medseg.events import Event, EventSink, file_done
@@ -43,6 +41,8 @@ from medseg.export.options import (
 from medseg.export.precision_steps import export_fp32, run_precision_steps
 from medseg.export.summary import summary_event
 from medseg.outputs import Input, Output, guard
+from medseg.transforms.orientation import axis_codes
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = ["ExportOptions", "export_bundle"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from medseg.data.postprocess import ClassRules, Postprocess, apply_class_rules
 from medseg.events import Event, EventSink
 from medseg.metrics import compute_case_metrics, confusion_counts, dice_of_counts
+from medseg.transforms.postprocess import ClassRules, Postprocess, apply_class_rules
 
 __all__ = ["MIN_GAIN", "ValidationCase", "decide_postprocess"]
 

@@ -29,9 +29,6 @@ import numpy as np
 from medseg.atomic import atomic_dir
 from medseg.bundle import ONNX_FILES, Manifest, file_sha256
 from medseg.data.nnunet import NnUNetDataset
-from medseg.data.plan_fingerprint import to_training_orientation
-from medseg.data.preprocessing import Recipe, normalize_volume
-from medseg.data.resample import resample_inplane
 from medseg.errors import ConfigError, DatasetError
 from medseg.events import Event, EventSink, file_done
 from medseg.export.accuracy import Accuracy, backend_predictor, scored
@@ -40,8 +37,11 @@ from medseg.export.options import window_input_spec
 from medseg.export.postprocess import ValidationCase, decide_postprocess
 from medseg.export.precision_steps import export_fp32, run_precision_steps
 from medseg.export.summary import summary_event
+from medseg.plan.fingerprint import to_training_orientation
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
+from medseg.transforms.preprocessing import Recipe, normalize_volume
+from medseg.transforms.resample import resample_inplane
 
 __all__ = ["export_windowed", "window_input_spec"]
 
@@ -180,7 +180,7 @@ def _score(
         dice_acc.update(pred.reshape(1, -1), ref.reshape(1, -1))
     predictions = np.concatenate(flat).astype(np.uint8)
     ms = 1000.0 * predict_s / max(slices_run, 1)
-    return scored(dice_acc.aggregate(), predictions, reference, ms), labels_out
+    return scored(dice_acc.pooled_dice(), predictions, reference, ms), labels_out
 
 
 def export_windowed(
@@ -305,8 +305,8 @@ def _calibration_patches(
     """Calibration patches ``(N, C, h, w)`` from the split's training cases, written to
     ``folder``; returns them and the manifest's calibration record."""
     from medseg.calibration.slices import select_calibration_patches
-    from medseg.data.plan_cases import load_prepared_cases
     from medseg.export.options import CALIBRATION_NAME
+    from medseg.plan.cases import load_prepared_cases
 
     assert recipe.patch_size is not None
     on_event(Event("calibration", "start", "drawing calibration patches..."))

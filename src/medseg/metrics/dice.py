@@ -2,7 +2,7 @@
 
 The shape of MONAI's ``compute_dice`` / ``DiceMetric.aggregate()``: :func:`compute_dice`
 scores one pair of label maps; :class:`DiceAccumulator` adds up the confusion counts of many
-pairs (slices, batches, cases) and :meth:`DiceAccumulator.aggregate` gives the Dice of the
+pairs (slices, batches, cases) and :meth:`DiceAccumulator.pooled_dice` gives the Dice of the
 pooled counts (a voxel-weighted Dice over the whole set, not a mean of per-slice Dice).
 Training validation, the export accuracy and its INT8 guard, ``medseg bench`` and
 ``medseg infer --reference`` all go through them.
@@ -94,13 +94,13 @@ class DiceAccumulator:
 
     Args:
         classes: class name -> label value (usually the foreground classes).
-        empty: empty-mask policy of :meth:`aggregate` (``"one"`` or ``"nan"``).
+        empty: empty-mask policy of :meth:`pooled_dice` (``"one"`` or ``"nan"``).
 
     Example:
         >>> acc = DiceAccumulator({"GM": 2}, empty="nan")
         >>> for pred, ref in pairs:        # doctest: +SKIP
         ...     acc.update(pred, ref)
-        >>> acc.aggregate()                # doctest: +SKIP
+        >>> acc.pooled_dice()              # doctest: +SKIP
         {'GM': 0.93}
     """
 
@@ -125,13 +125,14 @@ class DiceAccumulator:
             for n, c in self._counts.items()
         }
 
-    def aggregate(self) -> dict[str, float]:
-        """Dice per class of the pooled counts."""
+    def pooled_dice(self) -> dict[str, float]:
+        """Dice per class of the pooled counts (voxel-weighted over every pair added; MONAI's
+        ``DiceMetric.aggregate()`` averages per-case Dice instead)."""
         return {n: dice_of_counts(c, self.empty) for n, c in self.counts.items()}
 
     def mean(self) -> float:
-        """Mean of :meth:`aggregate` over the classes, NaN values left out (NaN if all are)."""
-        values = [v for v in self.aggregate().values() if not math.isnan(v)]
+        """Mean of :meth:`pooled_dice` over the classes, NaN values left out (NaN if all are)."""
+        values = [v for v in self.pooled_dice().values() if not math.isnan(v)]
         return float(np.mean(values)) if values else math.nan
 
     def sensitivity(self) -> dict[str, float]:

@@ -13,13 +13,16 @@ checkpoint stores and :func:`create_model_from_config` rebuilds from::
      "config": {"base_channels": 16, ...}}
 
 The record's ``config`` is the source of truth; ``variant`` is a label.
+
+The built-in nets (:mod:`medseg.models.nets`) register themselves when imported, and
+``medseg.models`` imports them: any import of this module (which first runs the package's
+``__init__``) sees them registered, and the registry itself never imports the nets.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -100,20 +103,13 @@ def register_model(
     return decorator
 
 
-def _load_builtin_models() -> None:
-    # Imported on first use: the nets import this module to register themselves.
-    importlib.import_module("medseg.models.nets")
-
-
 def list_models() -> list[str]:
     """Registered architecture names, sorted (the accepted values of ``--arch``)."""
-    _load_builtin_models()
     return sorted(_REGISTRY)
 
 
 def get_model_entry(arch: str) -> ModelEntry:
     """The registry entry of ``arch``; ConfigError listing the accepted names otherwise."""
-    _load_builtin_models()
     if arch not in _REGISTRY:
         raise ConfigError(f"unknown architecture {arch!r}; accepted: {', '.join(list_models())}")
     return _REGISTRY[arch]

@@ -17,17 +17,17 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from medseg.bundle.manifest import Manifest
-from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
-from medseg.runtime.cuda import GpuInfo
-from medseg.runtime.engines import (
+from medseg.bundle.engines import (
     ENGINES_DIR,
     RTX_KEY_PREFIX,
-    check_plan_files,
     engine_path,
     rebuild_command,
     version_tuple,
 )
+from medseg.bundle.manifest import Manifest
+from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
+from medseg.runtime.cuda import GpuInfo
+from medseg.runtime.engines import check_plan_files
 
 __all__ = [
     "ACCEPTED_CAPABILITIES",

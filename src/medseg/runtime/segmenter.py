@@ -24,10 +24,9 @@ from typing import Self
 
 import numpy as np
 
-from medseg.bundle.manifest import Manifest, file_precision
-from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
-from medseg.data.postprocess import apply_postprocess
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ChannelMismatchError, ConfigError, DatasetError
+from medseg.names import file_precision
 from medseg.runtime.backends import BACKENDS, Backend
 from medseg.runtime.pipelines import (
     GPU_ENGINE_BACKENDS,
@@ -38,6 +37,13 @@ from medseg.runtime.pipelines import (
     softmax,
 )
 from medseg.runtime.pipelines.base import check_batch_range, infer_padded
+from medseg.transforms.orientation import (
+    axis_codes,
+    from_orientation,
+    reorient_plan,
+    to_orientation,
+)
+from medseg.transforms.postprocess import apply_postprocess
 
 __all__ = [
     "GPU_ENGINE_BACKENDS",
@@ -235,7 +241,8 @@ class Segmenter:
         exported before it was recorded), or the image is already in the training order.
 
         Raises:
-            ConfigError: a degenerate ``affine`` (see :func:`~medseg.data.orientation.axis_codes`).
+            ConfigError: a degenerate ``affine`` (see
+                :func:`~medseg.transforms.orientation.axis_codes`).
         """
         target = self.manifest.orientation
         if affine is None or target is None:

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.data.preprocessing import Recipe, normalize_volume
-from medseg.data.resample import inplane_axes, resampled_shape, resize_slice
 from medseg.errors import ConfigError
 from medseg.runtime.sliding_window import (
     PredictBatch,
@@ -33,6 +31,8 @@ from medseg.runtime.sliding_window import (
     predict_slices,
     window_starts,
 )
+from medseg.transforms.preprocessing import Recipe, normalize_volume
+from medseg.transforms.resample import inplane_axes, resampled_shape, resize_slice
 
 __all__ = ["BLOCK_BUDGET_BYTES", "WindowedVolume", "segment_windowed"]
 

@@ -39,7 +39,7 @@ class TrainConfig:
             (multiples of 16) of the network-size slices, ``None`` trains on whole slices.
             Validation always uses whole slices.
         fold: cross-validation fold ``0..folds-1`` (case-level, see
-            :func:`medseg.data.folds.make_fold_split`).
+            :func:`medseg.plan.folds.make_fold_split`).
         folds: number of folds; ``None``: 5, or one per case for fewer than 5 cases.
         max_patch: cap of the planned patch (multiples of 32).
         foreground_fraction: share of patches centred on a foreground voxel (nnU-Net: 1/3).
@@ -113,7 +113,7 @@ class TrainConfig:
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"slice axis {self.slice_axis} must be 0, 1 or 2")
         if self.geometry == "plan":
-            from medseg.data.plan import check_patch
+            from medseg.plan.planner import check_patch
 
             check_patch(self.max_patch, (10**6, 10**6), "--max-patch")
             if self.patch_size is not None:

@@ -23,24 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.plan import Plan, load_plan, save_plan
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.events import EventSink, ignore
+from medseg.plan.planner import Plan, load_plan, save_plan
 from medseg.train.checkpoint import CONFIG_NAME, LAST_NAME
 from medseg.train.config import TrainConfig
 from medseg.train.planned import PLAN_NAME
 from medseg.train.rundir import EpochLog, check_run_dir, clear_run_dir, read_metrics
-from medseg.train.slices import predict_slices, validation_dice
 from medseg.train.steps import Stepper
 
 __all__ = [
     "EpochLog",
     "TrainResult",
     "check_run_dir",
-    "predict_slices",
     "train",
-    "validation_dice",
 ]
 
 

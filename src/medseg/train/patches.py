@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.plan_cases import crop_patch
 from medseg.errors import ConfigError, DatasetError
+from medseg.plan.cases import crop_patch
 
 __all__ = ["Patch", "PatchDataset", "PatchSampler", "PatchSource", "StreamSampler"]
 

@@ -1,7 +1,7 @@
 """Training data of a planned run: fold split, prepared cases, patch loader, validation.
 
 The plan (``plans.json``, or made on the fly) fixes the geometry; the cases are reoriented,
-resampled and normalised like the runtime does (:mod:`medseg.data.plan_cases`); training
+resampled and normalised like the runtime does (:mod:`medseg.plan.cases`); training
 draws random patches (:mod:`medseg.train.patches`); validation runs every whole validation
 slice through the contract's sliding window
 (:func:`medseg.runtime.sliding_window.predict_slices`, Gaussian-weighted, the plan's patch)
@@ -19,17 +19,17 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_file
-from medseg.data.folds import FoldSplit, default_folds, make_fold_split
-from medseg.data.plan import Plan, check_patch, check_plan_matches, plan_dataset
-from medseg.data.plan_cases import PreparedCase, load_prepared_cases
-from medseg.data.plan_device import training_device
-from medseg.data.plan_fingerprint import open_for_planning
-from medseg.data.preprocessing import Recipe
 from medseg.data.samples import dataset_fingerprint
 from medseg.data.slicing import make_split
 from medseg.errors import ConfigError, DatasetError
+from medseg.plan.cases import PreparedCase, load_prepared_cases
+from medseg.plan.device import training_device
+from medseg.plan.fingerprint import open_for_planning
+from medseg.plan.folds import FoldSplit, default_folds, make_fold_split
+from medseg.plan.planner import Plan, check_patch, check_plan_matches, plan_dataset
 from medseg.train.config import TrainConfig
 from medseg.train.patches import PatchSampler, PatchSource
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "PLAN_NAME",

@@ -1,4 +1,9 @@
-"""Whole-slice prediction and Dice (the whole-slice geometry's validation; export checks)."""
+"""Whole-slice prediction of a torch model (the whole-slice geometry's validation; export checks).
+
+:func:`predict_slice_labels` runs a torch model on whole network-size slices and returns
+argmax labels; the runtime's :func:`medseg.runtime.sliding_window.predict_slices` is the
+other thing (class probabilities of a backend through the sliding window).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocessing import restore_size
-from medseg.data.samples import SliceSet
-
-__all__ = ["predict_slices", "validation_dice"]
+__all__ = ["predict_slice_labels"]
 
 
-def predict_slices(model: Any, images: np.ndarray, device: Any, batch_size: int = 8) -> np.ndarray:
-    """Argmax labels ``(N, H, W)`` uint8 of a model on ``(N, C, H, W)`` network-size slices."""
+def predict_slice_labels(
+    model: Any, images: np.ndarray, device: Any, batch_size: int = 8
+) -> np.ndarray:
+    """Argmax labels ``(N, H, W)`` uint8 of a torch model on ``(N, C, H, W)`` whole slices."""
     import torch
 
     model.eval()
@@ -23,28 +27,3 @@ def predict_slices(model: Any, images: np.ndarray, device: Any, batch_size: int 
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
             out.append(model(batch).argmax(dim=1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
-
-
-def validation_dice(
-    predicted: np.ndarray, slices: SliceSet, classes: dict[str, int]
-) -> dict[str, float]:
-    """Dice per class of network-size predictions against the slices' labels, both restored
-    to each slice's original size (padding removed), pooled over all validation slices.
-
-    A class absent from both prediction and reference scores 1.0 (``empty="one"`` of
-    :func:`medseg.metrics.compute_dice`)."""
-    from medseg.metrics import compute_dice
-
-    pred = np.stack(
-        [
-            restore_size(p, g, is_label=True)
-            for p, g in zip(predicted, slices.geometries, strict=True)
-        ]
-    )
-    ref = np.stack(
-        [
-            restore_size(r, g, is_label=True)
-            for r, g in zip(slices.labels, slices.geometries, strict=True)
-        ]
-    )
-    return compute_dice(pred, ref, classes, empty="one")

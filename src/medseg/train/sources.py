@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg import __version__
-from medseg.data.plan import Plan
 from medseg.errors import ConfigError, DatasetError
+from medseg.plan.planner import Plan
 from medseg.train.config import TrainConfig
 
 __all__ = ["TrainingSource", "planned_source", "whole_slice_source"]
@@ -182,8 +182,9 @@ def whole_slice_source(dataset_dir: Path, config: TrainConfig, device: Any) -> T
     import torch
 
     from medseg.data.samples import load_training_data
+    from medseg.metrics.slices import validation_dice
     from medseg.train.augment import SliceDataset, build_augmentation
-    from medseg.train.loop import predict_slices, validation_dice
+    from medseg.train.slices import predict_slice_labels
 
     config = replace(
         config,
@@ -220,7 +221,9 @@ def whole_slice_source(dataset_dir: Path, config: TrainConfig, device: Any) -> T
             epoch += 1
 
     def validate(model: Any, dev: Any, dtype: Any, dist: Any) -> tuple[dict[str, float], Any]:
-        return validation_dice(predict_slices(model, data.val.images, dev), data.val, classes), None
+        return validation_dice(
+            predict_slice_labels(model, data.val.images, dev), data.val, classes
+        ), None
 
     meta = {
         "medseg_version": __version__,

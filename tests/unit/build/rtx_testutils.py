@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.bundle.manifest import ONNX_FILES, file_sha256
+from medseg.bundle.entries import ONNX_FILES, file_sha256
 
 
 def conv_graph(path: Path, qdq_input: bool, qdq_weights: bool, bad_op: str | None = None) -> Path:

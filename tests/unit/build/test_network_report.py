@@ -8,8 +8,8 @@ import pytest
 from rtx_testutils import conv_graph
 
 from medseg.build.network import network_report, parse_onnx
+from medseg.bundle.network_report import NetworkReport
 from medseg.errors import ConfigError, EngineBuildError
-from medseg.runtime.network_report import NetworkReport
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (medseg-edge[rtx])")
 

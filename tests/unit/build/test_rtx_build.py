@@ -12,11 +12,13 @@ import pytest
 from rtx_testutils import bundle_with, conv_graph
 
 from medseg.build import BuildOptions, BuiltEngine, build_engines
-from medseg.bundle.manifest import PRECISIONS, Manifest
+from medseg.bundle.engines import EngineSidecar, sidecar_path
+from medseg.bundle.entries import PRECISIONS
+from medseg.bundle.manifest import Manifest
 from medseg.errors import EngineBuildError
 from medseg.events import Event
 from medseg.runtime.cuda import GpuInfo
-from medseg.runtime.engines import EngineSidecar, check_engine, find_engine, sidecar_path
+from medseg.runtime.engines import check_engine, find_engine
 from medseg.runtime.engines_rtx import check_rtx_engine, find_rtx_engine
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (medseg-edge[rtx])")

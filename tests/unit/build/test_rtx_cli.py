@@ -127,7 +127,7 @@ def test_parse_capabilities_spellings() -> None:
 def test_rtx_modules_import_nothing_heavy() -> None:
     code = (
         "import sys, medseg.build, medseg.runtime.backends.tensorrt_rtx, "
-        "medseg.runtime.engines_rtx, medseg.runtime.network_report, medseg.bench.networks\n"
+        "medseg.runtime.engines_rtx, medseg.bundle.network_report, medseg.bench.networks\n"
         "import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}

@@ -16,17 +16,17 @@ import pytest
 from medseg.build import BuildOptions
 from medseg.build.engine import compile_plan, open_runtime
 from medseg.build.network import profile_record
-from medseg.bundle.manifest import (
+from medseg.bundle.entries import (
     NNUNET_SCHEMA_VERSION,
     DimRange,
     FoldFile,
     InputSpec,
-    Manifest,
     PrecisionEntry,
     ensemble_sha256,
     file_sha256,
 )
-from medseg.data.nnunet_recipe import NnunetNormalization, NnunetRecipe
+from medseg.bundle.manifest import Manifest
+from medseg.transforms.nnunet_recipe import NnunetNormalization, NnunetRecipe
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (medseg-edge[rtx])")
 onnx = pytest.importorskip("onnx")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from medseg.bundle.manifest import SCHEMA_VERSION, DimRange, InputSpec, Manifest
-from medseg.data.postprocess import ClassRules, Postprocess
-from medseg.data.preprocessing import Recipe
+from medseg.bundle.entries import SCHEMA_VERSION, DimRange, InputSpec
+from medseg.bundle.manifest import Manifest
 from medseg.errors import ConfigError
+from medseg.transforms.postprocess import ClassRules, Postprocess
+from medseg.transforms.preprocessing import Recipe
 
 #: The manifest of the demo bundle as it was committed before issue 12 (schema 1, pad).
 SCHEMA1_MANIFEST = Path(__file__).parents[2] / "data" / "schema1_demo_medseg.json"

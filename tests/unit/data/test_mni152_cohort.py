@@ -11,9 +11,9 @@ import pytest
 from medseg.data.mni152 import mni152_volume
 from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nnunet import NnUNetDataset
-from medseg.data.orientation import axis_codes
-from medseg.data.plan_fingerprint import to_training_orientation
 from medseg.errors import ConfigError
+from medseg.plan.fingerprint import to_training_orientation
+from medseg.transforms.orientation import axis_codes
 
 pytest.importorskip("nibabel")
 pytest.importorskip("scipy")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medseg.data.slicing import SliceRef, iter_slices, make_split, take_slice
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError
+from medseg.transforms.volume import Volume
 
 
 def _volume() -> Volume:

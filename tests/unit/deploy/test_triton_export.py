@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from medseg.bundle.manifest import MANIFEST_NAME, DimRange, Manifest, file_sha256
+from medseg.bundle.engines import EngineSidecar
+from medseg.bundle.entries import MANIFEST_NAME, DimRange, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.cli.app import app
 from medseg.deploy import ONNX_PLATFORM, PLAN_PLATFORM, export_triton
 from medseg.errors import ConfigError, EngineBuildError
-from medseg.runtime.engines import EngineSidecar
 
 DEMO_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "mni152-tissue" / "bundle"
 SLUG = "mni152-tissue-attention-fusion"

@@ -12,7 +12,7 @@ import pytest
 
 from medseg.bundle import Manifest
 from medseg.bundle.cpu_files import CPU_INT8_FILE, cpu_int8_entry, cpu_int8_path, int8_file_for
-from medseg.bundle.manifest import file_sha256
+from medseg.bundle.entries import file_sha256
 from medseg.calibration.int8_cpu import ort_conv_fusion, quantize_int8_cpu
 from medseg.errors import ConfigError
 from medseg.export.cpu_int8 import add_cpu_int8

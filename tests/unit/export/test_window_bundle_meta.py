@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from medseg.bundle.manifest import Manifest
-from medseg.data.preprocessing import Recipe
 from medseg.demo.window_bundle import DEMO_PATCH, window_meta
 from medseg.errors import ConfigError
+from medseg.transforms.preprocessing import Recipe
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -47,8 +47,9 @@ def test_import_real_result_folder(
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from medseg.importers.nnunet import build_network, read_nnunet_result
+    from medseg.importers.nnunet import build_network
     from medseg.importers.nnunet_checkpoint import load_nnunet_checkpoint
+    from medseg.importers.nnunet_folder import read_nnunet_result
 
     folder = nnunet_results[configuration]
     run = tmp_path / "run"

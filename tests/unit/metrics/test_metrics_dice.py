@@ -50,7 +50,7 @@ def test_accumulator_pools_counts_and_leaves_undefined_classes_out_of_the_mean()
     pooled = compute_dice(
         np.concatenate([p for p, _ in pairs]), np.concatenate([r for _, r in pairs]), CLASSES
     )
-    aggregated = acc.aggregate()
+    aggregated = acc.pooled_dice()
     assert aggregated["a"] == pytest.approx(pooled["a"]) and math.isnan(aggregated["c"])
     assert acc.mean() == pytest.approx((pooled["a"] + pooled["b"]) / 2)
     counts = compute_confusion(*pairs[0], CLASSES)["a"]

@@ -15,19 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from medseg.bundle.manifest import (
+from medseg.bundle.entries import (
     NNUNET_SCHEMA_VERSION,
     ONNX_FILES,
     DimRange,
     FoldFile,
     InputSpec,
-    Manifest,
     PrecisionEntry,
     ensemble_sha256,
     file_sha256,
     fold_dir,
 )
-from medseg.data.nnunet_recipe import NnunetRecipe
+from medseg.bundle.manifest import Manifest
+from medseg.transforms.nnunet_recipe import NnunetRecipe
 
 HIDDEN = 4
 

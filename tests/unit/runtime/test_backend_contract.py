@@ -157,10 +157,10 @@ def torch_labels(toy_runs: dict[str, Path], toy_slices: np.ndarray) -> np.ndarra
     """What the PyTorch model (the export's source) predicts on the same slices."""
     torch = pytest.importorskip("torch")
     from medseg.train.checkpoint import load_checkpoint
-    from medseg.train.loop import predict_slices
+    from medseg.train.slices import predict_slice_labels
 
     loaded = load_checkpoint(toy_runs["attention-fusion"])
-    return predict_slices(loaded.model, toy_slices, torch.device("cpu"))
+    return predict_slice_labels(loaded.model, toy_slices, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

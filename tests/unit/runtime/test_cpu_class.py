@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from medseg.bundle import Manifest
-from medseg.data.preprocessing import Recipe
 from medseg.runtime import create_backend
 from medseg.runtime.accuracy_class import class_note, cpu_choice, measured_classes
 from medseg.runtime.cpu import CPUINFO, CpuFeatures, _from_cpuinfo, cpu_class_of, cpu_features
 from medseg.runtime.volume import segment_windowed
+from medseg.transforms.preprocessing import Recipe
 
 
 @pytest.mark.parametrize(

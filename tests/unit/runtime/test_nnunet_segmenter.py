@@ -25,11 +25,11 @@ from nnunet_bundle import (
 
 from medseg.bundle import Manifest, bundle_onnx_paths
 from medseg.data.mni152_cohort import write_mni152_cohort
-from medseg.data.nnunet_recipe import NnunetRecipe
 from medseg.errors import ConfigError
 from medseg.runtime import Segmenter, load_scan
 from medseg.runtime.pipelines import NnunetPipeline, NnunetTiming
 from medseg.runtime.pipelines.nnunet import fold_backends
+from medseg.transforms.nnunet_recipe import NnunetRecipe
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from medseg.bundle.manifest import Manifest
 from medseg.data.nifti import load_nifti
-from medseg.data.orientation import axis_codes, to_orientation
 from medseg.errors import ConfigError
 from medseg.runtime import Segmentation, Segmenter
+from medseg.transforms.orientation import axis_codes, to_orientation
 
 BUNDLE = Path(__file__).resolve().parents[3] / "models/mni152-tissue/bundle"
 Z0, Z1 = 80, 96  # 16 axial slices through the ventricles

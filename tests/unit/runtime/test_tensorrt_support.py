@@ -16,19 +16,14 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.build import BuildOptions, parse_size
-from medseg.bundle.manifest import ONNX_FILES, SCHEMA_VERSION, Manifest, file_sha256
+from medseg.bundle.engines import EngineSidecar, engine_path, sidecar_path
+from medseg.bundle.entries import ONNX_FILES, SCHEMA_VERSION, file_sha256
+from medseg.bundle.manifest import Manifest
 from medseg.cli.app import app
-from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError, EngineBuildError, MissingDependencyError
 from medseg.runtime.cuda import GpuInfo, device_key, gpu_available
-from medseg.runtime.engines import (
-    EngineSidecar,
-    check_engine,
-    engine_path,
-    find_engine,
-    sidecar_path,
-    tensorrt_module,
-)
+from medseg.runtime.engines import check_engine, find_engine, tensorrt_module
+from medseg.transforms.preprocessing import Recipe
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 HAS_TRT = any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_lean"))

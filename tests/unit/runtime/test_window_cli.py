@@ -15,7 +15,7 @@ from window_bundle import CLASSES, write_window_bundle
 from medseg.bench.results import BenchResults
 from medseg.cli.app import app
 from medseg.data.nifti import load_nifti, save_nifti
-from medseg.data.postprocess import ClassRules, Postprocess
+from medseg.transforms.postprocess import ClassRules, Postprocess
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from window_bundle import PATCH, write_window_bundle
 
-from medseg.data.postprocess import ClassRules, Postprocess
 from medseg.errors import ConfigError
 from medseg.runtime import Segmenter
+from medseg.transforms.postprocess import ClassRules, Postprocess
 
 pytest.importorskip("onnxruntime")
 nib = pytest.importorskip("nibabel")
@@ -73,7 +73,7 @@ def test_labels_do_not_depend_on_the_batch_size(bundle: Path) -> None:
 def test_one_window_reproduces_the_full_slice_pass(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from medseg.data.preprocessing import normalize_volume
+    from medseg.transforms.preprocessing import normalize_volume
 
     bundle = write_window_bundle(tmp_path / "b", target_spacing=None)
     image = _volume((*PATCH, 4), seed=2)

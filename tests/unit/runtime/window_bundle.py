@@ -13,16 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.bundle.manifest import (
-    SCHEMA_VERSION,
-    DimRange,
-    InputSpec,
-    Manifest,
-    PrecisionEntry,
-    file_sha256,
-)
-from medseg.data.postprocess import Postprocess
-from medseg.data.preprocessing import Recipe
+from medseg.bundle.entries import SCHEMA_VERSION, DimRange, InputSpec, PrecisionEntry, file_sha256
+from medseg.bundle.manifest import Manifest
+from medseg.transforms.postprocess import Postprocess
+from medseg.transforms.preprocessing import Recipe
 
 PATCH = (32, 64)
 CLASSES = {"background": 0, "low": 1, "high": 2}

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from medseg.cli.train import parse_size  # noqa: E402
+from medseg.cli.common import parse_patch_size  # noqa: E402
 from medseg.errors import ConfigError, DatasetError  # noqa: E402
 from medseg.train import TrainConfig, load_checkpoint, train  # noqa: E402
 from medseg.train.augment import build_augmentation  # noqa: E402
@@ -118,12 +118,12 @@ def test_config_round_trip_and_unknown_keys() -> None:
         TrainConfig.from_dict({"epochs": 1, "momentum": 0.9})
 
 
-def test_parse_size() -> None:
-    assert parse_size("128") == (128, 128)
-    assert parse_size("128x160") == (128, 160)
-    assert parse_size(None) is None
+def test_parse_patch_size() -> None:
+    assert parse_patch_size("128") == (128, 128)
+    assert parse_patch_size("128x160") == (128, 160)
+    assert parse_patch_size(None) is None
     with pytest.raises(ConfigError, match="HxW"):
-        parse_size("big")
+        parse_patch_size("big")
 
 
 def test_augmentation_keeps_labels_as_classes_and_crops_to_patch() -> None:

@@ -168,9 +168,9 @@ def test_time_budget_run_ends_in_time_with_best_checkpoint_and_log_lines(
 
 
 def test_plan_batch_follows_the_training_device(toy_dataset: Path) -> None:
-    from medseg.data.plan import BATCH_PIXEL_BUDGET, make_plan
-    from medseg.data.plan_device import TrainingDevice
-    from medseg.data.plan_fingerprint import compute_fingerprint
+    from medseg.plan.device import TrainingDevice
+    from medseg.plan.fingerprint import compute_fingerprint
+    from medseg.plan.planner import BATCH_PIXEL_BUDGET, make_plan
 
     gpu_budget, why = TrainingDevice("cuda").pixel_budget(BATCH_PIXEL_BUDGET)
     assert gpu_budget == BATCH_PIXEL_BUDGET and "GPU" in why

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from medseg.cli.app import app  # noqa: E402
-from medseg.data.plan import load_plan, plan_dataset, save_plan  # noqa: E402
 from medseg.errors import ConfigError  # noqa: E402
+from medseg.plan.planner import load_plan, plan_dataset, save_plan  # noqa: E402
 from medseg.train import TrainConfig, load_checkpoint, train  # noqa: E402
 from medseg.train.cv import summarise_runs  # noqa: E402
 

@@ -20,7 +20,7 @@ from medseg.names import RUNTIME_BACKENDS, file_precision
 from medseg.runtime.backends.base import Backend, InferTiming
 
 if TYPE_CHECKING:
-    from medseg.runtime.engines import EngineSidecar
+    from medseg.bundle.engines import EngineSidecar
 
 __all__ = [
     "BACKENDS",

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medseg.bundle.manifest import InputSpec
+from medseg.bundle.entries import InputSpec
 from medseg.errors import ChannelMismatchError, ConfigError, ModelMismatchError
 
 __all__ = ["Backend", "InferTiming", "ModelIO", "check_model_io"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.bundle.manifest import InputSpec
+from medseg.bundle.entries import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.options import available_cpus, check_threads

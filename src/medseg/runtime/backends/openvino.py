@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.bundle.manifest import InputSpec
+from medseg.bundle.entries import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.runtime.backends.base import Backend, ModelIO

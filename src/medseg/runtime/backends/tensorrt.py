@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.bundle.manifest import InputSpec
+from medseg.bundle.entries import InputSpec
 from medseg.errors import BackendError
 from medseg.runtime.backends.base import Backend, ModelIO
 
 if TYPE_CHECKING:
-    from medseg.runtime.engines import EngineSidecar
+    from medseg.bundle.engines import EngineSidecar
 
 __all__ = ["EngineFromPath", "TensorRTBackend"]
 
@@ -44,7 +44,8 @@ class EngineFromPath:
         self.logger: Any = None
 
     def __call__(self) -> Any:
-        from medseg.runtime.engines import EngineSidecar, sidecar_path, tensorrt_module
+        from medseg.bundle.engines import EngineSidecar, sidecar_path
+        from medseg.runtime.engines import tensorrt_module
 
         trt = tensorrt_module()
         if self.sidecar is None and sidecar_path(self.path).is_file():

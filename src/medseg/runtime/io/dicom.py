@@ -22,7 +22,6 @@ this module costs only numpy. Every failure caused by the input is a
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,10 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from medseg.deps import require
-from medseg.errors import DatasetError
+from medseg.runtime.io.dicom_file import (
+    ACCEPTED,
+    check_image,
+    fail,
+    floats,
+    pixels,
+    read_file,
+)
 
-__all__ = ["LPS_FROM_RAS", "SOP_CLASS", "DicomSeries", "read_dicom_series"]
+__all__ = ["LPS_FROM_RAS", "DicomSeries", "read_dicom_series"]
 
 #: RAS <-> LPS: negate the first two world axes.
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -45,14 +50,6 @@ _IOP_TOL = 1e-4
 _GAP_REL_TOL = 0.01
 #: Two slices closer than this along the normal (mm) are at the same position.
 _SAME_POSITION_MM = 1e-3
-
-#: SOP classes written by :func:`write_dicom_series`, by modality.
-SOP_CLASS = {
-    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-}
-
-_ACCEPTED = "a folder holding the single-frame DICOM files of one series, or one DICOM file"
 
 
 @dataclass(frozen=True)
@@ -89,15 +86,6 @@ class DicomSeries:
         return int(x), int(y), int(z)
 
 
-def _fail(path: Path, problem: str, accepted: str) -> DatasetError:
-    return DatasetError(f"{path}: {problem}; {accepted}")
-
-
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _series_files(folder: Path) -> list[Path]:
     """Regular, non-hidden files of ``folder`` (no DICOMDIR), sorted by name."""
     files = [
@@ -113,194 +101,8 @@ def _series_files(folder: Path) -> list[Path]:
             if subfolders
             else "the folder is empty"
         )
-        raise _fail(folder, f"no DICOM files ({where})", f"pass {_ACCEPTED} (not a parent folder)")
+        raise fail(folder, f"no DICOM files ({where})", f"pass {ACCEPTED} (not a parent folder)")
     return sorted(files)
-
-
-def _read_file(path: Path) -> Any:
-    """Read one DICOM Part-10 file completely, with one-line errors."""
-    pydicom = require("pydicom", "reading DICOM series")
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        return pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise _fail(
-            path,
-            "not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
-            f"pass {_ACCEPTED}; remove other files from the series folder",
-        ) from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
-        raise _fail(
-            path,
-            f"unreadable DICOM file ({type(exc).__name__}: {_short(str(exc))})",
-            f"pass {_ACCEPTED}; the file may be truncated or corrupt",
-        ) from None
-
-
-def _check_image(ds: Any, path: Path) -> None:
-    """Refuse a file that is not a single-frame grayscale image (header only)."""
-    modality = str(ds.get("Modality", "") or "")
-    if modality in ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG"):
-        raise _fail(
-            path,
-            f"is a {modality} object, not an image of the scan",
-            f"pass {_ACCEPTED}; keep segmentations and reports out of the series folder",
-        )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise _fail(
-            path,
-            f"a multi-frame file ({frames} frames): enhanced multi-frame DICOM is not supported",
-            "export the series as single-frame files (one file per slice)",
-        )
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        size = path.stat().st_size
-        if len(ds) == 0 or ("Rows" not in ds and "SOPClassUID" not in ds and size < 2048):
-            raise _fail(
-                path,
-                f"truncated: only {size} bytes, ending inside the header (no image attributes "
-                "after the file meta information)",
-                "copy the series again from the scanner or PACS",
-            )
-        if "Rows" in ds and "Columns" in ds and _ends_early(ds, path):
-            raise _fail(
-                path,
-                f"truncated: it has the header of a {ds.Rows}x{ds.Columns} image but the file "
-                f"ends ({path.stat().st_size} bytes) before its pixel data",
-                "copy the series again from the scanner or PACS",
-            )
-        raise _fail(
-            path,
-            "has no pixel data (e.g. a structured report, presentation state or DICOMDIR)",
-            f"pass {_ACCEPTED}; remove non-image files from the series folder",
-        )
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples != 1:
-        raise _fail(
-            path,
-            f"a colour image ({samples} samples per pixel)",
-            "pass a grayscale series (SamplesPerPixel 1)",
-        )
-
-
-def _ends_early(ds: Any, path: Path) -> bool:
-    """True when the file is longer than what pydicom parsed from it: it was cut inside an
-    element (pydicom stops silently at the end of a truncated file)."""
-    import io
-
-    buffer = io.BytesIO()
-    try:
-        ds.save_as(buffer, enforce_file_format=True)
-    except Exception:  # pydicom raises many types for datasets it cannot re-encode
-        return False
-    return len(buffer.getvalue()) < path.stat().st_size
-
-
-def _pixel_data_cut(ds: Any, syntax: Any) -> tuple[int, int] | None:
-    """``(bytes present, bytes needed)`` when uncompressed pixel data is shorter than its image.
-
-    ``None`` for compressed transfer syntaxes (their length says nothing) or complete data.
-    """
-    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
-        return None
-    try:
-        needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
-        needed = needed * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) // 8
-        present = len(ds.PixelData)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    return (present, needed) if present < needed else None
-
-
-def _pixels(ds: Any, path: Path) -> np.ndarray:
-    """Rescaled pixels of a single-frame grayscale dataset, ``(X, Y)`` float32."""
-    try:
-        pixels = np.asarray(ds.pixel_array)
-    except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax)
-        cut = _pixel_data_cut(ds, syntax)
-        if cut is not None:
-            raise _fail(
-                path,
-                f"truncated inside its pixel data: {cut[0]} of the {cut[1]} bytes a "
-                f"{ds.Rows}x{ds.Columns} {ds.BitsAllocated}-bit image needs",
-                "copy the series again from the scanner or PACS",
-            ) from None
-        raise _fail(
-            path,
-            f"cannot decode its pixel data (transfer syntax {name}; "
-            f"{type(exc).__name__}: {_short(str(exc), 80)})",
-            "export the series uncompressed or install the pydicom decoder plugin it needs",
-        ) from None
-    if pixels.ndim != 2:
-        raise _fail(
-            path,
-            f"pixel data of shape {pixels.shape}, not one (Rows, Columns) frame",
-            "pass single-frame grayscale files",
-        )
-    slope, intercept = _rescale(ds, path)
-    values = pixels.astype(np.float32)
-    if slope != 1.0 or intercept != 0.0:
-        values = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
-    return np.ascontiguousarray(values.T)  # (Rows, Columns) -> (X = column, Y = row)
-
-
-def _rescale(ds: Any, path: Path) -> tuple[float, float]:
-    """RescaleSlope and RescaleIntercept (1 and 0 when absent).
-
-    A slope of 0 maps every pixel to the intercept (a blank image); it and non-numbers are
-    refused rather than replaced.
-    """
-    values = []
-    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
-        raw = ds.get(keyword)
-        if raw is None or raw == "":
-            values.append(default)
-            continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not np.isfinite(value):
-            raise _fail(
-                path,
-                f"{keyword} {_short(str(raw), 40)!r} is not a finite number",
-                f"{keyword} must be a finite number",
-            )
-        if keyword == "RescaleSlope" and value == 0.0:
-            raise _fail(
-                path,
-                "RescaleSlope 0 maps every pixel to one value (a blank image)",
-                "RescaleSlope must be non-zero (1 when the pixels are stored unscaled)",
-            )
-        values.append(value)
-    return values[0], values[1]
-
-
-def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray | None:
-    """Numeric multi-value attribute as float64, ``None`` when absent or empty."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        out = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        out = np.zeros(0)
-    if out.shape != (count,) or not np.all(np.isfinite(out)):
-        raise _fail(
-            path,
-            f"invalid {keyword} {_short(str(value), 80)!s}",
-            f"{keyword} must hold {count} finite numbers",
-        )
-    if keyword == "PixelSpacing" and not np.all(out > 0):
-        raise _fail(
-            path,
-            f"PixelSpacing {out.tolist()} mm is not positive",
-            "PixelSpacing must hold two positive sizes in mm (row, column spacing)",
-        )
-    return out
 
 
 def _check_one_series(folder: Path, files: Sequence[Path], datasets: Sequence[Any]) -> None:
@@ -312,7 +114,7 @@ def _check_one_series(folder: Path, files: Sequence[Path], datasets: Sequence[An
         f"{uid or '(no UID)'}: {n} file{'s' if n != 1 else ''}" for uid, n in counts.most_common(4)
     )
     more = f", and {len(counts) - 4} more" if len(counts) > 4 else ""
-    raise _fail(
+    raise fail(
         folder,
         f"files from {len(counts)} series ({listed}{more})",
         "a folder must hold one series: put each series in its own folder",
@@ -332,9 +134,9 @@ def _slice_geometry(
             ("ImageOrientationPatient", 6, iops),
             ("PixelSpacing", 2, spacings),
         ):
-            value = _floats(ds, keyword, count, path)
+            value = floats(ds, keyword, count, path)
             if value is None:
-                raise _fail(
+                raise fail(
                     path,
                     f"no {keyword}, needed to place the slices of a {len(files)}-slice series",
                     "pass an image series with patient geometry "
@@ -343,7 +145,7 @@ def _slice_geometry(
             into.append(value)
     for path, iop in zip(files, iops, strict=True):
         if np.max(np.abs(iop - iops[0])) > _IOP_TOL:
-            raise _fail(
+            raise fail(
                 folder,
                 f"mixed ImageOrientationPatient ({files[0].name}: {np.round(iops[0], 5).tolist()}"
                 f", {path.name}: {np.round(iop, 5).tolist()})",
@@ -351,7 +153,7 @@ def _slice_geometry(
             )
     for path, ps in zip(files, spacings, strict=True):
         if np.max(np.abs(ps - spacings[0])) > _IOP_TOL * max(1.0, float(np.max(spacings[0]))):
-            raise _fail(
+            raise fail(
                 folder,
                 f"mixed PixelSpacing ({files[0].name}: {spacings[0].tolist()}, "
                 f"{path.name}: {ps.tolist()})",
@@ -365,7 +167,7 @@ def _cosines(path: Path, iop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     nr, nc = float(np.linalg.norm(row)), float(np.linalg.norm(col))
     normal = np.cross(row, col)
     if nr < 1e-6 or nc < 1e-6 or float(np.linalg.norm(normal)) < 1e-6:
-        raise _fail(
+        raise fail(
             path,
             f"degenerate ImageOrientationPatient {np.round(iop, 5).tolist()}",
             "the row and column direction cosines must be non-zero and not parallel",
@@ -377,9 +179,9 @@ def _cosines(path: Path, iop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def _single_slice_geometry(ds: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """LPS affine columns for a one-slice series (defaults where geometry is missing)."""
-    iop = _floats(ds, "ImageOrientationPatient", 6, path)
-    ipp = _floats(ds, "ImagePositionPatient", 3, path)
-    ps = _floats(ds, "PixelSpacing", 2, path)
+    iop = floats(ds, "ImageOrientationPatient", 6, path)
+    ipp = floats(ds, "ImagePositionPatient", 3, path)
+    ps = floats(ds, "PixelSpacing", 2, path)
     if iop is None:
         iop = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
     row, col, normal = _cosines(path, iop)
@@ -428,13 +230,13 @@ def read_dicom_series(path: str | Path) -> DicomSeries:
     elif path.is_file():
         files = [path]
     else:
-        raise _fail(path, "does not exist", f"pass {_ACCEPTED}")
+        raise fail(path, "does not exist", f"pass {ACCEPTED}")
 
-    datasets = [_read_file(f) for f in files]
+    datasets = [read_file(f) for f in files]
     for f, ds in zip(files, datasets, strict=True):
-        _check_image(ds, f)
+        check_image(ds, f)
     _check_one_series(path, files, datasets)
-    slices = [_pixels(ds, f) for f, ds in zip(files, datasets, strict=True)]
+    slices = [pixels(ds, f) for f, ds in zip(files, datasets, strict=True)]
 
     sizes = Counter(s.shape for s in slices)
     if len(sizes) > 1:
@@ -442,7 +244,7 @@ def read_dicom_series(path: str | Path) -> DicomSeries:
         for f, s in zip(files, slices, strict=True):
             examples.setdefault(s.shape, f.name)
         listed = ", ".join(f"{rows}x{cols} (e.g. {examples[(cols, rows)]})" for cols, rows in sizes)
-        raise _fail(
+        raise fail(
             path,
             f"mixed image sizes Rows x Columns: {listed}",
             "all slices of a series must have the same Rows and Columns",
@@ -460,7 +262,7 @@ def read_dicom_series(path: str | Path) -> DicomSeries:
         k = int(np.argmin(gaps))
         if gaps[k] < _SAME_POSITION_MM:
             a, b = files[order[k]].name, files[order[k + 1]].name
-            raise _fail(
+            raise fail(
                 path,
                 f"two slices at the same position {np.round(positions[order[k]], 3).tolist()} "
                 f"({a} and {b}; {len(files)} files)",
@@ -468,7 +270,7 @@ def read_dicom_series(path: str | Path) -> DicomSeries:
             )
         gmin, gmax = float(gaps.min()), float(gaps.max())
         if gmax - gmin > _GAP_REL_TOL * gmax:
-            raise _fail(
+            raise fail(
                 path,
                 f"slice gaps are not uniform (min {gmin:.4g} mm, max {gmax:.4g} mm "
                 f"over {len(files)} slices; missing slices?)",
@@ -480,7 +282,7 @@ def read_dicom_series(path: str | Path) -> DicomSeries:
             float(np.linalg.norm(positions[i] - (first + n * step))) for n, i in enumerate(order)
         )
         if deviation > _GAP_REL_TOL * float(np.linalg.norm(step)) + _SAME_POSITION_MM:
-            raise _fail(
+            raise fail(
                 path,
                 f"slice positions do not lie on one straight line (off by up to "
                 f"{deviation:.3g} mm)",

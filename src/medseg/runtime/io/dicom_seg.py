@@ -28,7 +28,7 @@ import numpy as np
 
 from medseg.atomic import atomic_file
 from medseg.deps import require
-from medseg.runtime.io.dicom import _fail
+from medseg.runtime.io.dicom_file import fail
 
 if TYPE_CHECKING:
     from medseg.runtime.io.dicom import DicomSeries
@@ -65,19 +65,19 @@ def _segments(path: Path, classes: Mapping[str, int]) -> list[tuple[int, str]]:
     values: dict[int, str] = {}
     for name, value in classes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise _fail(
+            raise fail(
                 path,
                 f"class {name!r} has label {value!r}",
                 "class labels must be non-negative integers",
             )
         if name.strip().lower() == "background" and int(value) != 0:
-            raise _fail(
+            raise fail(
                 path,
                 f"class 'background' has label {int(value)}",
                 "background must be label 0 (it is not written as a segment)",
             )
         if int(value) in values:
-            raise _fail(
+            raise fail(
                 path,
                 f"classes {values[int(value)]!r} and {name!r} share label {int(value)}",
                 "each class needs its own label value",
@@ -85,7 +85,7 @@ def _segments(path: Path, classes: Mapping[str, int]) -> list[tuple[int, str]]:
         values[int(value)] = str(name)
     segments = sorted((v, n) for v, n in values.items() if v != 0)
     if not segments:
-        raise _fail(
+        raise fail(
             path,
             f"no class besides background in {dict(classes)}",
             "pass at least one class with a label > 0",
@@ -132,26 +132,26 @@ def write_dicom_seg(
     path = Path(path)
     labels = np.asarray(labels)
     if labels.shape != series.data.shape:
-        raise _fail(
+        raise fail(
             path,
             f"labels of shape {labels.shape} for a series of shape {series.data.shape}",
             "labels must be (X, Y, Z) and aligned voxel for voxel with the series data",
         )
     if labels.dtype.kind == "f":
         if not bool(np.all(np.isfinite(labels))) or not bool(np.all(labels == np.round(labels))):
-            raise _fail(
+            raise fail(
                 path,
                 "labels hold non-integer values",
                 "pass integer class indices (e.g. the argmax of the logits)",
             )
     elif labels.dtype.kind not in "biu":
-        raise _fail(path, f"labels of dtype {labels.dtype}", "pass an integer label array")
+        raise fail(path, f"labels of dtype {labels.dtype}", "pass an integer label array")
     segments = _segments(path, classes)
     present = np.unique(labels).astype(np.int64)
     allowed = {0} | {value for value, _ in segments}
     unknown = [int(v) for v in present if int(v) not in allowed]
     if unknown:
-        raise _fail(
+        raise fail(
             path,
             f"labels hold values {unknown[:10]} that are not classes",
             f"values must be labels of the classes {dict(classes)}",
@@ -200,7 +200,7 @@ def write_dicom_seg(
                 series_description,
             )
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
-        raise _fail(
+        raise fail(
             series.folder,
             f"highdicom cannot build a SEG from this series ({type(exc).__name__}: {exc})",
             "source images with complete patient, study and frame-of-reference attributes",
@@ -230,7 +230,7 @@ def check_seg_source(series: DicomSeries) -> None:
     for ds in series.datasets:
         missing = [k for k in SEG_SOURCE_ATTRIBUTES if not str(ds.get(k, "") or "").strip()]
         if missing:
-            raise _fail(
+            raise fail(
                 series.folder,
                 f"cannot write a DICOM SEG: the images lack {', '.join(missing)}",
                 "a series whose images carry them (or write the NIfTI mask only, from a NIfTI)",

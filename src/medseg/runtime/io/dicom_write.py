@@ -14,7 +14,8 @@ import numpy as np
 from medseg.atomic import atomic_dir
 from medseg.deps import require
 from medseg.errors import ConfigError
-from medseg.runtime.io.dicom import LPS_FROM_RAS, SOP_CLASS, _fail
+from medseg.runtime.io.dicom import LPS_FROM_RAS
+from medseg.runtime.io.dicom_file import SOP_CLASS, fail
 
 __all__ = ["write_dicom_series"]
 
@@ -34,7 +35,7 @@ def _encode(data: np.ndarray, folder: Path) -> tuple[np.ndarray, float, float, b
         ``data ~= stored * slope + intercept`` within ``slope / 2``.
     """
     if not np.all(np.isfinite(data)):
-        raise _fail(folder, "data contains NaN or infinite values", "pass finite values")
+        raise fail(folder, "data contains NaN or infinite values", "pass finite values")
     lo = float(data.min()) if data.size else 0.0
     hi = float(data.max()) if data.size else 0.0
     integral = data.dtype.kind in "biu" or bool(np.all(data == np.round(data)))
@@ -52,16 +53,16 @@ def _encode(data: np.ndarray, folder: Path) -> tuple[np.ndarray, float, float, b
 
 def _check_geometry(data: np.ndarray, affine: np.ndarray, folder: Path) -> np.ndarray:
     if data.ndim != 3 or min(data.shape) < 1:
-        raise _fail(
+        raise fail(
             folder, f"data of shape {data.shape}", "write_dicom_series needs a 3D (X, Y, Z) array"
         )
     if data.dtype.kind not in "biuf":
-        raise _fail(folder, f"data of dtype {data.dtype}", "pass an integer or float array")
+        raise fail(folder, f"data of dtype {data.dtype}", "pass an integer or float array")
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise _fail(folder, f"affine of shape {affine.shape}", "pass a finite (4, 4) affine")
+        raise fail(folder, f"affine of shape {affine.shape}", "pass a finite (4, 4) affine")
     cols = affine[:3, :3]
     if abs(float(np.linalg.det(cols))) < 1e-12:
-        raise _fail(
+        raise fail(
             folder,
             f"singular affine {np.round(cols, 4).tolist()}",
             "the affine's first three columns must be non-zero and independent",
@@ -121,7 +122,7 @@ def write_dicom_series(
         )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         what = "a file" if not folder.is_dir() else "a non-empty folder"
-        raise _fail(folder, f"exists and is {what}", "write a series into a new or empty folder")
+        raise fail(folder, f"exists and is {what}", "write a series into a new or empty folder")
     data = np.asarray(data)
     affine = np.asarray(affine, dtype=np.float64)
     lps = _check_geometry(data, affine, folder)

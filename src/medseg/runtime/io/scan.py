@@ -104,7 +104,7 @@ def _refuse_constant(data: np.ndarray, path: Path) -> None:
 def _refuse_spacing(spacing: tuple[float, float, float], path: Path) -> None:
     """A voxel size above :data:`MAX_SPACING_MM` is refused here, naming the file (the
     resampler would refuse it later without knowing which file it came from)."""
-    from medseg.data.preprocessing import MAX_SPACING_MM
+    from medseg.transforms.preprocessing import MAX_SPACING_MM
 
     if not all(np.isfinite(s) and 0.0 < s <= MAX_SPACING_MM for s in spacing):
         shown = tuple(round(float(s), 4) for s in spacing)

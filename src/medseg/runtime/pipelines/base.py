@@ -2,7 +2,7 @@
 
 A pipeline turns a checked ``(C, X, Y, Z)`` volume into labels (and probabilities) with the
 backends of a :class:`~medseg.runtime.segmenter.Segmenter`. There is one per recipe kind
-(:attr:`Recipe.pipeline_kind <medseg.data.preprocessing.Recipe.pipeline_kind>`): whole
+(:attr:`Recipe.pipeline_kind <medseg.transforms.preprocessing.Recipe.pipeline_kind>`): whole
 ``"slices"``, sliding ``"window"`` and ``"nnunet"`` (see :mod:`medseg.runtime.pipelines`).
 The segmenter keeps the steps around it: input checks, reorientation, post-processing, timing.
 """

@@ -1,6 +1,6 @@
 """nnU-Net v2's inference: the pipeline of imported nnU-Net bundles (kind ``"nnunet"``).
 
-Per volume it runs ``nnUNetPredictor`` exactly (see :mod:`medseg.data.nnunet_preprocess`): the
+Per volume it runs ``nnUNetPredictor`` exactly (see :mod:`medseg.transforms.nnunet_preprocess`): the
 reader's array order, transpose, crop to non-zero, normalisation, resampling to the plan's
 spacing, the 2D or 3D sliding window (Gaussian, tile step 0.5, mirroring over the trainer's
 axes) for every fold, the mean of the folds' logits (nnU-Net averages logits, not softmax),
@@ -29,13 +29,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg.data.nifti import NiftiImage
-from medseg.data.nnunet_preprocess import (
-    CaseProperties,
-    logits_to_segmentation,
-    nnunet_array,
-    preprocess,
-    to_file_order,
-)
 from medseg.errors import ConfigError
 from medseg.runtime.backends import Backend
 from medseg.runtime.pipelines.base import (
@@ -51,11 +44,18 @@ from medseg.runtime.sliding_window import (
     predict_ensemble_windows,
     window_starts,
 )
+from medseg.transforms.nnunet_preprocess import (
+    CaseProperties,
+    logits_to_segmentation,
+    nnunet_array,
+    preprocess,
+    to_file_order,
+)
 
 if TYPE_CHECKING:
     from medseg.bundle.manifest import Manifest
-    from medseg.data.nnunet_recipe import NnunetRecipe
     from medseg.runtime.segmenter import Segmenter
+    from medseg.transforms.nnunet_recipe import NnunetRecipe
 
 __all__ = [
     "MAX_TIMING_WINDOWS",

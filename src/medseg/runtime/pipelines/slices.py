@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medseg.data.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
 from medseg.errors import ConfigError, DatasetError
 from medseg.runtime.backends import Backend, create_backend
 from medseg.runtime.pipelines.base import (
@@ -25,6 +24,7 @@ from medseg.runtime.pipelines.base import (
     infer_padded,
     softmax,
 )
+from medseg.transforms.preprocessing import Geometry, bring_to_size, normalize_volume, restore_size
 
 if TYPE_CHECKING:
     from medseg.bundle.manifest import Manifest

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medseg.data.preprocessing import normalize_volume
 from medseg.errors import ConfigError
 from medseg.runtime.pipelines.base import (
     GPU_ENGINE_BACKENDS,
@@ -25,6 +24,7 @@ from medseg.runtime.pipelines.base import (
 from medseg.runtime.pipelines.slices import one_model_backend
 from medseg.runtime.sliding_window import pad_to_patch
 from medseg.runtime.volume import segment_windowed
+from medseg.transforms.preprocessing import normalize_volume
 
 if TYPE_CHECKING:
     from medseg.bundle.manifest import Manifest

@@ -4,7 +4,7 @@ The order is the runtime's (``Segmenter``): reorient to RAS (exact flips and tra
 resample the two in-plane axes to the recipe's ``target_spacing`` (image: cubic; labels:
 one-hot linear then argmax, as nnU-Net; nothing along the slice axis), then normalise with
 the recipe. What training and export see is therefore what the scanner side feeds the
-network. numpy + scipy (through :mod:`medseg.data.resample`).
+network. numpy + scipy (through :mod:`medseg.transforms.resample`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.nnunet import NnUNetDataset
-from medseg.data.plan_fingerprint import to_training_orientation
-from medseg.data.preprocessing import Recipe, normalize_volume
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError
+from medseg.plan.fingerprint import to_training_orientation
+from medseg.transforms.preprocessing import Recipe, normalize_volume
+from medseg.transforms.volume import Volume
 
 __all__ = ["PreparedCase", "centred_start", "crop_patch", "load_prepared_cases", "prepare_volume"]
 
@@ -114,7 +114,7 @@ def _check_window_recipe(recipe: Recipe) -> tuple[float, float]:
 
 def prepare_volume(volume: Volume, recipe: Recipe, num_classes: int) -> PreparedCase:
     """Reorient, resample and normalise one case (see the module docstring)."""
-    from medseg.data.resample import resample_inplane, resample_labels_inplane
+    from medseg.transforms.resample import resample_inplane, resample_labels_inplane
 
     target = _check_window_recipe(recipe)
     ras, codes = to_training_orientation(volume)

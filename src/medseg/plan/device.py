@@ -1,6 +1,6 @@
 """The training device a plan is made for: its compute budget per optimisation step.
 
-A GPU run keeps nnU-Net's memory-sized batch (:data:`~medseg.data.plan.BATCH_PIXEL_BUDGET`,
+A GPU run keeps nnU-Net's memory-sized batch (:data:`~medseg.plan.planner.BATCH_PIXEL_BUDGET`,
 8 patches of 256 x 256). A CPU run is compute-bound: a step costs time in proportion to its
 patch pixels, and a time-budgeted run learns more from many small steps than from a few
 large ones. Measured (issue 23) on a 2-core AVX2 EPYC: attention-fusion, FP32, batch 9 at

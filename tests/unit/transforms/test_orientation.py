@@ -7,8 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from medseg.data.orientation import axis_codes, from_orientation, reorient_plan, to_orientation
 from medseg.errors import ConfigError
+from medseg.transforms.orientation import (
+    axis_codes,
+    from_orientation,
+    reorient_plan,
+    to_orientation,
+)
 
 nib_orient = pytest.importorskip("nibabel.orientations")
 

@@ -5,7 +5,7 @@ axis transposition, the configuration's target spacing and patch, per-channel no
 with the dataset fingerprint's statistics, resampling orders, the trainer's mirroring axes and
 the labels. :meth:`NnunetRecipe.from_plans` reads it from nnU-Net's own ``plans.json`` and
 ``dataset.json`` dicts (no nnunetv2 import); the functions that run it are in
-:mod:`medseg.data.nnunet_preprocess`.
+:mod:`medseg.transforms.nnunet_preprocess`.
 
 The recipe is a file format (``nnunet.json``, and ``preprocessing`` inside ``medseg.json``):
 :meth:`NnunetRecipe.from_dict` and :meth:`NnunetRecipe.from_plans` validate it with
@@ -188,7 +188,7 @@ class NnunetRecipe:
     Attributes:
         configuration: ``"2d"``, ``"3d_fullres"`` or ``"3d_lowres"``.
         image_reader: nnU-Net's reader class; fixes the array order (see
-            :func:`medseg.data.nnunet_preprocess.nnunet_array`).
+            :func:`medseg.transforms.nnunet_preprocess.nnunet_array`).
         transpose_forward, transpose_backward: permutations of the three ``(z, y, x)`` axes.
         spacing: the configuration's target spacing in mm, in transposed array order (2 values
             for ``2d``: the first axis keeps the case's own spacing).

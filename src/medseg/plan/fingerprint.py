@@ -20,10 +20,10 @@ import numpy as np
 
 from medseg.data.dataset_json import Issue, format_problems
 from medseg.data.nnunet import NnUNetDataset, scan_cases
-from medseg.data.orientation import axis_codes, reorient_plan, to_orientation
 from medseg.data.samples import dataset_fingerprint
-from medseg.data.volume import Volume
 from medseg.errors import DatasetError
+from medseg.transforms.orientation import axis_codes, reorient_affine, reorient_plan, to_orientation
+from medseg.transforms.volume import Volume
 
 __all__ = [
     "FOREGROUND_SAMPLES_PER_CASE",
@@ -34,7 +34,6 @@ __all__ = [
     "Fingerprint",
     "compute_fingerprint",
     "open_for_planning",
-    "reorient_affine",
     "to_training_orientation",
 ]
 
@@ -157,25 +156,6 @@ class Fingerprint:
                 for c in self.cases
             ],
         }
-
-
-def reorient_affine(
-    affine: np.ndarray, shape: tuple[int, int, int], from_codes: str, to_codes: str
-) -> np.ndarray:
-    """The affine of ``to_orientation(array, from_codes, to_codes)`` for an array of ``shape``.
-
-    The reordered array covers the same world positions: column ``i`` is the source column
-    of the axis that becomes ``i`` (negated when flipped), and the origin moves to the voxel
-    that becomes index 0.
-    """
-    perm, flips = reorient_plan(from_codes, to_codes)
-    out = np.eye(4)
-    out[:3, 3] = affine[:3, 3]
-    for i, (p, flip) in enumerate(zip(perm, flips, strict=True)):
-        out[:3, i] = -affine[:3, p] if flip else affine[:3, p]
-        if flip:
-            out[:3, 3] += affine[:3, p] * (shape[p] - 1)
-    return out
 
 
 def to_training_orientation(volume: Volume) -> tuple[Volume, str]:

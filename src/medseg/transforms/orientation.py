@@ -17,7 +17,7 @@ import numpy as np
 from medseg.deps import require
 from medseg.errors import ConfigError
 
-__all__ = ["axis_codes", "from_orientation", "reorient_plan", "to_orientation"]
+__all__ = ["axis_codes", "from_orientation", "reorient_affine", "reorient_plan", "to_orientation"]
 
 #: The (positive, negative) code of each world axis x, y, z (RAS+, the NIfTI convention).
 _PAIRS = (("R", "L"), ("A", "P"), ("S", "I"))
@@ -165,3 +165,22 @@ def from_orientation(
         A view of ``array`` in ``from_codes`` order.
     """
     return to_orientation(array, to_codes, from_codes, leading)
+
+
+def reorient_affine(
+    affine: np.ndarray, shape: tuple[int, int, int], from_codes: str, to_codes: str
+) -> np.ndarray:
+    """The affine of ``to_orientation(array, from_codes, to_codes)`` for an array of ``shape``.
+
+    The reordered array covers the same world positions: column ``i`` is the source column
+    of the axis that becomes ``i`` (negated when flipped), and the origin moves to the voxel
+    that becomes index 0.
+    """
+    perm, flips = reorient_plan(from_codes, to_codes)
+    out = np.eye(4)
+    out[:3, 3] = affine[:3, 3]
+    for i, (p, flip) in enumerate(zip(perm, flips, strict=True)):
+        out[:3, i] = -affine[:3, p] if flip else affine[:3, p]
+        if flip:
+            out[:3, 3] += affine[:3, p] * (shape[p] - 1)
+    return out

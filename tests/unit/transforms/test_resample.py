@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.resample import (
+from medseg.errors import ConfigError
+from medseg.transforms.resample import (
     inplane_axes,
     resample_inplane,
     resample_labels_inplane,
@@ -13,7 +14,6 @@ from medseg.data.resample import (
     resize_slice,
     resize_to_shape,
 )
-from medseg.errors import ConfigError
 
 
 def _blob_labels(

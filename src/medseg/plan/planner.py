@@ -12,7 +12,7 @@ Rules (nnU-Net's 2D configuration, adapted to a fixed-patch deployment):
   rounded up to a multiple of 32, at least 32, at most the cap (``--max-patch``, default
   256 x 256); larger slices are covered by the sliding window.
 * **Batch size**: a budget of patch pixels per step that follows the training device
-  (:mod:`medseg.data.plan_device`: GPU: :data:`BATCH_PIXEL_BUDGET`, memory-sized; CPU: a
+  (:mod:`medseg.plan.device`: GPU: :data:`BATCH_PIXEL_BUDGET`, memory-sized; CPU: a
   compute budget per core), between 2 and :data:`MAX_BATCH`, and at most 5 % of the
   dataset's resampled pixels per batch (nnU-Net's rule), but never below 2.
 * **Normalisation**: channels named ``CT`` get the dataset-wide foreground 0.5/99.5
@@ -35,13 +35,13 @@ import numpy as np
 
 from medseg import __version__
 from medseg.atomic import atomic_file
-from medseg.data.orientation import reorient_plan
-from medseg.data.plan_device import TrainingDevice
-from medseg.data.plan_fingerprint import TRAINING_ORIENTATION, Fingerprint, compute_fingerprint
-from medseg.data.preprocessing import Recipe
 from medseg.errors import ConfigError
 from medseg.limits import check_batch
+from medseg.plan.device import TrainingDevice
+from medseg.plan.fingerprint import TRAINING_ORIENTATION, Fingerprint, compute_fingerprint
 from medseg.schema import FORBID_EXTRA, StrictFloat, StrictInt, StrictStr, load_json, parse
+from medseg.transforms.orientation import reorient_plan
+from medseg.transforms.preprocessing import Recipe
 
 __all__ = [
     "ANISOTROPY_RATIO",
@@ -298,7 +298,7 @@ def make_plan(
     """Choose the plan of a fingerprinted dataset (rules in the module docstring).
 
     Args:
-        fingerprint: from :func:`~medseg.data.plan_fingerprint.compute_fingerprint`.
+        fingerprint: from :func:`~medseg.plan.fingerprint.compute_fingerprint`.
         max_patch: cap of the patch ``(H, W)``, multiples of 32.
         batch_pixel_budget: patch pixels per training step the GPU memory allows.
         device: the training device (``None``: a GPU; a CPU gets a smaller compute budget).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.postprocess import ClassRules, Postprocess, apply_postprocess
 from medseg.errors import ConfigError
+from medseg.transforms.postprocess import ClassRules, Postprocess, apply_postprocess
 
 CLASSES = {"background": 0, "organ": 1, "lesion": 2}
 

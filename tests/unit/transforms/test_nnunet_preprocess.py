@@ -19,15 +19,15 @@ from scipy import ndimage
 
 from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nifti import load_nifti
-from medseg.data.nnunet_preprocess import (
+from medseg.transforms.nnunet_preprocess import (
     crop_to_nonzero,
     logits_to_segmentation,
     nnunet_array,
     preprocess,
     to_file_order,
 )
-from medseg.data.nnunet_recipe import NnunetRecipe
-from medseg.data.nnunet_resample import resample_to_shape
+from medseg.transforms.nnunet_recipe import NnunetRecipe
+from medseg.transforms.nnunet_resample import resample_to_shape
 
 torch = pytest.importorskip("torch")
 nn_resampling = pytest.importorskip("nnunetv2.preprocessing.resampling.default_resampling")

@@ -13,7 +13,9 @@ import pytest
 
 from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nifti import save_nifti
-from medseg.data.plan import (
+from medseg.errors import ConfigError, DatasetError
+from medseg.plan.fingerprint import compute_fingerprint
+from medseg.plan.planner import (
     Plan,
     check_plan_matches,
     load_plan,
@@ -21,8 +23,6 @@ from medseg.data.plan import (
     plan_dataset,
     save_plan,
 )
-from medseg.data.plan_fingerprint import compute_fingerprint
-from medseg.errors import ConfigError, DatasetError
 
 pytest.importorskip("nibabel")
 pytest.importorskip("scipy")

@@ -15,9 +15,9 @@ import pytest
 
 from medseg.data.mni152_cohort import write_mni152_cohort
 from medseg.data.nnunet import NnUNetDataset
-from medseg.data.plan import plan_dataset
-from medseg.data.plan_cases import load_prepared_cases
-from medseg.data.resample import resize_to_shape
+from medseg.plan.cases import load_prepared_cases
+from medseg.plan.planner import plan_dataset
+from medseg.transforms.resample import resize_to_shape
 
 pytest.importorskip("scipy")
 
@@ -62,7 +62,7 @@ def test_prepared_cases_are_ras_at_target_spacing_with_label_volumes_kept(cohort
 
 def sorted_shape(case) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
     """The case's own shape in RAS order (the reoriented file grid)."""
-    from medseg.data.orientation import reorient_plan
+    from medseg.transforms.orientation import reorient_plan
 
     perm, _ = reorient_plan(case.source_orientation, "RAS")
     return tuple(case.source_shape[p] for p in perm)  # type: ignore[return-value]

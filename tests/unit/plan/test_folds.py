@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medseg.data.folds import default_folds, make_fold_split
 from medseg.errors import ConfigError
+from medseg.plan.folds import default_folds, make_fold_split
 
 IDS = [f"case_{i:02d}" for i in range(12)]
 

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from medseg.data.preprocessing import (
+from medseg.errors import ConfigError
+from medseg.transforms.preprocessing import (
     Recipe,
     bring_to_size,
     clip_percentiles_zscore,
@@ -18,7 +19,6 @@ from medseg.data.preprocessing import (
     restore_size,
     window_ct,
 )
-from medseg.errors import ConfigError
 
 
 def test_window_ct_clips_and_scales_to_unit_range() -> None:

@@ -9,7 +9,7 @@ Order, as nnU-Net's ``DefaultPreprocessor.run_case_npy`` and
 2. :func:`preprocess`: ``transpose_forward``; crop to the non-zero box of all channels (holes
    filled); per-channel normalisation (CT: clip to the fingerprint's percentiles, then
    ``(x - mean) / std``; z-score, over the non-zero mask when ``use_mask_for_norm``);
-   resampling to the configuration's spacing (:mod:`medseg.data.nnunet_resample`).
+   resampling to the configuration's spacing (:mod:`medseg.transforms.nnunet_resample`).
 3. the sliding window (:mod:`medseg.runtime.sliding_window`) gives logits at that spacing.
 4. :func:`logits_to_segmentation`: logits resampled to the cropped shape (order 1,
    separate-z rule), softmax, argmax, pasted into the uncropped shape (probabilities: background
@@ -22,17 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.nifti import NiftiImage
-from medseg.data.nnunet_recipe import NnunetNormalization, NnunetRecipe
-from medseg.data.nnunet_resample import compute_new_shape, resample_to_shape
 from medseg.errors import ConfigError, DatasetError
+from medseg.transforms.nnunet_recipe import NnunetNormalization, NnunetRecipe
+from medseg.transforms.nnunet_resample import compute_new_shape, resample_to_shape
 
 __all__ = [
     "CaseProperties",
+    "FileImage",
     "crop_to_nonzero",
     "logits_to_segmentation",
     "nnunet_array",
@@ -40,6 +41,25 @@ __all__ = [
     "preprocess",
     "to_file_order",
 ]
+
+
+class FileImage(Protocol):
+    """One channel as read from its file (:class:`~medseg.data.nifti.NiftiImage` is one).
+
+    Attributes:
+        data: voxel array ``(X, Y, Z)`` in the file's order.
+        affine: ``(4, 4)`` voxel-to-world matrix (RAS+, mm).
+        spacing: voxel size in mm along ``(X, Y, Z)``.
+    """
+
+    @property
+    def data(self) -> np.ndarray: ...
+
+    @property
+    def affine(self) -> np.ndarray: ...
+
+    @property
+    def spacing(self) -> tuple[float, float, float]: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ class CaseProperties:
     network_shape: tuple[int, int, int]
 
 
-def _reorient(image: NiftiImage) -> tuple[np.ndarray, tuple[float, ...]]:
+def _reorient(image: FileImage) -> tuple[np.ndarray, tuple[float, ...]]:
     import nibabel
     from nibabel.orientations import io_orientation
 
@@ -72,7 +92,7 @@ def _reorient(image: NiftiImage) -> tuple[np.ndarray, tuple[float, ...]]:
 
 
 def nnunet_array(
-    images: Sequence[NiftiImage], reader: str = "SimpleITKIO"
+    images: Sequence[FileImage], reader: str = "SimpleITKIO"
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The channels of a case as nnU-Net's image reader returns them.
 
@@ -107,7 +127,7 @@ def nnunet_array(
     return out, (sz, sy, sx)
 
 
-def to_file_order(labels: np.ndarray, image: NiftiImage, reader: str = "SimpleITKIO") -> np.ndarray:
+def to_file_order(labels: np.ndarray, image: FileImage, reader: str = "SimpleITKIO") -> np.ndarray:
     """Inverse of :func:`nnunet_array`'s axis handling for a ``(z, y, x)`` mask.
 
     Returns:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from medseg.data.nnunet_recipe import NnunetNormalization, NnunetRecipe, NnunetResampling
 from medseg.errors import ConfigError
+from medseg.transforms.nnunet_recipe import NnunetNormalization, NnunetRecipe, NnunetResampling
 
 DATASET = {"channel_names": {"0": "CT", "1": "T2"}, "labels": {"background": 0, "liver": 1}}
 
