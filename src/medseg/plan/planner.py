@@ -398,12 +398,8 @@ def plan_dataset(
 def save_plan(plan: Plan, path: Path, force: bool = False, dataset: Path | None = None) -> Path:
     """Write ``plans.json`` atomically, through the output guard (:mod:`medseg.outputs`).
 
-    Args:
-        plan: the plan.
-        path: the file to write; an existing one is replaced only with ``force`` and only
-            when it is a JSON file.
-        force: replace an existing ``path``.
-        dataset: the dataset folder it was planned from: the plan is never written into it.
+    An existing ``path`` is replaced only with ``force`` and only when it is a JSON file;
+    never inside ``dataset``, the folder it was planned from.
     """
     from medseg.outputs import Input, Output, guard
 
