@@ -43,6 +43,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             create_backend(DEMO_BUNDLE, manifest, "openvino", precision).load().close()
 
 
+@pytest.fixture(autouse=True)
+def _training_data_in_the_test_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training called in-process by a test prepares its batches in the test process.
+
+    The default (one ``DataLoader`` worker per spare core) forks the pytest-xdist worker, which
+    holds OpenVINO/ONNX Runtime thread pools, server subprocesses and execnet pipes; two xdist
+    workers each forking a data worker also put four busy processes on CI's 2 cores. Tests that
+    are about data workers pass ``workers`` explicitly; training in a subprocess (the CLI tests,
+    torchrun) keeps the default.
+    """
+    monkeypatch.setattr("medseg.train.steps.default_workers", lambda *args, **kwargs: 0)
+
+
 @pytest.fixture(scope="session")
 def mni_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded MNI152 tissue dataset, written once per test session (read-only use)."""
