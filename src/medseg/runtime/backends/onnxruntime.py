@@ -7,7 +7,6 @@ it is the backend of CI and of machines without TensorRT. On CPU, FP16 weights a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.options import available_cpus, check_threads
-from medseg.runtime.backends.base import Backend, ModelIO
+from medseg.runtime.backends.base import Backend, ModelIO, _missing
+from medseg.runtime.backends.session import OnnxRuntimeRunner
 
 __all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
 
@@ -150,6 +150,7 @@ class OnnxRuntimeBackend(Backend):
             given = onnx_path
             self.loader = given if callable(given) else (lambda: given)
         self.session: Any = None
+        self._runner: Any = None
 
     @property
     def threads(self) -> int:
@@ -172,8 +173,13 @@ class OnnxRuntimeBackend(Backend):
         file = f"; {path.name}" if isinstance(path, Path) else ""
         return f"onnxruntime ({providers}; {self.threads} threads{file})"
 
+    @classmethod
+    def available(cls) -> str | None:
+        return _missing("onnxruntime", "runtime")
+
     def _load_impl(self) -> None:
         self.session = self.loader()
+        self._runner = OnnxRuntimeRunner(self.session)
 
     def _model_io(self) -> ModelIO:
         return ModelIO(
@@ -183,10 +189,9 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        start = time.perf_counter_ns()
-        (logits,) = self.session.run([self.output_name], {self.input_spec.name: batch})
-        compute_ms = (time.perf_counter_ns() - start) / 1e6
-        return np.asarray(logits, dtype=np.float32), compute_ms
+        out = self._runner.infer({self.input_spec.name: batch}, [self.output_name])
+        return np.asarray(out[self.output_name], dtype=np.float32), self._runner.last_ms
 
     def _close_impl(self) -> None:
         self.session = None
+        self._runner = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ import numpy as np
 from medseg.bundle.manifest import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend, ModelIO
+from medseg.runtime.backends.base import Backend, ModelIO, _missing
+from medseg.runtime.backends.session import OpenVinoRunner
 
 __all__ = ["PRECISION_HINTS", "CompiledModelFromOnnx", "OpenVinoBackend"]
 
@@ -168,6 +168,7 @@ class OpenVinoBackend(Backend):
         self.loader = CompiledModelFromOnnx(onnx_path, precision, threads, cache_dir)
         self.compiled: Any = None
         self.request: Any = None
+        self._runner: Any = None
 
     @property
     def threads(self) -> int | None:
@@ -181,9 +182,14 @@ class OpenVinoBackend(Backend):
         cache = ", from cache" if self.loader.loaded_from_cache else ""
         return f"openvino (CPU, {hint}; {self.threads or 'default'} threads{cache})"
 
+    @classmethod
+    def available(cls) -> str | None:
+        return _missing("openvino", "openvino")
+
     def _load_impl(self) -> None:
         self.compiled = self.loader()
-        self.request = self.compiled.create_infer_request()
+        self._runner = OpenVinoRunner(self.compiled)
+        self.request = self._runner.request
 
     def _model_io(self) -> ModelIO:
         def ports(items: Any) -> dict[str, tuple[int | str | None, ...]]:
@@ -204,12 +210,11 @@ class OpenVinoBackend(Backend):
         )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        start = time.perf_counter_ns()
-        self.request.infer({self.input_spec.name: batch})
-        compute_ms = (time.perf_counter_ns() - start) / 1e6
-        logits = np.array(self.request.get_tensor(self.output_name).data, dtype=np.float32)
-        return logits, compute_ms
+        out = self._runner.infer({self.input_spec.name: batch}, [self.output_name])
+        logits = np.asarray(out[self.output_name], dtype=np.float32)
+        return logits, self._runner.last_ms
 
     def _close_impl(self) -> None:
         self.request = None
+        self._runner = None
         self.compiled = None
