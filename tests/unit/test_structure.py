@@ -27,12 +27,9 @@ def test_only_the_backends_run_sessions() -> None:
             attr, receiver = node.func.attr, _receiver(node.func.value)
             first = node.args[0] if node.args else None
             session_run = attr == "run" and (
-                "session" in receiver
-                or (isinstance(first, ast.Constant) and first.value is None)
+                "session" in receiver or (isinstance(first, ast.Constant) and first.value is None)
             )
-            openvino = attr == "create_infer_request" or (
-                attr == "infer" and "request" in receiver
-            )
+            openvino = attr == "create_infer_request" or (attr == "infer" and "request" in receiver)
             if session_run or openvino:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)[:60]}")
     assert not found, "run through medseg.runtime.backends.session instead:\n" + "\n".join(found)
