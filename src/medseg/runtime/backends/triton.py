@@ -36,7 +36,7 @@ __all__ = ["TritonBackend", "TritonClient", "parse_server_url"]
 
 _SCHEMES = ("http", "grpc")
 #: A tensor shape as the server declares it (``None``: a variable dimension).
-Shape = tuple[int | None, ...]
+Shape = tuple[int | str | None, ...]
 #: Triton's name of the datatype the backend sends.
 _FP32 = "FP32"
 
@@ -179,7 +179,7 @@ class TritonClient:
         meta = self.call("get_model_metadata", self.model)
 
         def shapes(tensors: Any) -> dict[str, Shape]:
-            found = {}
+            found: dict[str, Shape] = {}
             for tensor in tensors:
                 name, shape = (
                     (tensor["name"], tensor["shape"])
