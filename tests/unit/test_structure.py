@@ -13,7 +13,8 @@ no cycle between the modules of one folder (module level; a second test counts t
 inside functions too, because the circles issue 25 removed were all lazy ones), no file of
 ``src`` over 450 lines, ``rich`` imported only by ``medseg.cli``, and the recipe kind tested
 (``size_policy ==``, ``isinstance(..., NnunetRecipe)``) only by the runtime pipelines and the
-recipe modules.
+recipe modules; no ONNX Runtime session or OpenVINO request run outside
+``medseg.runtime.backends``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "medseg"
 MAX_LINES = 450
 #: Files over MAX_LINES whose split is another branch's work (issue 25); remove once merged.
-PENDING_SPLIT = {"medseg/bench/runner.py": "split by the r25run branch (issue 25 item 2)"}
+PENDING_SPLIT: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str | None:
@@ -281,3 +282,34 @@ def test_the_recipe_kind_is_asked_not_tested_outside_the_pipelines() -> None:
     )
     assert _KIND_TEST.search('if recipe.size_policy == "window":')
     assert _KIND_TEST.search("isinstance(recipe, (Recipe, NnunetRecipe))")
+
+
+def _receiver(node: ast.expr) -> str:
+    """The dotted text of a call's receiver (``self.session``), lower-cased."""
+    return ast.unparse(node).lower()
+
+
+def test_only_the_backends_run_sessions() -> None:
+    # ONNX Runtime sessions and OpenVINO infer requests are run by the runners and backends
+    # of medseg.runtime.backends (which check I/O names and time the call), nowhere else.
+    medseg = SRC / "medseg"
+    backends = medseg / "runtime" / "backends"
+    found = []
+    for path in sorted(medseg.rglob("*.py")):
+        if backends in path.parents:
+            continue
+        text = path.read_text()
+        if ".run(" not in text and "infer" not in text:  # nothing to look at: skip the parse
+            continue
+        for node in ast.walk(ast.parse(text, str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            attr, receiver = node.func.attr, _receiver(node.func.value)
+            first = node.args[0] if node.args else None
+            session_run = attr == "run" and (
+                "session" in receiver or (isinstance(first, ast.Constant) and first.value is None)
+            )
+            openvino = attr == "create_infer_request" or (attr == "infer" and "request" in receiver)
+            if session_run or openvino:
+                found.append(f"{path.relative_to(medseg)}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert not found, "run through medseg.runtime.backends.session instead:\n" + "\n".join(found)

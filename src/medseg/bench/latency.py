@@ -19,7 +19,7 @@ from medseg.runtime import Backend, Segmenter
 
 if TYPE_CHECKING:
     from medseg.bench.evaluation import EvalCase
-    from medseg.bench.runner import BenchOptions
+    from medseg.bench.options import BenchOptions
 
 __all__ = ["PeakRss", "time_batches", "timing_slices"]
 

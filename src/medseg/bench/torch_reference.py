@@ -84,6 +84,14 @@ class TorchBackend(Backend):
 
     name = "torch"
 
+    @classmethod
+    def available(cls) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed (the reference row needs medseg-edge[train])"
+        return None
+
     def __init__(
         self,
         checkpoint: Path,

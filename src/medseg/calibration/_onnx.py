@@ -145,9 +145,12 @@ def ort_session(model: Path | bytes, threads: int = 0) -> onnxruntime.InferenceS
 def run_model(path: Path, inputs: np.ndarray, what: str) -> np.ndarray:
     """Run ``path`` on ``inputs`` in ONNX Runtime (CPU); :class:`ExportError` if it cannot
     run or gives non-finite outputs."""
+    from medseg.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
     try:
-        session = ort_session(path)
-        (output,) = session.run(None, {session.get_inputs()[0].name: inputs})[:1]
+        runner = OnnxRuntimeRunner(ort_session(path))
+        first = runner.output_names[0]
+        output = runner.infer({runner.input_names[0]: inputs}, [first])[first]
     except Exception as exc:
         raise ExportError(f"{what} does not run in ONNX Runtime: {first_line(exc)}") from exc
     if not np.isfinite(output).all():

@@ -119,6 +119,8 @@ def layer_sensitivity(
         ExportError: the INT8 model has no quantised layer or Q/DQ not in modelopt's form,
             the two models' outputs differ in shape, or a model does not run.
     """
+    from medseg.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
     fp32_onnx = check_onnx_path(fp32_onnx, "FP32 model")
     int8_onnx = check_onnx_path(int8_onnx, "INT8 model")
     fp32, int8 = load_model(fp32_onnx), load_model(int8_onnx)
@@ -140,15 +142,18 @@ def layer_sensitivity(
     noise = np.zeros(len(layers) + 1)  # per excluded layer; the last: nothing excluded
     signal = 0.0
     try:
-        reference_session = ort_session(fp32_onnx, threads)
-        session = ort_session(_selectable_model(int8, layers).SerializeToString(), threads)
+        reference_runner = OnnxRuntimeRunner(ort_session(fp32_onnx, threads))
+        first = reference_runner.output_names[0]
+        runner = OnnxRuntimeRunner(
+            ort_session(_selectable_model(int8, layers).SerializeToString(), threads)
+        )
         for sample in data:
-            (reference,) = reference_session.run(None, {spec.name: sample[None]})[:1]
+            reference = reference_runner.infer({spec.name: sample[None]}, [first])[first]
             reference = reference.astype(np.float64)
             signal += float(np.sum(reference**2))
             for k in [*range(len(layers)), -1]:
                 feed = {spec.name: sample[None], _SELECT: np.array(k, dtype=np.int64)}
-                (out,) = session.run([logits], feed)
+                out = runner.infer(feed, [logits])[logits]
                 if out.shape != reference.shape:
                     raise ExportError(
                         f"{int8_onnx} gives logits {out.shape} where {fp32_onnx} gives "

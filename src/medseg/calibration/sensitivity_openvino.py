@@ -41,7 +41,8 @@ def layer_sensitivity_openvino(
     """
     import onnx
 
-    from medseg.export.accuracy import run_backend
+    from medseg.runtime.backends.openvino import OpenVinoRunner
+    from medseg.runtime.backends.session import run_batches
 
     fp32_onnx = check_onnx_path(fp32_onnx, "FP32 model")
     int8_onnx = check_onnx_path(int8_onnx, "INT8 model")
@@ -55,11 +56,11 @@ def layer_sensitivity_openvino(
     producer = {out: node for node in int8.graph.node for out in node.output}
     op_types = {node.name: node.op_type for node in int8.graph.node}
 
-    reference = run_backend(fp32_onnx, data, "openvino", batch_size=1).astype(np.float64)
+    reference = run_batches(OpenVinoRunner(fp32_onnx), data, 1).astype(np.float64)
     signal = float(np.sum(reference**2))
 
     def noise(path: Path) -> float:
-        out = run_backend(path, data, "openvino", batch_size=1)
+        out = run_batches(OpenVinoRunner(path), data, 1)
         return float(np.sum((out - reference) ** 2))
 
     base = _snr_db(signal, noise(int8_onnx))

@@ -114,8 +114,8 @@ def bench(
             ],
         )
         from medseg.bench.gates import GateSpec, parse_flag_pairs
+        from medseg.bench.options import BenchOptions
         from medseg.bench.pipeline import bench_pipeline, check_bench_outputs
-        from medseg.bench.runner import BenchOptions
         from medseg.cli.tables import gates_table, results_table
 
         started = time.perf_counter()

@@ -50,7 +50,8 @@ def export_triton(
     ONNX files run with Triton's ONNX Runtime backend (on the GPU); TensorRT plans already
     built into the bundle (bundle/engines/<device>/) run with its TensorRT backend, on the GPU
     and TensorRT version they were built for. Triton runs the network only: clients apply the
-    bundle's preprocessing (medseg.json, copied into each model) as client_example.py does.
+    bundle's preprocessing (medseg.json, copied into each model) as medseg infer --server URL
+    --model NAME does.
 
     Examples:
         medseg export-triton bundle --out model_repository

@@ -110,12 +110,11 @@ def demo_bench_options(tensorrt: bool = False) -> Any:
     accuracy pass; ``medseg bench`` runs them by default). Each (backend, precision) costs
     one whole-brain segmentation for its accuracy, which dominates the step.
     """
-    import importlib.util
-
-    from medseg.bench.runner import BenchOptions
+    from medseg.bench.options import BenchOptions
+    from medseg.runtime.backends.openvino import OpenVinoBackend
 
     backends = ["onnxruntime"]
-    if importlib.util.find_spec("openvino") is not None:
+    if OpenVinoBackend.available() is None:
         backends.append("openvino")
     if tensorrt:
         backends.append("tensorrt")

@@ -7,7 +7,6 @@ the end-to-end segmenter ``medseg-<model>-segment`` (Python backend, see
 
     OUT/
       README.md                       the preprocessing contract and the commands to serve
-      client_example.py               tritonclient.http: NIfTI in, mask out
       <model>-<precision>-onnx/config.pbtxt
       <model>-<precision>-onnx/1/model.onnx
       <model>-<precision>-onnx/1/medseg.json
@@ -18,7 +17,8 @@ the end-to-end segmenter ``medseg-<model>-segment`` (Python backend, see
 
 The raw-logits models (ONNX, plan) run the network only: the client applies the bundle's
 preprocessing (intensity normalisation, slicing, padding or resizing) and undoes it on the
-logits. The manifest is
+logits (``medseg infer REPOSITORY scan --server URL --model NAME`` runs medseg's runtime with
+the server as its backend, :class:`medseg.runtime.backends.triton.TritonBackend`). The manifest is
 copied into every model's version folder, so a model folder moved to another server keeps its
 contract; ``config.pbtxt`` carries its sha256 and the recipe as parameters.
 
@@ -43,7 +43,7 @@ from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText, TensorConfig
 from medseg.deploy.segment_service import DEFAULT_MAX_VOXELS, VERSION, SegmentSettings
 from medseg.deploy.triton_plans import BundlePlan, find_plans
-from medseg.deploy.triton_readme import CLIENT_NAME, README_NAME, render_readme
+from medseg.deploy.triton_readme import README_NAME, render_readme
 from medseg.deploy.triton_segment import PYTHON_BACKEND, segment_config, write_segment_model
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output, guard, write_marker
@@ -317,7 +317,6 @@ def export_triton(
             _write_model(tmp, config, source, bundle)
         if segment:
             write_segment_model(tmp, seg_config, bundle, manifest)
-        shutil.copyfile(Path(__file__).with_name("triton_client.py"), tmp / CLIENT_NAME)
         configs = [config for config, _, _ in entries] + ([seg_config] if segment else [])
         (tmp / README_NAME).write_text(render_readme(manifest, bundle, configs))
         write_marker(tmp, "triton-repository", "medseg export-triton")

@@ -2,7 +2,7 @@
 
 The README states the preprocessing contract (Triton runs only the network), lists the models
 with where each may run, and gives the commands to start ``tritonserver`` and to query it with
-the ``client_example.py`` written beside it.
+``medseg infer --server`` (the runtime here, the network on the server).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from medseg.bundle.manifest import Manifest
 from medseg.deploy.pbtxt import ModelConfigText
 from medseg.transforms.preprocessing import SIZE_MULTIPLE, Recipe
 
-__all__ = ["CLIENT_NAME", "README_NAME", "TRITON_IMAGE", "render_readme", "serve_commands"]
+__all__ = ["README_NAME", "TRITON_IMAGE", "render_readme", "serve_commands"]
 
 README_NAME = "README.md"
-CLIENT_NAME = "client_example.py"
 #: Triton's NGC image; ``<YY.MM>`` is the release whose TensorRT matches the plans (Triton's
 #: release compatibility matrix lists the TensorRT of each release).
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<YY.MM>-py3"
@@ -31,8 +30,8 @@ def serve_commands(repository: str, model: str) -> list[str]:
         f"tritonserver --model-repository {repository}",
         "docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 "
         f"-v {repository}:/models {TRITON_IMAGE} tritonserver --model-repository /models",
-        f"python {repository}/{CLIENT_NAME} scan.nii.gz --model {model} --out mask.nii.gz "
-        "--url localhost:8000",
+        f"medseg infer {repository} scan.nii.gz --out mask.nii.gz "
+        f"--server http://localhost:8000 --model {model}",
     ]
 
 
@@ -56,7 +55,7 @@ def _window_step(recipe: Recipe) -> str:
     return (
         f"slices {spacing}; overlapping {ph}x{pw} windows (overlap {recipe.overlap:g}, "
         "Gaussian-weighted average of the logits, then softmax), probabilities resampled back "
-        "(linear); `triton_client.py` does all of it"
+        "(linear); `medseg infer --server` does all of it"
     )
 
 
@@ -199,9 +198,10 @@ are wrong without any error:
 
 {steps}
 {min_batch}
-`{CLIENT_NAME}` does all of this with `medseg.transforms.preprocessing` (`pip install
-'medseg-edge[runtime]' 'tritonclient[http]'`). The `medseg_manifest_sha256` parameter of each
-config is the sha256 of the `{MANIFEST_NAME}` it was exported with.
+`medseg infer <this folder> scan.nii.gz --out mask.nii.gz --server URL --model <model>`
+does all of this with medseg's runtime, the network on the server (`pip install
+'medseg-edge[runtime,serve]'`). The `medseg_manifest_sha256` parameter of each config is the
+sha256 of the `{MANIFEST_NAME}` it was exported with; that command checks it.
 
 ## Serving
 

@@ -17,8 +17,10 @@ import numpy as np
 
 from medseg.bundle.cpu_files import CPU_FILE_KEY
 from medseg.data.samples import SliceSet
-from medseg.export.ort import run_onnx
 from medseg.names import RUNTIME_PRECISIONS
+from medseg.runtime.backends import CPU_BACKENDS, installed_cpu_backends
+from medseg.runtime.backends.runners import runner_from_path
+from medseg.runtime.backends.session import run_batches
 
 __all__ = [
     "CPU_BACKENDS",
@@ -31,46 +33,18 @@ __all__ = [
     "scored",
 ]
 
-#: CPU backends the export measures accuracy on (each where installed).
-CPU_BACKENDS = ("onnxruntime", "openvino")
-
-
-def installed_cpu_backends() -> tuple[str, ...]:
-    """The :data:`CPU_BACKENDS` importable here (ONNX Runtime is an export dependency)."""
-    import importlib.util
-
-    return tuple(b for b in CPU_BACKENDS if importlib.util.find_spec(b) is not None)
-
 
 def backend_predictor(
     path: Path, backend: str, precision: str = "fp32"
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A function ``(N, C, H, W)`` float32 batch -> ``(N, K, H, W)`` float32 logits of one
-    ONNX file on a CPU backend (the file is loaded once, here).
+    ONNX file on a CPU backend (the file is loaded once, here: a manifest-less runner,
+    :func:`medseg.runtime.backends.runners.runner_from_path`).
 
     ``precision`` matters to OpenVINO only (its inference-precision hint: ``bf16`` runs the
     FP32 file with BF16 arithmetic; everything else with ``f32``).
     """
-    if backend == "onnxruntime":
-        from medseg.runtime.backends.onnxruntime import SessionFromOnnx
-
-        session: Any = SessionFromOnnx(path, providers=["cpu"])()
-        name = session.get_inputs()[0].name
-
-        def run_ort(batch: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
-
-        return run_ort
-    if backend != "openvino":
-        raise ValueError(f"unknown CPU backend {backend!r}")
-    from medseg.runtime.backends.openvino import CompiledModelFromOnnx
-
-    request = CompiledModelFromOnnx(path, precision)().create_infer_request()
-
-    def run_ov(batch: np.ndarray) -> np.ndarray:  # a copy: OpenVINO reuses its output tensor
-        return np.array(request.infer({0: batch})[0], dtype=np.float32)
-
-    return run_ov
+    return runner_from_path(path, backend, precision)
 
 
 def run_backend(
@@ -78,12 +52,7 @@ def run_backend(
 ) -> np.ndarray:
     """Logits ``(N, K, H, W)`` of an ONNX file on a CPU backend, ``(N, C, H, W)`` slices in
     (``precision``: see :func:`backend_predictor`)."""
-    if backend == "onnxruntime":
-        return run_onnx(path, images, batch_size)
-    predict = backend_predictor(path, backend, precision)
-    return np.concatenate(
-        [predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    )
+    return run_batches(backend_predictor(path, backend, precision), images, batch_size)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -13,15 +12,10 @@ __all__ = ["Parity", "compare_logits", "run_onnx"]
 
 def run_onnx(path: Path, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Logits ``(N, K, H, W)`` float32 of an ONNX model on ``(N, C, H, W)`` float32 slices."""
-    from medseg.runtime.backends.onnxruntime import SessionFromOnnx
+    from medseg.runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from medseg.runtime.backends.session import run_batches
 
-    session: Any = SessionFromOnnx(path, providers=["cpu"])()
-    name = session.get_inputs()[0].name
-    outputs = [
-        session.run(None, {name: images[i : i + batch_size]})[0]
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    return run_batches(OnnxRuntimeRunner(path), images, batch_size)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import py_compile
 import re
 import shutil
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +315,8 @@ def test_cli_writes_the_repository_and_prints_what_to_run(tmp_path: Path) -> Non
     for precision in ("fp32", "fp16", "int8"):
         assert f"{SLUG}-{precision}-onnx" in result.output
     assert "tritonserver --model-repository" in result.output
-    assert "client_example.py scan.nii.gz --model" in result.output
+    assert "scan.nii.gz --out mask.nii.gz --server http://localhost:8000 --model" in result.output
+    assert not (out / "client_example.py").exists()  # medseg infer --server replaces it
     config = parse_pbtxt((out / f"{SLUG}-fp32-onnx" / "config.pbtxt").read_text())
     assert _one(config, "max_batch_size") == 16
 
@@ -365,109 +363,3 @@ def test_cli_tampered_onnx_names_the_file(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "model.fp16.onnx does not match the sha256" in " ".join(result.output.split())
     assert not out.exists()
-
-
-# -- the client example ------------------------------------------------------------------------
-def _import_client(path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("medseg_client_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_client_example_compiles_and_imports_without_tritonclient(repository: Path) -> None:
-    client = repository / "client_example.py"
-    py_compile.compile(str(client), doraise=True)
-    had = "tritonclient" in sys.modules
-    module = _import_client(client)
-    assert ("tritonclient" in sys.modules) == had
-    args = module.parse_args(["a.nii.gz", "--model", "m", "--out", "o.nii.gz"])
-    assert (args.url, args.batch_size) == ("localhost:8000", None)
-
-
-class _FakeTriton:
-    """``tritonclient.http`` with ONNX Runtime behind it: the repository's model, run locally."""
-
-    def __init__(self, repository: Path, calls: list[int]) -> None:
-        self.repository, self.calls = repository, calls
-
-    def module(self) -> types.ModuleType:
-        fake = self
-
-        class InferInput:
-            def __init__(self, name: str, shape: list[int], dtype: str) -> None:
-                assert dtype == "FP32"
-                self.name, self.shape = name, shape
-
-            def set_data_from_numpy(self, array: np.ndarray) -> None:
-                assert list(array.shape) == self.shape and array.dtype == np.float32
-                self.array = array
-
-        class InferRequestedOutput:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-        class Result:
-            def __init__(self, outputs: dict[str, np.ndarray]) -> None:
-                self.outputs = outputs
-
-            def as_numpy(self, name: str) -> np.ndarray:
-                return self.outputs[name]
-
-        class InferenceServerClient:
-            def __init__(self, url: str) -> None:
-                self.url = url
-
-            def get_model_config(self, model: str) -> dict[str, Any]:
-                parsed = parse_pbtxt((fake.repository / model / "config.pbtxt").read_text())
-                parameters = {k: {"string_value": v} for k, v in _params(parsed).items()}
-                return {"max_batch_size": _one(parsed, "max_batch_size"), "parameters": parameters}
-
-            def infer(self, model: str, inputs: list[Any], outputs: list[Any]) -> Result:
-                import onnxruntime as ort
-
-                session = ort.InferenceSession(
-                    str(fake.repository / model / "1" / "model.onnx"),
-                    providers=["CPUExecutionProvider"],
-                )
-                fake.calls.append(len(inputs[0].array))
-                feed = {i.name: i.array for i in inputs}
-                values = session.run([o.name for o in outputs], feed)
-                return Result({o.name: v for o, v in zip(outputs, values, strict=True)})
-
-        module = types.ModuleType("tritonclient.http")
-        module.InferInput = InferInput  # type: ignore[attr-defined]
-        module.InferRequestedOutput = InferRequestedOutput  # type: ignore[attr-defined]
-        module.InferenceServerClient = InferenceServerClient  # type: ignore[attr-defined]
-        return module
-
-
-def test_client_example_segments_like_the_runtime(
-    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    nib = pytest.importorskip("nibabel")
-    pytest.importorskip("onnxruntime")
-    from medseg.runtime import Segmenter
-
-    rng = np.random.default_rng(1)
-    volume = rng.normal(100.0, 30.0, (197, 233, 3)).astype(np.float32)
-    volume[:20] = 0.0  # some background
-    scan = tmp_path / "scan.nii.gz"
-    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), str(scan))
-    calls: list[int] = []
-    http = _FakeTriton(repository, calls).module()
-    package = types.ModuleType("tritonclient")
-    package.http = http  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tritonclient", package)
-    monkeypatch.setitem(sys.modules, "tritonclient.http", http)
-    client = _import_client(repository / "client_example.py")
-    out = tmp_path / "mask.nii.gz"
-    model = f"{SLUG}-fp32-onnx"
-    assert client.main([str(scan), "--model", model, "--out", str(out), "--batch-size", "2"]) == 0
-    assert calls == [2, 1]
-    mask = nib.load(str(out))
-    with Segmenter.from_bundle(DEMO_BUNDLE, "onnxruntime", "fp32", threads=1) as segmenter:
-        expected = segmenter.segment(volume, affine=np.diag([1.0, 1.0, 2.0, 1.0])).labels
-    np.testing.assert_array_equal(np.asarray(mask.dataobj), expected)
-    np.testing.assert_array_equal(mask.affine, np.diag([1.0, 1.0, 2.0, 1.0]))

@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "BF16_BACKENDS",
+    "CPU_BACKENDS",
     "OPENVINO_CACHE_DIR",
     "Backend",
     "InferTiming",
+    "backend_class",
     "create_backend",
+    "installed_cpu_backends",
     "onnx_file_backend",
 ]
 
@@ -39,6 +42,39 @@ BACKENDS = RUNTIME_BACKENDS
 OPENVINO_CACHE_DIR = "cache/openvino"
 #: Backends that run ``bf16`` (a runtime precision: the FP32 file, BF16 arithmetic).
 BF16_BACKENDS = ("openvino",)
+#: Backends that run the bundle's ONNX files on the CPU (the export measures accuracy on each).
+CPU_BACKENDS = ("onnxruntime", "openvino")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of a backend named as the CLI spells it (its module is imported; the heavy
+    library it wraps is not).
+
+    Raises:
+        ConfigError: a name not in :data:`BACKENDS`.
+    """
+    if name == "onnxruntime":
+        from medseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend
+    if name == "openvino":
+        from medseg.runtime.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend
+    if name == "tensorrt":
+        from medseg.runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend
+    if name == "tensorrt-rtx":
+        from medseg.runtime.backends.tensorrt_rtx import TensorRTRTXBackend
+
+        return TensorRTRTXBackend
+    raise ConfigError(f"unknown backend {name!r}; accepted: {', '.join(BACKENDS)}")
+
+
+def installed_cpu_backends() -> tuple[str, ...]:
+    """The :data:`CPU_BACKENDS` that can run here (:meth:`Backend.available`)."""
+    return tuple(b for b in CPU_BACKENDS if backend_class(b).available() is None)
 
 
 def onnx_file_backend(
@@ -221,12 +257,10 @@ def _noted(runner: Backend, line: str | None) -> Backend:
 def _class_choice(manifest: Manifest, backend: str, precision: str) -> tuple[str, str, str | None]:
     """``auto`` on a CPU: keep ``(backend, precision)`` where the bundle records its accuracy on
     this CPU class, else the other CPU backend or FP32 (:mod:`medseg.runtime.accuracy_class`)."""
-    import importlib.util
-
     from medseg.runtime.accuracy_class import cpu_choice
     from medseg.runtime.cpu import cpu_features
 
-    installed = tuple(b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b))
+    installed = installed_cpu_backends()
     choice = cpu_choice(manifest, backend, precision, cpu_features().cpu_class, installed)
     return choice.backend, choice.precision, choice.note
 
@@ -235,11 +269,9 @@ def _cpu_backend(manifest: Manifest, precision: str) -> str:
     """``openvino`` when installed, no NVIDIA GPU is visible and the bundle records this
     precision's accuracy on OpenVINO (bundles exported before that: ONNX Runtime, whose
     accuracy they record); always for bf16."""
-    import importlib.util
-
     if precision == "bf16":  # only OpenVINO runs it (a missing install is reported there)
         return "openvino"
-    if importlib.util.find_spec("openvino") is None:
+    if backend_class("openvino").available() is not None:
         return "onnxruntime"
     if precision not in manifest.backend_accuracy.get("openvino", {}):
         return "onnxruntime"

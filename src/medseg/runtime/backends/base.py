@@ -27,6 +27,15 @@ __all__ = ["Backend", "InferTiming", "ModelIO", "check_model_io"]
 Dim = int | str | None
 
 
+def _missing(module: str, extra: str) -> str | None:
+    """``None`` when ``module`` is installed, else the one-line reason naming the extra."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install 'medseg-edge[{extra}]')"
+    return None
+
+
 def _fixed(dim: Dim) -> int | None:
     """The size of a fixed dimension; ``None`` for a symbolic (``"batch"``) or dynamic one."""
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
@@ -163,6 +172,12 @@ class Backend(ABC):
         self._loaded = False
 
     # -- public API -------------------------------------------------------------------------
+    @classmethod
+    def available(cls) -> str | None:
+        """Whether this backend can run on this machine: ``None`` when it can, else the reason
+        (one line naming what is missing and how to get it). Cheap: imports nothing heavy."""
+        return None
+
     @property
     def is_loaded(self) -> bool:
         return self._loaded

@@ -8,7 +8,7 @@ it is the backend of CI and of machines without TensorRT. On CPU, FP16 weights a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,16 @@ from medseg.bundle.entries import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
 from medseg.options import available_cpus, check_threads
-from medseg.runtime.backends.base import Backend, ModelIO
+from medseg.runtime.backends.base import Backend, ModelIO, _missing
+from medseg.runtime.backends.session import SessionRunner, is_loaded_model
 
-__all__ = ["PROVIDER_NAMES", "OnnxRuntimeBackend", "SessionFromOnnx", "default_providers"]
+__all__ = [
+    "PROVIDER_NAMES",
+    "OnnxRuntimeBackend",
+    "OnnxRuntimeRunner",
+    "SessionFromOnnx",
+    "default_providers",
+]
 
 #: Short provider names the CLI accepts -> ONNX Runtime execution provider names.
 PROVIDER_NAMES = {
@@ -150,6 +157,7 @@ class OnnxRuntimeBackend(Backend):
             given = onnx_path
             self.loader = given if callable(given) else (lambda: given)
         self.session: Any = None
+        self._runner: Any = None
 
     @property
     def threads(self) -> int:
@@ -172,8 +180,13 @@ class OnnxRuntimeBackend(Backend):
         file = f"; {path.name}" if isinstance(path, Path) else ""
         return f"onnxruntime ({providers}; {self.threads} threads{file})"
 
+    @classmethod
+    def available(cls) -> str | None:
+        return _missing("onnxruntime", "runtime")
+
     def _load_impl(self) -> None:
         self.session = self.loader()
+        self._runner = OnnxRuntimeRunner(self.session)
 
     def _model_io(self) -> ModelIO:
         return ModelIO(
@@ -183,10 +196,35 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        start = time.perf_counter_ns()
-        (logits,) = self.session.run([self.output_name], {self.input_spec.name: batch})
-        compute_ms = (time.perf_counter_ns() - start) / 1e6
-        return np.asarray(logits, dtype=np.float32), compute_ms
+        out = self._runner.infer({self.input_spec.name: batch}, [self.output_name])
+        return np.asarray(out[self.output_name], dtype=np.float32), self._runner.last_ms
 
     def _close_impl(self) -> None:
         self.session = None
+        self._runner = None
+
+
+class OnnxRuntimeRunner(SessionRunner):
+    """Runs an ``onnxruntime.InferenceSession``.
+
+    Args:
+        session: the session, a loader returning one (e.g.
+            :class:`~medseg.runtime.backends.onnxruntime.SessionFromOnnx`), or an ``.onnx``
+            path (opened with ``SessionFromOnnx(path, providers=["cpu"])``).
+    """
+
+    def __init__(self, session: Any) -> None:
+        if isinstance(session, str | Path):
+            session = SessionFromOnnx(Path(session), providers=["cpu"])
+        self.session: Any = session if is_loaded_model(session) else session()
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def infer(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        start = time.perf_counter_ns()
+        values = self.session.run(names, dict(feed))
+        self.last_ms = (time.perf_counter_ns() - start) / 1e6
+        return dict(zip(names, values, strict=True))

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ import numpy as np
 from medseg.bundle.entries import InputSpec
 from medseg.deps import require
 from medseg.errors import ConfigError
-from medseg.runtime.backends.base import Backend, ModelIO
+from medseg.runtime.backends.base import Backend, ModelIO, _missing
+from medseg.runtime.backends.session import SessionRunner, is_loaded_model
 
-__all__ = ["PRECISION_HINTS", "CompiledModelFromOnnx", "OpenVinoBackend"]
+__all__ = [
+    "PRECISION_HINTS",
+    "CompiledModelFromOnnx",
+    "OpenVinoBackend",
+    "OpenVinoRunner",
+]
 
 #: Runtime precision -> OpenVINO ``INFERENCE_PRECISION_HINT``.
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
@@ -168,6 +175,7 @@ class OpenVinoBackend(Backend):
         self.loader = CompiledModelFromOnnx(onnx_path, precision, threads, cache_dir)
         self.compiled: Any = None
         self.request: Any = None
+        self._runner: Any = None
 
     @property
     def threads(self) -> int | None:
@@ -181,9 +189,14 @@ class OpenVinoBackend(Backend):
         cache = ", from cache" if self.loader.loaded_from_cache else ""
         return f"openvino (CPU, {hint}; {self.threads or 'default'} threads{cache})"
 
+    @classmethod
+    def available(cls) -> str | None:
+        return _missing("openvino", "openvino")
+
     def _load_impl(self) -> None:
         self.compiled = self.loader()
-        self.request = self.compiled.create_infer_request()
+        self._runner = OpenVinoRunner(self.compiled)
+        self.request = self._runner.request
 
     def _model_io(self) -> ModelIO:
         def ports(items: Any) -> dict[str, tuple[int | str | None, ...]]:
@@ -204,12 +217,40 @@ class OpenVinoBackend(Backend):
         )
 
     def _infer_impl(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        start = time.perf_counter_ns()
-        self.request.infer({self.input_spec.name: batch})
-        compute_ms = (time.perf_counter_ns() - start) / 1e6
-        logits = np.array(self.request.get_tensor(self.output_name).data, dtype=np.float32)
-        return logits, compute_ms
+        out = self._runner.infer({self.input_spec.name: batch}, [self.output_name])
+        logits = np.asarray(out[self.output_name], dtype=np.float32)
+        return logits, self._runner.last_ms
 
     def _close_impl(self) -> None:
         self.request = None
+        self._runner = None
         self.compiled = None
+
+
+class OpenVinoRunner(SessionRunner):
+    """Runs an ``openvino.CompiledModel`` through one infer request.
+
+    Args:
+        compiled: the compiled model, a loader returning one (e.g.
+            :class:`~medseg.runtime.backends.openvino.CompiledModelFromOnnx`), or an
+            ``.onnx`` path (compiled for the CPU with ``precision``'s hint, no cache).
+        precision: see :data:`~medseg.runtime.backends.openvino.PRECISION_HINTS` (a path only).
+    """
+
+    def __init__(self, compiled: Any, precision: str = "fp32") -> None:
+        if isinstance(compiled, str | Path):
+            compiled = CompiledModelFromOnnx(Path(compiled), precision)
+        self.compiled: Any = compiled if is_loaded_model(compiled) else compiled()
+        self.request: Any = self.compiled.create_infer_request()
+        self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
+        self.output_names = tuple(p.get_any_name() for p in self.compiled.outputs)
+
+    def infer(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        start = time.perf_counter_ns()
+        self.request.infer(dict(feed))
+        self.last_ms = (time.perf_counter_ns() - start) / 1e6
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        # copies: OpenVINO reuses its output tensors on the next call
+        return {name: np.array(self.request.get_tensor(name).data) for name in names}

@@ -82,6 +82,24 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
+    @classmethod
+    def available(cls) -> str | None:
+        """The reason TensorRT cannot run here (not installed, no NVIDIA GPU), or ``None``."""
+        from medseg.errors import MedsegError
+        from medseg.runtime.cuda import gpu_available
+
+        try:
+            cls._module_static()
+        except MedsegError as exc:
+            return str(exc)
+        return None if gpu_available() else "no NVIDIA GPU visible"
+
+    @staticmethod
+    def _module_static() -> Any:
+        from medseg.runtime.engines import tensorrt_module
+
+        return tensorrt_module()
+
     def __init__(
         self,
         engine_path: Path | Callable[[], Any] | Any,

@@ -67,6 +67,12 @@ class TensorRTRTXBackend(TensorRTBackend):
         self._runtime_config: Any = None
 
     @staticmethod
+    def _module_static() -> Any:
+        from medseg.runtime.engines_rtx import tensorrt_rtx_module
+
+        return tensorrt_rtx_module()
+
+    @staticmethod
     def _make_loader(path: Path) -> Any:
         return RtxEngineFromPath(path)
 
