@@ -161,6 +161,8 @@ class Stepper:
     def _one_step(self, total: int, deadline: Deadline | None) -> float:
         import torch
 
+        if not self.model.training:  # validation left it in eval mode (BatchNorm statistics)
+            self.net.train()
         t0 = time.perf_counter()
         images, labels = next(self.batches)
         waited = time.perf_counter() - t0
