@@ -123,8 +123,8 @@ def training_events(
 
         def plain(event: Event) -> None:
             if event.status == "start":
-                if heartbeat is not None:
-                    heartbeat.touch(event.message)  # what a silent stretch is doing
+                if heartbeat is not None:  # names a silent stretch; the silence goes on
+                    heartbeat.phase = event.message
                 return
             if heartbeat is not None:
                 heartbeat.phase = "training" if event.step != "train.setup" else "warm-up steps"
