@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli.common import DEBUG_OPTION, console, guard_outputs, handle_errors, parse_patch_size
-from medseg.cli.train_progress import training_events
+from medseg.cli.train_progress import log_heartbeat, training_events
 from medseg.errors import ConfigError
 from medseg.outputs import Input, Output
 
@@ -106,7 +106,8 @@ def train(
         medseg train /tmp/mni --out runs/af --epochs 60 --resume
     """
     started = time.perf_counter()  # a --time-budget counts from here (planning included)
-    with handle_errors(debug):
+    printing = nproc is None and os.environ.get("RANK", "0") in ("", "0")  # torchrun: rank 0
+    with handle_errors(debug), log_heartbeat(console, started, enabled=printing) as beat:
         guard_outputs(
             [Output("--out", out, "run", "update" if resume else "replace")],
             [Input("DATASET", dataset), Input("--plan", plan_file)],
@@ -178,6 +179,8 @@ def train(
                     raise ConfigError(f"dataset folder {dataset} does not exist")
                 if rank == 0:
                     console.print(f"planning {dataset} (no --plan given) ...", highlight=False)
+                if beat is not None:
+                    beat.touch(f"planning {dataset}")
                 plan = plan_dataset(dataset, cap, planning_device(device, nproc_env()))
             if rank == 0:
                 print_plan(plan)
@@ -186,7 +189,9 @@ def train(
                 "--plan is not used with --whole-slice or --resume (the run keeps its plan)"
             )
 
-        with training_events(console) as sink:
+        if beat is not None:
+            beat.touch("preparing the cases and the network")
+        with training_events(console, heartbeat=beat) as sink:
             result = run_training(
                 dataset,
                 out,

@@ -212,7 +212,8 @@ def _windows_per_slice(data: PlannedData, case: PreparedCase) -> int:
     h, w = case.slice_labels().shape[1:]
     overlap = getattr(data.recipe, "overlap", 0.5)
     ph, pw = data.config.patch_size
-    return len(window_starts(h, ph, overlap)) * len(window_starts(w, pw, overlap))
+    # slices smaller than the patch are padded to it first (as predict_slices does)
+    return len(window_starts(max(h, ph), ph, overlap)) * len(window_starts(max(w, pw), pw, overlap))
 
 
 def validation_windows(data: PlannedData) -> int:

@@ -161,6 +161,8 @@ class Stepper:
     def _one_step(self, total: int, deadline: Deadline | None) -> float:
         import torch
 
+        if not self.model.training:  # validation left it in eval mode (BatchNorm statistics)
+            self.net.train()
         t0 = time.perf_counter()
         images, labels = next(self.batches)
         waited = time.perf_counter() - t0
@@ -219,6 +221,7 @@ class Stepper:
         self, losses: list[float], t0: float, on_epoch: Callable[..., Any] | None
     ) -> None:
         v0 = time.perf_counter()
+        self.sink(Event("train.validation", "start", f"validating at step {self.step}"))
         dice, detail = self.source.validate(
             self.net.module if self.dist else self.model, self.device, self.dtype, self.dist
         )
@@ -411,6 +414,7 @@ class Stepper:
     def _finish(self, best: EpochLog) -> None:
         import torch
 
+        self.sink(Event("train.finish", "start", "writing validation.json of the best checkpoint"))
         detail = self.best_detail if self.config.time_budget is not None else None
         if detail is None:
             weights = torch.load(

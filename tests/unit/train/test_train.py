@@ -49,6 +49,22 @@ def test_run_directory_holds_a_loadable_checkpoint_and_logs(
         assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 32, 32)
 
 
+@pytest.mark.slow
+def test_steps_after_a_validation_train_batchnorm_again(toy_dataset: Path, tmp_path: Path) -> None:
+    """Validation puts the network in eval mode; the steps after it must leave it again, or
+    BatchNorm would normalise with frozen running statistics for the rest of the run."""
+    run = tmp_path / "run"
+    means: list[torch.Tensor] = []
+
+    def keep(_log: object) -> None:
+        state = torch.load(run / "last.pt", weights_only=True)["state_dict"]
+        means.append(torch.cat([v for k, v in state.items() if k.endswith("running_mean")]))
+
+    train(toy_dataset, run, TrainConfig(epochs=2, **FAST), on_epoch=keep)
+    assert len(means) == 2
+    assert not torch.equal(means[1], means[0])  # epoch 2 (after validation 1) updated them
+
+
 def test_resume_continues_and_checks_the_architecture(toy_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(toy_dataset, run, TrainConfig(epochs=1, **FAST))

@@ -81,6 +81,41 @@ def test_log_gets_a_step_line_per_interval_and_every_validation() -> None:
     assert lines == ["step 1/10", "✓ step 3: val Dice 0.5", "step 4/10"]
 
 
+def test_a_silent_log_gets_a_heartbeat_line_naming_what_runs() -> None:
+    import re
+
+    from medseg.cli.train_progress import log_heartbeat, training_events
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with log_heartbeat(console, time.perf_counter(), interval=0.3) as beat:
+        assert beat is not None
+        time.sleep(0.8)  # silence: heartbeat lines (the phase the CLI starts in)
+        beat.touch("planning DATA")
+        time.sleep(0.8)
+        with training_events(console, interval=60, heartbeat=beat) as sink:
+            sink(_step(1))
+            time.sleep(0.2)  # a step that prints nothing (inside the step-line interval)
+            sink(_step(2))
+            silent_since = beat.last
+            sink(Event("train.validation", "start", "validating at step 2"))
+            assert beat.last == silent_since  # a start event does not restart the silence count
+            time.sleep(0.8)  # a long validation: the heartbeat names it
+            sink(Event("train.validation", "done", "step 1: val Dice 0.5"))
+    lines = [re.sub(r" \(elapsed \d+:\d\d\)$", "", line) for line in out.getvalue().splitlines()]
+    assert all(line.endswith(")") for line in out.getvalue().splitlines() if "..." in line)
+    assert [a for a, b in zip(lines, [None, *lines[:-1]], strict=True) if a != b] == [
+        "  ... starting (loading torch)",
+        "  ... planning DATA",
+        "step 1/10",
+        "  ... validating at step 2",
+        "✓ step 1: val Dice 0.5",
+    ]
+    on_terminal = Console(file=io.StringIO(), force_terminal=True)
+    with log_heartbeat(on_terminal, time.perf_counter()) as none:
+        assert none is None  # the rich bar shows progress there
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
@@ -162,7 +197,10 @@ def test_time_budget_run_ends_in_time_with_best_checkpoint_and_log_lines(
     assert rows[-1]["step"] == record["steps"]  # validated at the end
     assert (run / "training_curve.png").is_file() and load_checkpoint(run).model is not None
     step_lines = [ln for ln in result.output.splitlines() if ln.startswith("step ")]
-    assert len(step_lines) >= 2 and all("samples/s" in ln for ln in step_lines if "ETA" in ln)
+    assert step_lines and all("samples/s" in ln for ln in step_lines if "ETA" in ln)
+    # a step line every 20 s, a heartbeat line after 25 s without one (planning under load)
+    news = [ln for ln in result.output.splitlines() if ln.startswith(("step ", "  ... "))]
+    assert len(news) >= 2, result.output
     validation = json.loads((run / "validation.json").read_text())
     assert 0.0 <= validation["mean_dice"] <= 1.0
 

@@ -109,3 +109,14 @@ def test_plan_and_cohort_commands(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "multiples of 32" in result.output
     result = runner.invoke(app, ["data", "mni152-cohort", str(tmp_path / "x"), "--cases", "0"])
     assert result.exit_code == 2 and "--cases" in result.output
+
+
+def test_validation_windows_count_slices_smaller_than_the_patch(toy_dataset: Path) -> None:
+    """A planned patch rounds the median slice up, so many slices are smaller than it: the
+    time budget's validation sizing counts them padded (one window), as validation runs them."""
+    from medseg.train.planned import load_planned_data, validation_subset, validation_windows
+
+    data = load_planned_data(toy_dataset, TrainConfig(patch_size=(64, 96), fold=0), device="cpu")
+    slices = sum(c.num_slices for c in data.val)
+    assert validation_windows(data) == slices  # 32x32 slices padded to 64x96: one window each
+    assert validation_windows(validation_subset(data, 3)) <= max(3, len(data.val))
