@@ -1,6 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv and install
 # the project into it first (`make install` does that alone). Needs python3 >= 3.10 on PATH.
 PYTHON ?= python3
+# Python caches compiled byte code of what it imports (torch, MONAI, OpenVINO...): a machine
+# that sets PYTHONDONTWRITEBYTECODE would recompile them in every new process (40-47 s of CPU
+# each, measured: every subprocess a test starts), as the install runs pip --no-compile.
+unexport PYTHONDONTWRITEBYTECODE
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -42,10 +46,12 @@ docs: install
 
 # Two pytest workers (pytest-xdist; one test file stays on one worker): most tests wait on a
 # subprocess, a server or single-threaded Python, so two halve the wall time on 2 cores.
+# A worker that dies stops the run at once (--max-worker-restart 0): with --dist loadfile a
+# replaced worker can leave the controller waiting for ever (seen in CI: 90 minutes, then killed).
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. serve-install
 # first, so the tests that start a real tritonserver run instead of skipping.
 test: lint docs serve-install
-	@$(PY) -m pytest -n 2 --dist loadfile --durations=25; rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

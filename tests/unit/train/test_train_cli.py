@@ -29,6 +29,8 @@ def test_train_attention_fusion_one_epoch_on_mni(mni_dataset: Path, tmp_path: Pa
         "1",
         "--patch",
         "64",
+        "--val-fraction",  # a few validation slices: their sliding-window pass is most of the time
+        "0.05",
         "--out",
         str(run),
     ]
