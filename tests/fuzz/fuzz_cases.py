@@ -294,6 +294,19 @@ CASES += [
     Case("demo-out-parent-missing", ("demo", "--out", "{OUT}/a/b/c")),
 ]
 
+# -- demo-bundle --------------------------------------------------------------------------------
+_DEMO_BUNDLE = ("demo-bundle", "--model", "{RUN}")
+CASES += [
+    Case("demo-bundle-data-missing", (*_DEMO_BUNDLE, "--data", "{OUT}/nodata", "--out", "{OUT}/b")),
+    Case(
+        "demo-bundle-model-missing",
+        ("demo-bundle", "--data", "{DS}", "--model", "{OUT}/nomodel", "--out", "{OUT}/b"),
+    ),
+    Case("demo-bundle-out-in-data", (*_DEMO_BUNDLE, "--data", "{DS}", "--out", "{DS}/bundle")),
+    Case("demo-bundle-out-is-file", (*_DEMO_BUNDLE, "--data", "{DS}", "--out", "{FILE}")),
+    Case("demo-bundle-out-is-data", (*_DEMO_BUNDLE, "--data", "{DS}", "--out", "{DS}")),
+]
+
 # -- export-triton ----------------------------------------------------------------------------
 _TRITON = ("export-triton", "{B}", "--out", "{OUT}/repo")
 _add("export-triton", _TRITON, _values("--max-batch", ["0", "-1", "100000", "abc"]))

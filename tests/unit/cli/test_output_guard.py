@@ -126,6 +126,13 @@ COMMANDS: dict[str, Command] = {
         lambda p: p.run,
         force=False,
     ),
+    "demo-bundle": Command(  # --model is read but may hold --out (models/mni152-tissue/bundle)
+        lambda p, o: ["demo-bundle", "--data", str(p.ds), "--model", str(p.run), "--out", o],
+        "--out",
+        True,
+        lambda p: p.ds,
+        force=False,
+    ),
     "export-triton": Command(
         lambda p, o: ["export-triton", str(p.bundle), "--out", o],
         "--out",
