@@ -50,10 +50,17 @@ docs: install
 # replaced worker can leave the controller waiting for ever (seen in CI: 90 minutes, then killed).
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. serve-install
 # first, so the tests that start a real tritonserver run instead of skipping.
+# The in-process INT8 export tests (marker own_session) run in a second session with fresh
+# workers: twice a worker that had run the rest of the suite died inside one of them, with no
+# Python traceback (not reproduced alone; see docs/development.md).
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0
+
 test: lint docs serve-install
-	@$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 --durations=25; rc=$$?; \
+	@$(PYTEST) -m "not own_session" --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
-	exit $$rc
+	$(PYTEST) -m own_session --durations=10; rc2=$$?; \
+	if [ $$rc2 -eq 5 ]; then echo "make test: no own_session tests collected" >&2; exit 1; fi; \
+	exit $$(( rc > rc2 ? rc : rc2 ))
 
 # The CI gate on Dice and milliseconds (.ci/run runs it after `make test`): the committed demo
 # bundle on ONNX Runtime CPU against benchmarks/gates/ci-cpu.toml and the committed baseline.

@@ -15,6 +15,10 @@ from medseg.runtime.cpu import cpu_features
 pytest.importorskip("modelopt")
 pytest.importorskip("openvino")
 
+# An INT8 export in the test process: make test runs these in a pytest session of their own
+# (a worker that had run the rest of the suite died in them twice; docs/development.md).
+pytestmark = pytest.mark.own_session
+
 
 def test_fresh_export_records_accuracy_per_backend(tiny_bundle: Path) -> None:
     manifest = Manifest.load(tiny_bundle)
