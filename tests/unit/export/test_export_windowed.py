@@ -18,10 +18,6 @@ pytest.importorskip("monai")
 pytest.importorskip("modelopt")
 onnx = pytest.importorskip("onnx")
 
-# An INT8 export in the test process: make test runs these in a pytest session of their own
-# (a worker that had run the rest of the suite died in them twice; docs/development.md).
-pytestmark = pytest.mark.own_session
-
 FAST = {"arch": "unet", "variant": "tiny", "lr": 5e-3, "epochs": 1, "steps_per_epoch": 4}
 
 

@@ -18,10 +18,6 @@ from medseg.export.guard import DEFAULT_BUDGET, Budget
 from medseg.export.options import ExportOptions
 from medseg.export.summary import export_summary, write_summary
 
-# An INT8 export in the test process: make test runs these in a pytest session of their own
-# (a worker that had run the rest of the suite died in them twice; docs/development.md).
-pytestmark = pytest.mark.own_session
-
 
 def test_default_budget_checks_the_mean_and_the_worst_class() -> None:
     labels = np.zeros((2, 2), dtype=np.uint8)
