@@ -228,7 +228,9 @@ def _interrupt_infer_server(url: str, scan: Path, out: Path) -> tuple[int, str]:
     import sys
     import threading
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    # unbuffered: the "Triton" line must arrive when printed, not with the rest at the end
+    env = {**os.environ, "PYTHONPATH": src, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "medseg", "infer", str(DEMO_BUNDLE), str(scan)]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out), "--server", url],
@@ -251,7 +253,7 @@ def _interrupt_infer_server(url: str, scan: Path, out: Path) -> tuple[int, str]:
                 printed.append(lines.get(timeout=1))
             except queue.Empty:
                 continue
-        time.sleep(1.0)  # the volume is on the wire or in the model
+        time.sleep(0.5)  # the volume is on the wire or in the model
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         reader.join(timeout=10)
