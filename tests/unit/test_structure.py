@@ -58,16 +58,23 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _imported(node: ast.Import | ast.ImportFrom, modules: dict[str, Path]) -> Iterator[str]:
+    """The modules one import statement names: ``from medseg.a import b`` is ``medseg.a.b``
+    when that is a module, else ``medseg.a``; relative imports are skipped."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+    elif node.module and node.level == 0:
+        for alias in node.names:
+            sub = f"{node.module}.{alias.name}"
+            yield sub if sub in modules else node.module
+
+
 def _module_level_imports(body: list[ast.stmt]) -> Iterator[str]:
     """Dotted names imported at module level (see the module docstring)."""
     modules = _modules()
     for node in body:
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                yield sub if sub in modules else node.module
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from _imported(node, modules)
         elif isinstance(node, ast.If) and not _is_type_checking(node):
             yield from _module_level_imports(node.body)
             yield from _module_level_imports(node.orelse)
@@ -104,14 +111,8 @@ def _all_imports(tree: ast.Module) -> Iterator[str]:
             skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     modules = _modules()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                yield sub if sub in modules else node.module
+        if id(node) not in skipped and isinstance(node, ast.Import | ast.ImportFrom):
+            yield from _imported(node, modules)
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
