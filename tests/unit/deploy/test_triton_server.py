@@ -175,6 +175,21 @@ def _model_requests(grpc_url: str, model: str) -> tuple[int, float]:
     return sum(int(k.get("count", 0)) for k in kinds), sum(int(k.get("ns", 0)) for k in kinds) / 1e9
 
 
+def _settled_model_requests(grpc_url: str, model: str, quiet_s: float = 1.0) -> tuple[int, float]:
+    """``_model_requests`` once the figures have not moved for ``quiet_s`` seconds (at most
+    15 s): Triton records a request's statistics after its response has gone, so a read
+    straight after a reply can miss that very request (CI once counted it one read late)."""
+    last = _model_requests(grpc_url, model)
+    still_since = time.monotonic()
+    give_up = still_since + 15.0
+    while time.monotonic() < give_up and time.monotonic() - still_since < quiet_s:
+        time.sleep(0.1)
+        now = _model_requests(grpc_url, model)
+        if now != last:
+            last, still_since = now, time.monotonic()
+    return last
+
+
 def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> None:
     """Issue 22, 27: a gRPC client whose deadline passes cancels its request; the segmenter
     asks ``request.is_cancelled()`` after every call of the network (8 slices here) and stops,
@@ -197,7 +212,7 @@ def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> No
         patient.segment(one_batch, affine)
         batch_s = time.perf_counter() - started
         deadline_s = max(batch_s, 2.0)
-        before, before_s = _model_requests(server.grpc_url, MODEL)
+        before, before_s = _settled_model_requests(server.grpc_url, MODEL)
         with (
             RemoteSegmenter(server.grpc_url, MODEL, timeout_s=deadline_s) as impatient,
             pytest.raises(ServerError, match=r"(?i)deadline"),
@@ -206,7 +221,7 @@ def test_a_request_whose_client_gave_up_is_abandoned(server: TritonServer) -> No
         started = time.perf_counter()
         assert patient.segment(one_batch, affine).shape == one_batch.shape[1:]
         next_s = time.perf_counter() - started
-    count, seconds = _model_requests(server.grpc_url, MODEL)
+    count, seconds = _settled_model_requests(server.grpc_url, MODEL)
     abandoned_s = seconds - before_s - next_s  # next_s bounds the next one's time in the model
     figures = (
         f"batch {batch_s:.2f} s, deadline {deadline_s:.2f} s, abandoned {abandoned_s:.2f} s in "
