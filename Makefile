@@ -48,13 +48,14 @@ docs: install
 # subprocess, a server or single-threaded Python, so two halve the wall time on 2 cores.
 # A worker that dies (it happened once per full run on 2026-12-07, with no Python traceback,
 # cause not found) is replaced and its test run once more (pytest-rerunfailures; only crashed
-# tests, an ordinary failure is not re-run). --dist load: --dist loadfile cannot reschedule a
-# crashed test, and a replaced loadfile worker left the controller waiting for ever.
+# tests, an ordinary failure is not re-run; -raR names it in the summary). --dist load:
+# --dist loadfile cannot reschedule a crashed test, and a replaced loadfile worker left the
+# controller waiting for ever.
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. serve-install
 # first, so the tests that start a real tritonserver run instead of skipping.
 test: lint docs serve-install
 	@$(PY) -m pytest -n 2 --dist load --max-worker-restart 4 --reruns 1 --only-rerun "crashed" \
-		--durations=25; rc=$$?; \
+		--durations=25 -raR; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -88,3 +88,26 @@ def test_compare_models_quick(toy_data: Path, tmp_path: Path) -> None:
         tmp_path,
     )
     assert Path(f"{out}.json").is_file()
+
+
+def test_train_budget_quick(toy_data: Path, tmp_path: Path) -> None:
+    """One 30 s budget: the stamped log, the run's files and the side-by-side table."""
+    import json
+
+    out = tmp_path / "tb"
+    done = _run(
+        [str(SCRIPTS / "train_budget.py"), str(toy_data), "--quick", "--out", str(out)], tmp_path
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    (run,) = summary["runs"]
+    assert run["exit_code"] == 0 and run["budget_seconds"] == 30 and run["steps"] >= 1
+    assert run["wall_seconds"] < 30 + 10 and run["log_lines"] == len(
+        (out / "30s" / "train.log").read_text().splitlines()
+    )
+    full = run["full_validation"]  # every validation slice, scored after the run
+    assert 0.0 <= full["mean_dice"] <= 1.0 and full["cases"]
+    assert full["slices"] >= run["run_validation"]["slices"] >= 1
+    for name in ("config.json", "metrics.jsonl", "validation.json", "training_curve.png"):
+        assert (out / "30s" / name).is_file(), name
+    assert "| 30s |" in (out / "table.md").read_text() and "| 30s |" in done.stdout
+    assert (out / "dice_vs_budget.png").is_file()
