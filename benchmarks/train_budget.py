@@ -11,7 +11,7 @@ validation cases) and ``training_curve.png``, and a ``summary.json``. ``OUT/summ
 ``OUT/table.md`` and ``OUT/dice_vs_budget.png`` put the budgets side by side.
 
     medseg data mni152-cohort /tmp/cohort            # the 12-case cohort, seed 0
-    python benchmarks/train_budget.py /tmp/cohort --budgets 20m,10m,30m,60m \\
+    python benchmarks/train_budget.py /tmp/cohort --budgets 10m,20m,30m,60m \\
         --out benchmarks/results/train-budget --note "idle machine"
 
 ``--quick`` runs one 30-second budget of the tiny U-Net (the test suite's check that the
@@ -95,13 +95,16 @@ def run_budget(cohort: Path, budget: str, run_dir: Path, extra: list[str]) -> di
 
 def full_validation(cohort: Path, run_dir: Path) -> dict[str, Any]:
     """The best checkpoint (``run_dir/model.pt``) scored on every validation slice of the run's
-    held-out cases, as an ``--epochs`` run scores it at the end (a budgeted run validates on a
-    fixed subset of the slices): ``{"dice": {class: mean over cases}, "mean_dice", "slices",
-    "seconds"}``. Runs after the training process, outside its budget."""
+    held-out cases with the run's validation arithmetic, as an ``--epochs`` run scores it at
+    the end (a budgeted run validates on a fixed subset of the slices).
+
+    Returns ``{"dice": {class: mean over cases}, "mean_dice", "hd95_mm": {class: mm},
+    "cases", "slices", "seconds"}``. Runs after the training process, outside its budget."""
     import torch
 
     from medseg.plan.planner import Plan
     from medseg.train import load_checkpoint
+    from medseg.train.arith import resolve_arithmetic
     from medseg.train.config import TrainConfig
     from medseg.train.planned import evaluate_cases, load_planned_data, torch_predictor
 
@@ -109,9 +112,12 @@ def full_validation(cohort: Path, run_dir: Path) -> dict[str, Any]:
     record = json.loads((run_dir / "config.json").read_text())
     config = TrainConfig.from_dict(record["train"])
     data = load_planned_data(cohort, config, Plan.from_dict(record["plan"]), device="cpu")
-    model = load_checkpoint(run_dir).model.eval()
+    model = load_checkpoint(run_dir).model  # eval mode
+    # the run's own validation arithmetic (BF16 autocast on a CPU with native BF16)
+    precision = "fp32" if config.amp is False else config.precision
+    dtype = resolve_arithmetic("cpu", precision, config.channels_last).autocast_dtype()
     with torch.inference_mode():
-        result = evaluate_cases(data, torch_predictor(model, torch.device("cpu"), False), True)
+        result = evaluate_cases(data, torch_predictor(model, torch.device("cpu"), dtype), True)
     hd95 = {name: m["hd95"] for name, m in result["mean"].items()}
     return {
         "dice": {name: round(float(m["dice"]), 4) for name, m in result["mean"].items()},
@@ -188,15 +194,17 @@ def summarise(
 
 def table(summaries: list[dict[str, Any]]) -> str:
     """The markdown table of the budgets side by side (Dice: the best checkpoint on every
-    validation slice; "the run's validation": what the run chose it by, on its subset)."""
+    validation slice; "the run's validation": what the run chose it by, on its subset;
+    "start-up etc.": the wall time less steps and validation: imports, planning, preparing the
+    cases, the last checkpoint and curve)."""
     scored = [s["full_validation"] for s in summaries if s["full_validation"]]
     classes = list(scored[0]["dice"]) if scored else []
     head = ["budget", "wall s", "steps", "patch x batch", "steps s", "data wait s"]
-    head += ["validation s (share)", "other s", "mean Dice", *classes]
+    head += ["validation s (share)", "start-up etc. s", "mean Dice", *classes]
     head += ["the run's validation: mean Dice (slices)"]
     head += ["longest log silence s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summaries:
+    for s in sorted(summaries, key=lambda s: s["budget_seconds"] or 0):
         t = s["timing"]
         other = s["wall_seconds"] - t.get("steps", 0.0) - t.get("validation", 0.0)
         patch = "x".join(str(p) for p in s["patch"] or []) + f" x {s['batch']}"
@@ -251,7 +259,7 @@ def main() -> int:
         "cohort", type=Path, help="a dataset folder (medseg data mni152-cohort DIR)"
     )
     parser.add_argument(
-        "--budgets", default="10m,30m,60m", help="comma-separated --time-budget values"
+        "--budgets", default="10m,20m,30m,60m", help="comma-separated --time-budget values"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train-budget"))
     parser.add_argument(

@@ -109,4 +109,6 @@ def save_curve(run_dir: Path, history: list[EpochLog], config: TrainConfig) -> N
     from medseg.viz.curves import save_training_curve
 
     title = f"{config.arch} ({config.variant}), seed {config.seed}"
-    save_training_curve([e.__dict__ for e in history], run_dir / CURVE_NAME, title)
+    # a time-budget run validates every N steps: its rows are validation points, not epochs
+    x_axis = "epoch" if config.time_budget is None else "step"
+    save_training_curve([e.__dict__ for e in history], run_dir / CURVE_NAME, title, x_axis)

@@ -101,9 +101,11 @@ def test_train_budget_quick(toy_data: Path, tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     (run,) = summary["runs"]
     assert run["exit_code"] == 0 and run["budget_seconds"] == 30 and run["steps"] >= 1
-    assert run["wall_seconds"] < 30 + 10 and run["log_lines"] == len(
+    # the budget counts from the command's start; Python's own start-up and exit come on top
+    assert run["wall_seconds"] < 30 + 20 and run["log_lines"] == len(
         (out / "30s" / "train.log").read_text().splitlines()
     )
+    assert run["timing"]["steps"] > 0 and run["best_step"] >= 1 and len(run["patch"]) == 2
     full = run["full_validation"]  # every validation slice, scored after the run
     assert 0.0 <= full["mean_dice"] <= 1.0 and full["cases"]
     assert full["slices"] >= run["run_validation"]["slices"] >= 1
