@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,24 +35,11 @@ from typing import Any
 RUN_FILES = ("config.json", "metrics.jsonl", "validation.json", "training_curve.png")
 
 
-def cpu_class() -> str:
-    """The CPU model and the flags that decide its arithmetic (AMX, AVX-512 BF16/VNNI, AVX2)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in text.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    wanted = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-    found = ", ".join(f for f in wanted if f in flags) or "no AVX2"
-    return f"{name} ({found}), {os.cpu_count()} cores"
+def machine_line(machine: dict[str, Any]) -> str:
+    """``describe_machine()`` in one line: CPU, its class (AVX2, AVX-512 VNNI, AMX...), cores."""
+    features = machine["cpu_features"]
+    bf16 = f", BF16 {features['bf16']}" if features["bf16"] else ", no native BF16"
+    return f"{machine['cpu']} ({features['cpu_class']}{bf16}), {machine['cores']} cores"
 
 
 def run_budget(cohort: Path, budget: str, run_dir: Path, extra: list[str]) -> dict[str, Any]:
@@ -104,7 +90,7 @@ def full_validation(cohort: Path, run_dir: Path) -> dict[str, Any]:
 
     from medseg.plan.planner import Plan
     from medseg.train import load_checkpoint
-    from medseg.train.arith import resolve_arithmetic
+    from medseg.train.arith import run_arithmetic
     from medseg.train.config import TrainConfig
     from medseg.train.planned import evaluate_cases, load_planned_data, torch_predictor
 
@@ -114,8 +100,7 @@ def full_validation(cohort: Path, run_dir: Path) -> dict[str, Any]:
     data = load_planned_data(cohort, config, Plan.from_dict(record["plan"]), device="cpu")
     model = load_checkpoint(run_dir).model  # eval mode
     # the run's own validation arithmetic (BF16 autocast on a CPU with native BF16)
-    precision = "fp32" if config.amp is False else config.precision
-    dtype = resolve_arithmetic("cpu", precision, config.channels_last).autocast_dtype()
+    dtype = run_arithmetic(config, "cpu").autocast_dtype()
     with torch.inference_mode():
         result = evaluate_cases(data, torch_predictor(model, torch.device("cpu"), dtype), True)
     hd95 = {name: m["hd95"] for name, m in result["mean"].items()}
@@ -140,25 +125,14 @@ def summarise(
     for name in RUN_FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, out / name)
-    config = (
-        json.loads((run_dir / "config.json").read_text())
-        if (run_dir / "config.json").exists()
-        else {}
-    )
-    validation = (
-        json.loads((run_dir / "validation.json").read_text())
-        if (run_dir / "validation.json").exists()
-        else {}
-    )
-    rows = (
-        [
-            json.loads(line)
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-        if (run_dir / "metrics.jsonl").exists()
-        else []
-    )
+    from medseg.train.rundir import read_metrics
+
+    def read(name: str) -> dict[str, Any]:  # {} where a failed run wrote none
+        path = run_dir / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    config, validation = read("config.json"), read("validation.json")
+    rows = read_metrics(run_dir)
     best: dict[str, Any] = max(rows, key=lambda r: r.get("val_mean_dice", -1.0), default={})
     timing = config.get("timing", {})
     sizing = config.get("budget", {})
@@ -275,8 +249,13 @@ def main() -> int:
     if args.quick:
         args.budgets, args.extra = "30s", ["--arch", "unet", "--variant", "tiny", *args.extra]
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    machine = cpu_class()
-    print(f"machine: {machine}; budgets {', '.join(budgets)}; note: {args.note or '-'}", flush=True)
+    from medseg.bench.machine import describe_machine
+
+    machine = describe_machine()
+    print(
+        f"machine: {machine_line(machine)}; budgets {', '.join(budgets)}; note: {args.note or '-'}",
+        flush=True,
+    )
     summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="train-budget-") as work:
         for budget in budgets:
@@ -284,7 +263,7 @@ def main() -> int:
             figures = run_budget(args.cohort, budget, run_dir, args.extra)
             summaries.append(summarise(budget, figures, args.cohort, run_dir, args.out / budget))
             print(table(summaries), flush=True)
-            record = {"machine": machine, "note": args.note, "python": platform.python_version()}
+            record = {"machine": machine, "note": args.note}
             (args.out / "summary.json").write_text(
                 json.dumps({**record, "runs": summaries}, indent=2) + "\n"
             )

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medseg.errors import ConfigError
 
-__all__ = ["Arithmetic", "cpu_has_native_bf16", "resolve_arithmetic"]
+if TYPE_CHECKING:
+    from medseg.train.config import TrainConfig
+
+__all__ = ["Arithmetic", "cpu_has_native_bf16", "resolve_arithmetic", "run_arithmetic"]
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -109,3 +112,10 @@ def resolve_arithmetic(
         return Arithmetic("bf16", nhwc, False, f"CPU: BF16 autocast ({why}), {layout}")
     why = "--precision fp32" if precision == "fp32" else "no AVX512_BF16/AMX in the CPU flags"
     return Arithmetic(None, nhwc, False, f"CPU: FP32 ({why}), {layout}")
+
+
+def run_arithmetic(config: TrainConfig, device_type: str) -> Arithmetic:
+    """The arithmetic of a run with ``config`` on ``device_type`` (``amp=False`` forces FP32):
+    the training steps and anything that re-scores the run's checkpoint the way it validated."""
+    precision = "fp32" if config.amp is False else config.precision
+    return resolve_arithmetic(device_type, precision, config.channels_last)

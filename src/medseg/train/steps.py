@@ -17,7 +17,7 @@ import numpy as np
 from medseg.atomic import atomic_file
 from medseg.errors import ConfigError
 from medseg.events import Event, EventSink
-from medseg.train.arith import resolve_arithmetic
+from medseg.train.arith import run_arithmetic
 from medseg.train.budget import (
     WARMUP_SHARE,
     WARMUP_STEPS,
@@ -98,8 +98,7 @@ class Stepper:
 
         self.source, self.config, self.device, self.dist = source, config, device, dist
         self.run_dir, self.main, self.sink, self.started = run_dir, main, sink, started
-        precision = "fp32" if config.amp is False else config.precision
-        self.arith = resolve_arithmetic(device.type, precision, config.channels_last)
+        self.arith = run_arithmetic(config, device.type)
         self.dtype = self.arith.autocast_dtype()
         self.fmt = self.arith.memory_format()
         torch.manual_seed(config.seed)
